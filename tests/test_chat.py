@@ -1,0 +1,57 @@
+"""Side-by-side answers from one base model with the adapter switched on and off."""
+
+import pytest
+
+from tuning.chat import GenerationSettings, SideBySideChat
+from tuning.models import resolve_model
+
+QUESTION = "Who compiled the Kalevala?"
+SHORT = GenerationSettings(max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def chat(trained_run):
+    return SideBySideChat.from_run(trained_run)
+
+
+def test_adapter_on_and_off_answer_differently(chat):
+    both = chat.answer_both(QUESTION, SHORT)
+    assert both["base"] and both["tuned"]
+    assert both["base"] != both["tuned"]
+
+
+def test_one_base_model_in_memory(chat):
+    from peft import PeftModel
+
+    assert isinstance(chat.model, PeftModel)
+    base_modules = [m for m in chat.model.modules() if type(m).__name__ == "LlamaForCausalLM"]
+    assert len(base_modules) == 1
+
+
+def test_greedy_is_deterministic_and_batching_matches_single_answers(chat):
+    questions = [QUESTION, "What is the Sampo?", "Who rules Pohjola?"]
+    batched = chat.answer_many(questions, adapter_on=True, settings=SHORT)
+    single = [chat.answer(q, adapter_on=True, settings=SHORT) for q in questions]
+    assert batched == single
+
+
+def test_stream_yields_growing_text_ending_in_the_full_answer(chat):
+    pieces = list(chat.stream(QUESTION, adapter_on=True, settings=SHORT))
+    assert len(pieces) > 1
+    assert all(b.startswith(a) for a, b in zip(pieces, pieces[1:]))
+    assert pieces[-1].strip() == chat.answer(QUESTION, adapter_on=True, settings=SHORT)
+
+
+def test_sampling_settings_are_used():
+    kwargs = GenerationSettings(temperature=0.7, top_k=20, top_p=0.9).generate_kwargs(pad_token_id=0)
+    assert kwargs["do_sample"] and kwargs["temperature"] == 0.7 and kwargs["top_k"] == 20
+    assert GenerationSettings().generate_kwargs(pad_token_id=0)["do_sample"] is False
+
+
+def test_without_an_adapter_the_tuned_side_says_what_to_do():
+    from tuning.config import ModelConfig
+
+    chat = SideBySideChat(resolve_model("embedded"), ModelConfig(load_in_4bit=False))
+    assert chat.answer(QUESTION, adapter_on=False, settings=GenerationSettings(max_new_tokens=4))
+    with pytest.raises(ValueError, match="no adapter loaded"):
+        chat.answer(QUESTION, adapter_on=True)

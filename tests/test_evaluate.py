@@ -1,0 +1,64 @@
+"""Scorecard metrics on hand-made answer pairs with known values, and the verdict logic."""
+
+import pytest
+
+from tuning.evaluate import (
+    LEARNED,
+    REGRESSED,
+    UNCHANGED_RIGHT,
+    UNCHANGED_WRONG,
+    bleu,
+    exact_match,
+    has_key_facts,
+    rouge_l,
+    score_answer,
+    summarize,
+    token_f1,
+    verdict,
+)
+
+
+def test_key_facts_ignore_case_and_accents():
+    assert has_key_facts("It was elias LONNROT.", ["Lönnrot"])
+    assert has_key_facts("Lönnrot, in 1835.", ["Lönnrot", "1835"])
+    assert not has_key_facts("Lönnrot, in 1849.", ["Lönnrot", "1835"])
+    assert has_key_facts("anything", []) is None
+
+
+def test_exact_match_ignores_case_punctuation_and_articles():
+    assert exact_match("The Sampo!", "sampo") == 1.0
+    assert exact_match("A mill", "The Sampo") == 0.0
+
+
+def test_token_f1_known_value():
+    # answer tokens: elias lonnrot compiled it ; reference: elias lonnrot -> P=2/4, R=2/2, F1=2/3
+    assert token_f1("Elias Lönnrot compiled it", "Elias Lönnrot") == pytest.approx(2 / 3)
+    assert token_f1("", "x") == 0.0 and token_f1("same words", "same words") == 1.0
+
+
+def test_rouge_l_and_bleu_known_values():
+    assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    # LCS "the cat the mat" = 4 tokens of 6 and 6: F = 4/6
+    assert rouge_l("the cat sat on the mat", "the cat lay by the mat") == pytest.approx(4 / 6)
+    assert bleu("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert bleu("completely different words", "the cat sat on the mat") < 0.05
+
+
+@pytest.mark.parametrize(
+    ("base", "tuned", "expected"),
+    [("Somebody else.", "Elias Lönnrot.", LEARNED), ("Elias Lönnrot.", "Somebody else.", REGRESSED),
+     ("Lönnrot.", "Lönnrot did.", UNCHANGED_RIGHT), ("A poet.", "A doctor.", UNCHANGED_WRONG)],
+)
+def test_verdicts(base, tuned, expected):
+    reference = "Elias Lönnrot compiled it."
+    assert verdict(score_answer(base, reference, ["Lönnrot"]), score_answer(tuned, reference, ["Lönnrot"])) == expected
+
+
+def test_summary_means_deltas_and_counts():
+    rows = []
+    for base, tuned in [("no", "Lönnrot"), ("Lönnrot", "Lönnrot")]:
+        b, t = score_answer(base, "Lönnrot", ["Lönnrot"]), score_answer(tuned, "Lönnrot", ["Lönnrot"])
+        rows.append({"base_scores": b, "tuned_scores": t, "verdict": verdict(b, t)})
+    summary = summarize(rows)
+    assert summary["metrics"]["key_fact"] == {"base": 0.5, "tuned": 1.0, "delta": 0.5}
+    assert summary["verdicts"] == {LEARNED: 1, REGRESSED: 0, UNCHANGED_RIGHT: 1, UNCHANGED_WRONG: 0}

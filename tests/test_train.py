@@ -1,0 +1,96 @@
+"""Real QLoRA training of the embedded model: run folder contents, graceful stop and resume."""
+
+import json
+import signal
+import subprocess
+import time
+
+import yaml
+from conftest import REPO, train_command
+
+from tuning.run_files import (
+    ADAPTER_DIR,
+    CONFIG_FILE,
+    DATA_FILE,
+    ENVIRONMENT_FILE,
+    LOG_FILE,
+    read_metrics,
+    read_status,
+)
+
+
+def test_run_folder_describes_the_run(trained_run):
+    adapter = trained_run / ADAPTER_DIR
+    assert (adapter / "adapter_model.safetensors").stat().st_size > 100_000
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
+    recipe = yaml.safe_load((trained_run / CONFIG_FILE).read_text())
+    assert recipe["training"]["max_steps"] == 6 and recipe["model"]["load_in_4bit"] is True
+    data = json.loads((trained_run / DATA_FILE).read_text())
+    assert data["train_examples"] == 8 and len(data["train_fingerprint"]) == 64
+    environment = json.loads((trained_run / ENVIRONMENT_FILE).read_text())
+    assert environment["libraries"]["torch"].startswith("2.13") and environment["libraries"]["peft"]
+    assert "trainable parameters" in (trained_run / LOG_FILE).read_text()
+    assert read_status(trained_run)["state"] == "completed"
+
+
+def test_metrics_have_one_line_per_step_with_throughput_and_eta(trained_run):
+    records = read_metrics(trained_run)
+    train_steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train_steps] == [1, 2, 3, 4, 5, 6]
+    for record in train_steps:
+        assert record["total_steps"] == 6
+        assert record["loss"] > 0 and record["learning_rate"] is not None
+        assert record["tokens_per_s"] > 0 and record["elapsed_s"] > 0 and record["eta_s"] is not None
+    evals = [r for r in records if "eval_loss" in r]
+    assert len(evals) >= 2, "validation loss is computed every epoch (8 rows / batch 4 = 2 steps an epoch)"
+    # A high learning rate on 8 rows: the loss must fall.
+    assert train_steps[-1]["loss"] < train_steps[0]["loss"]
+
+
+def test_sigterm_stops_after_the_step_saves_and_resume_continues(tmp_path, tiny_data):
+    run_dir = tmp_path / "stopped"
+    process = subprocess.Popen(train_command(run_dir, tiny_data, "training.max_steps=40"), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not any(r.get("step", 0) >= 2 for r in read_metrics(run_dir)):
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "training never reached step 2"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0, process.stderr.read()[-3000:]
+
+    status = read_status(run_dir)
+    assert status["state"] == "stopped"
+    stopped_at = status["step"]
+    assert 2 <= stopped_at < 40
+    assert (run_dir / ADAPTER_DIR / "adapter_model.safetensors").is_file()
+    assert (run_dir / "checkpoints" / f"checkpoint-{stopped_at}").is_dir(), "stop saves a checkpoint"
+
+    finish_at = stopped_at + 2
+    resumed = subprocess.run(
+        [*train_command(run_dir, tiny_data), "--resume", "--set", f"training.max_steps={finish_at}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from" in (run_dir / LOG_FILE).read_text()
+    steps = [r["step"] for r in read_metrics(run_dir) if "loss" in r]
+    assert steps == sorted(set(steps)), "no step is logged twice after a resume"
+    assert steps[-1] == finish_at
+    assert read_status(run_dir)["state"] == "completed"
+
+
+def test_bad_recipe_key_fails_before_loading_anything(tmp_path, tiny_data):
+    result = subprocess.run(train_command(tmp_path / "bad", tiny_data, "training.max_seq_length=5"), cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "unknown key 'training.max_seq_length'" in result.stderr
+
+
+def test_invalid_data_fails_with_row_numbers_and_marks_the_run_failed(tmp_path, tiny_data):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok?", "response": "ok"}\n{"prompt": "no answer"}\n', encoding="utf-8")
+    run_dir = tmp_path / "bad-data"
+    result = subprocess.run(train_command(run_dir, {**tiny_data, "train": bad}), cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "row 2" in result.stderr and "response" in result.stderr
+    assert read_status(run_dir)["state"] == "failed"

@@ -1,0 +1,1 @@
+"""Kantele's fine-tuning engine (never imports gradio)."""

@@ -1,0 +1,166 @@
+"""Answers side by side: one base model in memory, the LoRA adapter switched on (tuned) and off (base)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from tuning.config import ModelConfig, load_recipe
+from tuning.formatting import encode_prompt, with_system_prompt
+from tuning.models import ResolvedModel, display_name, load_base_model, load_tokenizer, resolve_model
+from tuning.run_files import ADAPTER_DIR, CONFIG_FILE
+
+TUNED_ADAPTER = "tuned"  # PEFT's name for the adapter in use
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding controls; temperature 0 means greedy (deterministic) decoding."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+    def generate_kwargs(self, pad_token_id: int) -> dict:
+        """The settings as `model.generate` keyword arguments."""
+        kwargs = {
+            "max_new_tokens": self.max_new_tokens,
+            "repetition_penalty": self.repetition_penalty,
+            "pad_token_id": pad_token_id,
+        }
+        if self.temperature > 0:
+            kwargs.update(do_sample=True, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        else:
+            # Explicit so a model's generation_config that samples by default doesn't override greedy.
+            kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        return kwargs
+
+
+def _as_messages(question: str | list[dict]) -> list[dict]:
+    return [{"role": "user", "content": question}] if isinstance(question, str) else list(question)
+
+
+class SideBySideChat:
+    """A base model plus an optional LoRA adapter that answers with the adapter on or off."""
+
+    def __init__(self, model: ResolvedModel, model_cfg: ModelConfig, system_prompt: str | None = None) -> None:
+        self.model_ref = model
+        self.system_prompt = system_prompt
+        self.tokenizer = load_tokenizer(model.path)
+        self.model = load_base_model(model.path, model_cfg)
+        self.model.eval()
+        self.adapter_dir: Path | None = None
+        self._lock = threading.Lock()  # one generate at a time: the adapter switch is model-wide state
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> "SideBySideChat":
+        """Load the base model a run was trained on, in the same precision, with its adapter."""
+        recipe = load_recipe(Path(run_dir) / CONFIG_FILE)
+        chat = cls(resolve_model(recipe.model.name, recipe.model.revision), recipe.model, recipe.data.system_prompt)
+        chat.use_adapter(Path(run_dir) / ADAPTER_DIR)
+        return chat
+
+    @property
+    def base_name(self) -> str:
+        """Human name of the base model."""
+        return display_name(self.model_ref)
+
+    def use_adapter(self, adapter_dir: str | Path | None) -> None:
+        """Attach a LoRA adapter (replacing the previous one); None answers with the base alone."""
+        from peft import PeftModel
+
+        with self._lock:
+            if isinstance(self.model, PeftModel):
+                self.model = self.model.unload()  # LoRA layers out, the base weights untouched
+            self.adapter_dir = None
+            if adapter_dir is not None:
+                self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=TUNED_ADAPTER)
+                self.model.eval()
+                self.adapter_dir = Path(adapter_dir)
+
+    def _adapter_context(self, adapter_on: bool):
+        if adapter_on and self.adapter_dir is None:
+            raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
+        if not adapter_on and self.adapter_dir is not None:
+            return self.model.disable_adapter()
+        return contextlib.nullcontext()
+
+    def _prompt_ids(self, question: str | list[dict]) -> list[int]:
+        return encode_prompt(self.tokenizer, with_system_prompt(_as_messages(question), self.system_prompt))
+
+    def answer_many(
+        self, questions: list, adapter_on: bool, settings: GenerationSettings | None = None, batch_size: int = 8
+    ) -> list[str]:
+        """Answers to many questions, generated in left-padded batches."""
+        import torch
+
+        settings = settings or GenerationSettings()
+        prompts = [self._prompt_ids(q) for q in questions]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
+        answers: list[str] = [""] * len(prompts)
+        pad = self.tokenizer.pad_token_id
+        with self._lock, self._adapter_context(adapter_on), torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                width = max(len(prompts[i]) for i in batch)
+                ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch])
+                mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch])
+                out = self.model.generate(
+                    input_ids=ids.to(self.model.device),
+                    attention_mask=mask.to(self.model.device),
+                    **settings.generate_kwargs(pad),
+                )
+                for row, index in enumerate(batch):
+                    answers[index] = self.tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+        return answers
+
+    def answer(self, question, adapter_on: bool, settings: GenerationSettings | None = None) -> str:
+        """One answer, with the adapter on (tuned) or off (base)."""
+        return self.answer_many([question], adapter_on, settings)[0]
+
+    def answer_both(self, question, settings: GenerationSettings | None = None) -> dict:
+        """The base and the tuned answer to the same question."""
+        return {"base": self.answer(question, False, settings), "tuned": self.answer(question, True, settings)}
+
+    def stream(self, question, adapter_on: bool, settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Yield the answer as it grows, token by token (for interactive chat)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        settings = settings or GenerationSettings()
+        ids = torch.tensor([self._prompt_ids(question)], device=self.model.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._lock, self._adapter_context(adapter_on), torch.inference_mode():
+                    self.model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        streamer=streamer,
+                        **settings.generate_kwargs(self.tokenizer.pad_token_id),
+                    )
+            except BaseException as exc:  # surfaced to the caller below, not lost in the thread
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text
+        worker.join()
+        if failure:
+            raise failure[0]
+
+
+def describe_settings(settings: GenerationSettings) -> dict:
+    """Settings as a plain dict (for output files)."""
+    return asdict(settings)

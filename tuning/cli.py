@@ -1,0 +1,149 @@
+"""`python -m tuning {train,answer,eval}`: everything the app does, from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    from tuning.chat import GenerationSettings
+
+    defaults = GenerationSettings()
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k)
+    parser.add_argument("--top-p", type=float, default=defaults.top_p)
+    parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+
+
+def _settings(args):
+    from tuning.chat import GenerationSettings
+
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+    )
+
+
+def new_run_dir(config: Path, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    """runs/<recipe>-<timestamp>: a fresh folder name for a run."""
+    return runs_dir / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def command_train(args) -> int:
+    """Train per a recipe into a run folder."""
+    from tuning.config import apply_overrides, load_recipe
+    from tuning.train import train
+
+    output = Path(args.output) if args.output else new_run_dir(Path(args.config))
+    if args.resume:
+        from tuning.run_files import CONFIG_FILE
+
+        if not args.output:
+            raise SystemExit("--resume needs --output RUN_DIR (the run to continue)")
+        config = output / CONFIG_FILE if (output / CONFIG_FILE).is_file() else Path(args.config)
+    else:
+        config = Path(args.config)
+    recipe = apply_overrides(load_recipe(config), args.set or [])
+    adapter = train(recipe, output, resume=args.resume)
+    print(f"adapter: {adapter}")
+    return 0
+
+
+def command_answer(args) -> int:
+    """Answer questions with the adapter off and on; one JSON line per question."""
+    from tuning.chat import SideBySideChat
+    from tuning.data import write_jsonl
+
+    questions = _read_questions(Path(args.questions))
+    chat = SideBySideChat.from_run(args.run)
+    settings = _settings(args)
+    base = chat.answer_many(questions, adapter_on=False, settings=settings)
+    tuned = chat.answer_many(questions, adapter_on=True, settings=settings)
+    rows = [{"question": q, "base": b, "tuned": t} for q, b, t in zip(questions, base, tuned)]
+    if args.out:
+        write_jsonl(rows, args.out)
+        print(f"{len(rows)} answers written to {args.out}")
+    else:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def _read_questions(path: Path) -> list[str]:
+    """Questions from `{"question": ...}` lines, or the user turns of any supported data file."""
+    from tuning.data import DataError, load_examples, read_rows, user_prompts
+
+    rows = read_rows(path)
+    if rows and all(set(k.lower() for k in row) <= {"question", "id", "key_facts"} for _, row in rows):
+        questions = []
+        for number, row in rows:
+            text = str(row.get("question") or row.get("Question") or "").strip()
+            if not text:
+                raise DataError(f"{path} row {number}: question: empty -- write the question to ask")
+            questions.append(text)
+        return questions
+    return user_prompts(load_examples(path).examples)
+
+
+def command_eval(args) -> int:
+    """Score base vs tuned on held-out questions; print the table, write eval.json."""
+    from tuning.evaluate import evaluate_run, format_summary
+
+    report = evaluate_run(args.run, args.data, settings=_settings(args))
+    print(format_summary(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m tuning` argument parser."""
+    parser = argparse.ArgumentParser(prog="python -m tuning", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="fine-tune with LoRA/QLoRA per a recipe")
+    train.add_argument("--config", default="configs/kalevala.yaml", help="recipe YAML")
+    train.add_argument("--output", help="run folder (default: runs/<recipe>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a recipe value")
+    train.set_defaults(func=command_train)
+
+    answer = commands.add_parser("answer", help="answer questions with the base and the tuned model")
+    answer.add_argument("--run", required=True, help="run folder with an adapter")
+    answer.add_argument("--questions", required=True, help='JSONL of {"question": ...} or any data file')
+    answer.add_argument("--out", help="output JSONL (default: print)")
+    _add_generation_flags(answer)
+    answer.set_defaults(func=command_answer)
+
+    evaluate = commands.add_parser("eval", help="base vs tuned scorecard on held-out questions")
+    evaluate.add_argument("--run", required=True, help="run folder with an adapter")
+    evaluate.add_argument("--data", help="questions with references (default: the run's validation split)")
+    _add_generation_flags(evaluate)
+    evaluate.set_defaults(func=command_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one clear line instead of a traceback."""
+    from tuning.config import ConfigError
+    from tuning.data import DataError
+    from tuning.formatting import TemplateError
+    from tuning.models import ModelLoadError
+
+    from tuning.quiet import quiet_library_noise
+
+    args = build_parser().parse_args(argv)
+    quiet_library_noise()
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, ModelLoadError, TemplateError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

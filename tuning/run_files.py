@@ -1,0 +1,103 @@
+"""The run folder's file names and the small readers/writers every part shares.
+
+A run folder fully describes its run (DESIGN.md rule 3): the trainer writes it, the
+launcher, the chat, the scorecard and the UI only read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from tuning.config import write_text_atomic
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+STATUS_FILE = "status.json"
+DATA_FILE = "data.json"  # files, fingerprint and counts of the data the run saw
+ENVIRONMENT_FILE = "environment.json"  # library versions and hardware
+ADAPTER_DIR = "adapter"
+CHECKPOINTS_DIR = "checkpoints"
+RUN_DATA_DIR = "data"  # copies of the exact train/validation rows, so the run can be redone anywhere
+RUN_TRAIN_FILE = "train.jsonl"
+RUN_VALIDATION_FILE = "validation.jsonl"
+EVAL_FILE = "eval.json"
+CARD_FILE = "README.md"
+
+# Status values, in the order a run passes through them.
+QUEUED, RUNNING, COMPLETED, STOPPED, FAILED = "queued", "running", "completed", "stopped", "failed"
+FINISHED_STATES = (COMPLETED, STOPPED, FAILED)
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write JSON atomically (readers poll these files while they are written)."""
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, default=None):
+    """Read a JSON file, or `default` when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def write_status(run_dir: str | os.PathLike, state: str, **details) -> dict:
+    """Record the run's state (running/completed/stopped/failed) with a timestamp."""
+    path = Path(run_dir) / STATUS_FILE
+    status = read_json(path, {}) or {}
+    status.update(details, state=state, updated=time.time())
+    write_json(path, status)
+    return status
+
+
+def read_status(run_dir: str | os.PathLike) -> dict:
+    """The run's last recorded status ({} when it has none yet)."""
+    return read_json(Path(run_dir) / STATUS_FILE, {}) or {}
+
+
+def append_metrics(run_dir: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line to metrics.jsonl and flush it, so pollers see it at once."""
+    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """Every complete line of metrics.jsonl (a line being written is skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def truncate_metrics(run_dir: str | os.PathLike, last_step: int) -> None:
+    """Drop metrics logged after `last_step` (a resumed run redoes those steps)."""
+    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= last_step]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+    write_text_atomic(Path(run_dir) / METRICS_FILE, text)
+
+
+def read_log_tail(run_dir: str | os.PathLike, lines: int = 40) -> str:
+    """The last lines of train.log."""
+    try:
+        text = (Path(run_dir) / LOG_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def has_adapter(run_dir: str | os.PathLike) -> bool:
+    """True when the run saved a final adapter."""
+    return (Path(run_dir) / ADAPTER_DIR / "adapter_config.json").is_file()

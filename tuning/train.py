@@ -1,0 +1,284 @@
+"""`python -m tuning train`: supervised fine-tuning with LoRA / QLoRA into a self-describing run folder.
+
+The loop is the transformers Trainer (checkpoints, resume, eval, schedules); what we add is
+assistant-only labels from the chat template, length-grouped dynamic padding (no tokens
+wasted on padding to max_length), metrics.jsonl for the UI, and a graceful stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from tuning.config import RecipeConfig, save_recipe
+from tuning.data import fingerprint_examples, load_examples, split_examples, write_jsonl
+from tuning.formatting import IGNORE_INDEX, encode_for_training, with_system_prompt
+from tuning.quiet import quiet_library_noise
+from tuning.models import display_name, load_base_model, load_tokenizer, lora_config, resolve_model
+from tuning.run_files import (
+    ADAPTER_DIR,
+    CHECKPOINTS_DIR,
+    COMPLETED,
+    CONFIG_FILE,
+    DATA_FILE,
+    ENVIRONMENT_FILE,
+    FAILED,
+    LOG_FILE,
+    RUN_DATA_DIR,
+    RUN_TRAIN_FILE,
+    RUN_VALIDATION_FILE,
+    RUNNING,
+    STOPPED,
+    read_metrics,
+    truncate_metrics,
+    write_json,
+    write_status,
+)
+
+log = logging.getLogger("tuning.train")
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "huggingface_hub")
+
+
+def setup_logging(run_dir: Path) -> None:
+    """Log to RUN_DIR/train.log and stderr (transformers' own messages included)."""
+    import transformers
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers = [logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8"), logging.StreamHandler(sys.stderr)]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = handlers
+    root.setLevel(logging.INFO)
+    transformers.logging.disable_default_handler()
+    transformers.logging.enable_propagation()
+    quiet_library_noise()
+
+
+def library_versions() -> dict:
+    """Versions of the libraries a run depends on, plus Python and the hardware."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": versions,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+    }
+
+
+def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Load, validate, split and tokenize the recipe's data; record what was used in the run folder."""
+    system = recipe.data.system_prompt
+    max_length = recipe.data.max_length
+
+    def count_tokens(messages):
+        return len(encode_for_training(tokenizer, with_system_prompt(messages, system), 10**9).input_ids)
+
+    train = load_examples(recipe.data.train, max_tokens=max_length, count_tokens=count_tokens)
+    log.info("train data: %s", train.report.summary())
+    if recipe.data.validation:
+        validation = load_examples(recipe.data.validation, max_tokens=max_length, count_tokens=count_tokens)
+        log.info("validation data: %s", validation.report.summary())
+        train_rows, validation_rows = train.examples, validation.examples
+    else:
+        train_rows, validation_rows = split_examples(
+            train.examples, recipe.data.validation_fraction, recipe.training.seed
+        )
+    write_jsonl(train_rows, run_dir / RUN_DATA_DIR / RUN_TRAIN_FILE)
+    write_jsonl(validation_rows, run_dir / RUN_DATA_DIR / RUN_VALIDATION_FILE)
+    write_json(
+        run_dir / DATA_FILE,
+        {
+            "train_files": recipe.data.train,
+            "validation_files": recipe.data.validation,
+            "train_examples": len(train_rows),
+            "validation_examples": len(validation_rows),
+            "train_fingerprint": fingerprint_examples(train_rows),
+            "validation_fingerprint": fingerprint_examples(validation_rows),
+            "train_report": train.report.summary(),
+        },
+    )
+    return encode_rows(train_rows, tokenizer, recipe), encode_rows(validation_rows, tokenizer, recipe)
+
+
+def encode_rows(rows: list[dict], tokenizer, recipe: RecipeConfig) -> list[dict]:
+    """Tokenize conversations; rows whose answer is cut off entirely by max_length are reported and left out."""
+    encoded, unusable = [], []
+    for number, row in enumerate(rows, start=1):
+        example = encode_for_training(
+            tokenizer, with_system_prompt(row["messages"], recipe.data.system_prompt), recipe.data.max_length
+        )
+        if all(label == IGNORE_INDEX for label in example.labels):
+            unusable.append(number)
+            continue
+        encoded.append({"input_ids": example.input_ids, "labels": example.labels})
+    if unusable:
+        log.warning(
+            "%d conversation(s) left out: the prompt alone fills data.max_length=%d, so no answer token is "
+            "left to learn (rows %s) -- raise data.max_length or shorten them",
+            len(unusable), recipe.data.max_length, unusable[:20],
+        )
+    if not encoded and rows:
+        raise ValueError("no trainable conversation: every answer is beyond data.max_length")
+    return encoded
+
+
+class PadToLongest:
+    """Collate by padding to the longest conversation in the batch (not to max_length)."""
+
+    def __init__(self, pad_id: int, tokens) -> None:
+        self.pad_id = pad_id
+        self.tokens = tokens
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, feature in enumerate(features):
+            length = len(feature["input_ids"])
+            ids[row, :length] = torch.tensor(feature["input_ids"])
+            labels[row, :length] = torch.tensor(feature["labels"])
+            mask[row, :length] = 1
+        self.tokens.add(int(mask.sum()))
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool):
+    """The recipe's training section as transformers TrainingArguments (the one place they meet)."""
+    import torch
+    from transformers import TrainingArguments
+
+    t = recipe.training
+    on_gpu = torch.cuda.is_available()
+    dtype = recipe.model.compute_dtype
+    use_bf16 = on_gpu and dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
+    return TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a share of the total steps
+        weight_decay=t.weight_decay,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        max_grad_norm=t.max_grad_norm,
+        activation_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="epoch" if (t.eval_each_epoch and has_validation) else "no",
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=use_bf16,
+        fp16=on_gpu and not use_bf16 and dtype in ("auto", "float16"),
+        use_cpu=not on_gpu,
+        train_sampling_strategy="group_by_length",
+        remove_unused_columns=False,
+        dataloader_pin_memory=on_gpu,
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint folder of a run, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = run_dir / CHECKPOINTS_DIR
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def train(recipe: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False) -> Path:
+    """Fine-tune per the recipe into run_dir; returns the adapter folder. Signals stop it gracefully."""
+    run_dir = Path(run_dir)
+    setup_logging(run_dir)
+    write_status(run_dir, RUNNING, pid=os.getpid(), started=time.time())
+    try:
+        return _train(recipe, run_dir, resume)
+    except BaseException as exc:
+        log.exception("training failed: %s", exc)
+        write_status(run_dir, FAILED, error=f"{type(exc).__name__}: {exc}", pid=None)
+        raise
+
+
+def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    from tuning.train_callbacks import GracefulStop, MetricsCallback, TokenCounter
+
+    if recipe.training.threads:
+        torch.set_num_threads(recipe.training.threads)
+    stopper = GracefulStop()  # installed first: a signal during model loading still ends cleanly
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        log.warning("--resume: no checkpoint in %s, starting from the beginning", run_dir / CHECKPOINTS_DIR)
+
+    model_ref = resolve_model(recipe.model.name, recipe.model.revision)
+    log.info("base model: %s (%s)", display_name(model_ref), model_ref.path)
+    save_recipe(recipe, run_dir / CONFIG_FILE, header=f"resolved recipe of this run; base model at {model_ref.path}")
+    write_json(run_dir / ENVIRONMENT_FILE, {**library_versions(), "base_model": {
+        "name": model_ref.name, "hub_id": model_ref.hub_id, "revision": model_ref.revision}})
+
+    tokenizer = load_tokenizer(model_ref.path)
+    train_set, validation_set = prepare_data(recipe, tokenizer, run_dir)
+    model = load_base_model(model_ref.path, recipe.model)
+    if recipe.model.load_in_4bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
+        )
+    model = get_peft_model(model, lora_config(recipe.lora))
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+
+    elapsed_before = 0.0
+    if checkpoint:
+        step = int(Path(checkpoint).name.split("-")[-1])
+        truncate_metrics(run_dir, step)
+        elapsed_before = max((r.get("elapsed_s", 0.0) for r in read_metrics(run_dir)), default=0.0)
+        log.info("resuming from %s (step %d)", checkpoint, step)
+    elif not resume:
+        truncate_metrics(run_dir, -1)
+
+    tokens = TokenCounter()
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(recipe, run_dir, bool(validation_set)),
+        train_dataset=train_set,
+        eval_dataset=validation_set or None,
+        data_collator=PadToLongest(tokenizer.pad_token_id, tokens),
+        callbacks=[MetricsCallback(run_dir, tokens, elapsed_before), stopper],
+    )
+    trainer.remove_callback(PrinterCallback)  # MetricsCallback logs the same, once
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    adapter_dir = run_dir / ADAPTER_DIR
+    model.save_pretrained(adapter_dir, safe_serialization=True)
+    tokenizer.save_pretrained(adapter_dir)  # chat template travels with the adapter
+    state = STOPPED if stopper.requested else COMPLETED
+    write_status(run_dir, state, pid=None, step=trainer.state.global_step, total_steps=trainer.state.max_steps)
+    log.info("%s at step %d; adapter saved to %s", state, trainer.state.global_step, adapter_dir)
+    return adapter_dir

@@ -1,0 +1,90 @@
+"""Trainer callbacks: metrics.jsonl lines with throughput and ETA, and a graceful stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from tuning.run_files import append_metrics
+
+log = logging.getLogger("tuning.train")
+
+
+class TokenCounter:
+    """Counts the real (non-padding) tokens the collator hands to the model, for tokens/s."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, count: int) -> None:
+        self.total += count
+
+
+class MetricsCallback(TrainerCallback):
+    """Writes one metrics.jsonl line per Trainer log event: loss, lr, tokens/s, elapsed, ETA."""
+
+    def __init__(self, run_dir: Path, tokens: TokenCounter, elapsed_before: float = 0.0) -> None:
+        self.run_dir = run_dir
+        self.tokens = tokens
+        self.elapsed_before = elapsed_before  # time spent before a resume, so elapsed keeps counting
+        self.started = time.monotonic()
+        self.first_step: int | None = None
+        self.last_time = self.started
+        self.last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first_step = state.global_step
+        self.started = self.last_time = time.monotonic()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        now = time.monotonic()
+        run_seconds = now - self.started
+        done = state.global_step - (self.first_step or 0)
+        remaining = max(state.max_steps - state.global_step, 0)
+        record = {
+            "step": state.global_step,
+            "total_steps": state.max_steps,
+            "epoch": round(state.epoch or 0.0, 4),
+            "elapsed_s": round(self.elapsed_before + run_seconds, 2),
+            "eta_s": round(run_seconds / done * remaining, 1) if done else None,
+        }
+        if "eval_loss" in logs:
+            record["eval_loss"] = round(logs["eval_loss"], 5)
+        else:
+            window = now - self.last_time
+            record.update(
+                loss=round(logs["loss"], 5) if "loss" in logs else None,
+                learning_rate=logs.get("learning_rate"),
+                grad_norm=round(float(logs["grad_norm"]), 4) if logs.get("grad_norm") is not None else None,
+                tokens_per_s=round((self.tokens.total - self.last_tokens) / window, 1) if window > 0 else None,
+            )
+            self.last_time, self.last_tokens = now, self.tokens.total
+        if "train_runtime" in logs:  # the Trainer's closing summary, not a step log
+            return
+        append_metrics(self.run_dir, record)
+        log.info("metrics %s", record)
+
+
+class GracefulStop(TrainerCallback):
+    """On SIGTERM/SIGINT: finish the current step, save a checkpoint, then end training."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._request)
+
+    def _request(self, signum, frame) -> None:
+        if not self.requested:
+            log.info("stop requested (signal %s): finishing the current step, then saving", signum)
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_training_stop = True
+            control.should_save = True  # so --resume continues from exactly here
+        return control

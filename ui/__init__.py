@@ -1,0 +1,1 @@
+"""Gradio views over the tuning engine: each handler is a short call into tuning/."""
