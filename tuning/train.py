@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tuning.config import RecipeConfig, save_recipe
-from tuning.data import fingerprint_examples, load_examples, split_examples, write_jsonl
+from tuning.data import fingerprint_examples, find_overlap, load_examples, split_examples, write_jsonl
 from tuning.formatting import IGNORE_INDEX, encode_for_training, with_system_prompt
 from tuning.quiet import quiet_library_noise
 from tuning.models import display_name, load_base_model, load_tokenizer, lora_config, resolve_model
@@ -98,6 +98,10 @@ def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path) -> tuple[list[d
         train_rows, validation_rows = split_examples(
             train.examples, recipe.data.validation_fraction, recipe.training.seed
         )
+    leaked = find_overlap(train_rows, validation_rows)
+    if leaked:
+        log.warning("%d validation question(s) also appear in the training data (validation rows %s): their "
+                    "scores measure memory, not learning -- remove them from one side", len(leaked), leaked[:20])
     write_jsonl(train_rows, run_dir / RUN_DATA_DIR / RUN_TRAIN_FILE)
     write_jsonl(validation_rows, run_dir / RUN_DATA_DIR / RUN_VALIDATION_FILE)
     write_json(

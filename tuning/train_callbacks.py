@@ -35,10 +35,18 @@ class MetricsCallback(TrainerCallback):
         self.first_step: int | None = None
         self.last_time = self.started
         self.last_tokens = 0
+        self.last_step = 0
+        self.last_step_time = self.started
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.first_step = state.global_step
-        self.started = self.last_time = time.monotonic()
+        self.first_step = self.last_step = state.global_step
+        self.started = self.last_time = self.last_step_time = time.monotonic()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        # Evaluation batches pass through the same collator and clock: keep them out of the
+        # next window's tokens/s and pace.
+        self.last_time = self.last_step_time = time.monotonic()
+        self.last_tokens = self.tokens.total
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -46,12 +54,15 @@ class MetricsCallback(TrainerCallback):
         run_seconds = now - self.started
         done = state.global_step - (self.first_step or 0)
         remaining = max(state.max_steps - state.global_step, 0)
+        # Pace of the last window, so the ETA follows a machine that got busier or freer.
+        window_steps = state.global_step - self.last_step
+        pace = (now - self.last_step_time) / window_steps if window_steps > 0 else (run_seconds / done if done else None)
         record = {
             "step": state.global_step,
             "total_steps": state.max_steps,
             "epoch": round(state.epoch or 0.0, 4),
             "elapsed_s": round(self.elapsed_before + run_seconds, 2),
-            "eta_s": round(run_seconds / done * remaining, 1) if done else None,
+            "eta_s": round(pace * remaining, 1) if pace is not None else None,
         }
         if "eval_loss" in logs:
             record["eval_loss"] = round(logs["eval_loss"], 5)
@@ -66,6 +77,8 @@ class MetricsCallback(TrainerCallback):
             self.last_time, self.last_tokens = now, self.tokens.total
         if "train_runtime" in logs:  # the Trainer's closing summary, not a step log
             return
+        if window_steps > 0:
+            self.last_step, self.last_step_time = state.global_step, now
         append_metrics(self.run_dir, record)
         log.info("metrics %s", record)
 

@@ -1,56 +1,144 @@
-"""Chat: one question, two answers side by side -- the base model and the tuned adapter."""
+"""Chat: one question box, two conversations side by side -- the base model and base + adapter."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
-from tuning.chat import GenerationSettings, SideBySideChat
-from tuning.config import ModelConfig
-from tuning.models import resolve_model
+from tuning.chat import GenerationSettings
+from tuning.models import ModelLoadError, display_name
 from tuning.run_files import has_adapter
+from ui.state import CHAT, QUEUE, RUNS_DIR
 
-RUNS_DIR = Path("runs")
-_chat: SideBySideChat | None = None
-
-
-def newest_run() -> Path | None:
-    """The most recent run folder that has a finished adapter."""
-    runs = [p for p in RUNS_DIR.glob("*") if has_adapter(p)] if RUNS_DIR.is_dir() else []
-    return max(runs, key=lambda p: p.stat().st_mtime, default=None)
+BASE_ONLY = "(base model only)"
+DEFAULT_EXAMPLES = ["Who compiled the Kalevala?", "What is the Sampo?", "Who is Väinämöinen?",
+                    "When is Kalevala Day?", "How many poems are in the 1849 Kalevala?"]
 
 
-def get_chat() -> SideBySideChat:
-    """Load the base model once (with the newest run's adapter when there is one)."""
-    global _chat
-    if _chat is None:
-        run = newest_run()
-        _chat = SideBySideChat.from_run(run) if run else SideBySideChat(resolve_model("auto"), ModelConfig())
-    return _chat
+def finished_runs() -> list[str]:
+    """Run ids with a saved adapter, newest first."""
+    return [run_id for run_id in QUEUE.list_runs() if has_adapter(RUNS_DIR / run_id)]
 
 
-def answer_side_by_side(question: str):
-    """Stream the base answer, then the tuned one."""
-    chat = get_chat()
-    settings = GenerationSettings()
-    base = ""
-    for base in chat.stream(question, adapter_on=False, settings=settings):
-        yield base, ""
-    if chat.adapter_dir is None:
-        yield base, "No tuned adapter yet: train one with `python -m tuning train`."
+def adapter_choices(selected: str | None = None):
+    """Dropdown update listing finished runs."""
+    choices = [BASE_ONLY, *finished_runs()]
+    value = selected if selected in choices else (choices[1] if len(choices) > 1 else BASE_ONLY)
+    return gr.update(choices=choices, value=value)
+
+
+def _select(adapter: str | None, hub_adapter: str | None = None):
+    if hub_adapter:
+        return CHAT.select_hub_adapter(hub_adapter)
+    if adapter and adapter != BASE_ONLY:
+        return CHAT.select_run(QUEUE.run_dir(adapter))
+    return CHAT.select_base()
+
+
+def describe_panes(adapter: str | None, hub_adapter: str | None = None) -> str:
+    """Which model and adapter each pane runs."""
+    try:
+        chat = _select(adapter, hub_adapter)
+    except (ModelLoadError, ValueError) as error:
+        return f"**Can't load that adapter:** {error}"
+    name = display_name(chat.model_ref)
+    quant = "4-bit NF4" if getattr(chat.model, "is_loaded_in_4bit", False) else "full precision"
+    tuned = f"`{chat.adapter_dir.parent.name if chat.adapter_dir.name == 'adapter' else hub_adapter}`" \
+        if chat.adapter_dir else "no adapter selected"
+    return f"**Left:** {name} ({quant}), untouched. **Right:** the same weights + LoRA adapter {tuned}."
+
+
+def _settings(max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty) -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=0.0 if greedy else float(temperature),
+                              top_k=int(top_k), top_p=float(top_p), repetition_penalty=float(repetition_penalty))
+
+
+def _history_messages(history: list[dict]) -> list[dict]:
+    return [{"role": m["role"], "content": m["content"]} for m in history if isinstance(m.get("content"), str)]
+
+
+def ask_both(question: str, base_history: list, tuned_history: list, adapter: str, hub_adapter: str, *controls):
+    """Stream the base answer, then the tuned one, each pane keeping its own conversation."""
+    question = (question or "").strip()
+    if not question:
+        yield base_history, tuned_history, ""
         return
-    for tuned in chat.stream(question, adapter_on=True, settings=settings):
-        yield base, tuned
+    try:
+        chat = _select(adapter, hub_adapter)
+    except (ModelLoadError, ValueError) as error:
+        raise gr.Error(str(error)) from None
+    settings = _settings(*controls)
+    user = {"role": "user", "content": question}
+    base_history = [*base_history, user, {"role": "assistant", "content": ""}]
+    tuned_history = [*tuned_history, user, {"role": "assistant", "content": ""}]
+    for text in chat.stream(_history_messages(base_history[:-1]), adapter_on=False, settings=settings):
+        base_history[-1] = {"role": "assistant", "content": text}
+        yield base_history, tuned_history, ""
+    if chat.adapter_dir is None:
+        tuned_history[-1] = {"role": "assistant", "content": "No adapter selected: pick a finished run above."}
+        yield base_history, tuned_history, ""
+        return
+    for text in chat.stream(_history_messages(tuned_history[:-1]), adapter_on=True, settings=settings):
+        tuned_history[-1] = {"role": "assistant", "content": text}
+        yield base_history, tuned_history, ""
 
 
-def build_chat_tab() -> None:
-    """The side-by-side chat view."""
-    with gr.Tab("Chat"):
-        question = gr.Textbox(label="Question", placeholder="Who compiled the Kalevala?")
+def retry_last(base_history: list, tuned_history: list, adapter, hub_adapter, *controls):
+    """Ask the last question again (useful with sampling on)."""
+    last = next((m["content"] for m in reversed(base_history) if m["role"] == "user"), None)
+    if last is None:
+        yield base_history, tuned_history, ""
+        return
+    cut = max(i for i, m in enumerate(base_history) if m["role"] == "user")
+    yield from ask_both(last, base_history[:cut], tuned_history[:cut], adapter, hub_adapter, *controls)
+
+
+def example_samples(dataset: dict) -> gr.Dataset:
+    """Example questions from the loaded dataset's held-out split (the Kalevala ones by default)."""
+    questions = (dataset or {}).get("questions") or DEFAULT_EXAMPLES
+    return gr.Dataset(samples=[[q] for q in questions[:8]])
+
+
+def build_chat_tab(dataset_state: gr.State) -> dict:
+    """The Chat tab; returns the components other tabs hook into."""
+    with gr.Tab("Chat", id="chat"):
         with gr.Row():
-            base = gr.Textbox(label="Base model", lines=6)
-            tuned = gr.Textbox(label="Tuned (base + LoRA adapter)", lines=6)
-        ask = gr.Button("Ask both", variant="primary")
-        ask.click(answer_side_by_side, question, [base, tuned])
-        question.submit(answer_side_by_side, question, [base, tuned])
+            adapter = gr.Dropdown([BASE_ONLY], value=BASE_ONLY, label="Adapter (finished runs)",
+                                  elem_id="adapter-picker", scale=3)
+            hub_adapter = gr.Textbox(label="…or a Hub adapter id", placeholder="user/my-adapter", scale=2)
+            refresh = gr.Button("Refresh runs", scale=1)
+        note = gr.Markdown(elem_id="pane-note")
+        with gr.Row():
+            base_pane = gr.Chatbot(label="Base model", elem_id="base-pane", height=360)
+            tuned_pane = gr.Chatbot(label="Tuned (base + adapter)", elem_id="tuned-pane", height=360)
+        with gr.Row():
+            question = gr.Textbox(placeholder="Ask both models… e.g. Who compiled the Kalevala?", show_label=False,
+                                  scale=5, elem_id="chat-input")
+            send = gr.Button("Ask both", variant="primary", scale=1, elem_id="ask-both")
+        with gr.Row():
+            retry = gr.Button("Retry")
+            clear = gr.Button("Clear")
+        examples = gr.Dataset(components=[question], samples=[[q] for q in DEFAULT_EXAMPLES],
+                              label="Example questions")
+        with gr.Accordion("Generation settings", open=False):
+            with gr.Row():
+                max_new_tokens = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
+                greedy = gr.Checkbox(value=True, label="Greedy (deterministic)")
+                temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature")
+            with gr.Row():
+                top_k = gr.Slider(1, 200, value=50, step=1, label="Top-k")
+                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
+                repetition_penalty = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty")
+        controls = [max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty]
+        inputs = [question, base_pane, tuned_pane, adapter, hub_adapter, *controls]
+        outputs = [base_pane, tuned_pane, question]
+
+        send.click(ask_both, inputs, outputs)
+        question.submit(ask_both, inputs, outputs)
+        retry.click(retry_last, [base_pane, tuned_pane, adapter, hub_adapter, *controls], outputs)
+        clear.click(lambda: ([], [], ""), None, outputs)
+        examples.click(lambda sample: sample[0], examples, question)
+        refresh.click(adapter_choices, adapter, adapter)
+        adapter.change(describe_panes, [adapter, hub_adapter], note)
+        hub_adapter.submit(describe_panes, [adapter, hub_adapter], note)
+        dataset_state.change(example_samples, dataset_state, examples)
+    return {"adapter": adapter, "note": note}

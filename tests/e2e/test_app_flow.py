@@ -1,0 +1,101 @@
+"""The Kalevala flow in a real browser: load data -> train a few steps -> both panes answer -> publish view."""
+
+import signal
+
+from conftest import screenshot
+from playwright.sync_api import expect
+
+from tuning.run_files import read_status
+
+TRAIN_TIMEOUT_MS = 300_000
+ANSWER_TIMEOUT_MS = 180_000
+
+
+def open_app(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, wait_until="domcontentloaded")
+    expect(page.get_by_role("tab", name="Chat")).to_be_visible(timeout=60_000)
+    return page
+
+
+def load_kalevala(page):
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#load-kalevala").click()
+    expect(page.locator("#data-stats")).to_contain_text("conversations", timeout=120_000)
+
+
+def start_short_training(page, steps: int):
+    page.get_by_role("tab", name="Train").click()
+    steps_box = page.locator("#max-steps input")
+    steps_box.fill(str(steps))
+    steps_box.press("Tab")
+    page.locator("#start-training").click()
+    expect(page.locator("#train-progress")).to_contain_text("step", timeout=120_000)
+
+
+def ask(page, question: str):
+    page.locator("#chat-input textarea").fill(question)
+    page.locator("#ask-both").click()
+
+
+def assistant_messages(page, pane: str):
+    return page.locator(f"#{pane} .message.bot, #{pane} [data-testid='bot']")
+
+
+def test_kalevala_flow_end_to_end(browser, app_server):
+    url, home = app_server
+    page = open_app(browser, url)
+
+    load_kalevala(page)
+    expect(page.locator("#data-preview")).to_contain_text("Lönnrot")
+    screenshot(page, "data")
+
+    start_short_training(page, steps=4)
+    expect(page.locator("#train-progress")).to_contain_text("Finished", timeout=TRAIN_TIMEOUT_MS)
+    expect(page.locator("#loss-plot")).to_be_visible()
+    expect(page.locator("#estimate")).to_contain_text("trainable parameters")
+    screenshot(page, "train")
+
+    page.locator("#compare-in-chat").click()
+    expect(page.locator("#pane-note")).to_contain_text("adapter", timeout=60_000)
+    ask(page, "Who compiled the Kalevala?")
+    expect(assistant_messages(page, "tuned-pane").first).not_to_be_empty(timeout=ANSWER_TIMEOUT_MS)
+    expect(assistant_messages(page, "base-pane").first).not_to_be_empty()
+    expect(page.locator("#tuned-pane")).not_to_contain_text("No adapter selected")
+    screenshot(page, "chat")
+
+    page.get_by_role("tab", name="Publish").click()
+    expect(page.locator("#publish-files")).to_contain_text("adapter_model.safetensors", timeout=30_000)
+    expect(page.locator("#model-card")).to_contain_text("How to use")
+    expect(page.locator("#push-button")).to_be_disabled()
+    screenshot(page, "publish")
+    page.close()
+
+
+def test_second_visitor_chats_while_first_trains_and_a_killed_run_is_reported(browser, app_server):
+    url, home = app_server
+    trainer, visitor = open_app(browser, url), open_app(browser, url)
+
+    load_kalevala(trainer)
+    start_short_training(trainer, steps=200)
+    expect(trainer.locator("#train-progress")).to_contain_text("Training", timeout=120_000)
+
+    visitor.get_by_role("tab", name="Train").click()
+    expect(visitor.locator("#train-progress")).to_contain_text("Training now on this app", timeout=30_000)
+    visitor.get_by_role("tab", name="Chat").click()
+    ask(visitor, "What is the Sampo?")
+    expect(assistant_messages(visitor, "base-pane").first).not_to_be_empty(timeout=ANSWER_TIMEOUT_MS)
+
+    # Kill the trainer outright: the page says it failed, and the app keeps answering.
+    running = [d for d in (home / "runs").iterdir() if read_status(d).get("state") == "running"]
+    assert len(running) == 1
+    import os
+
+    os.kill(read_status(running[0])["pid"], signal.SIGKILL)
+    expect(trainer.locator("#train-progress")).to_contain_text("failed", timeout=60_000)
+    expect(trainer.locator("#train-progress")).to_contain_text("signal 9")
+    screenshot(trainer, "train-killed")
+    ask(visitor, "Who is Väinämöinen?")
+    expect(assistant_messages(visitor, "base-pane").nth(1)).not_to_be_empty(timeout=ANSWER_TIMEOUT_MS)
+    trainer.close()
+    visitor.close()

@@ -1,0 +1,85 @@
+"""Keep one base model in memory for the whole app and swap adapters on it.
+
+Picking another run of the same base model only swaps the small LoRA adapter; a run of a
+different base model (or precision) replaces the base. A Hub adapter id is fetched once.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from tuning.chat import SideBySideChat
+from tuning.config import ModelConfig, RecipeConfig, load_recipe
+from tuning.models import ModelLoadError, resolve_model
+from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, has_adapter
+
+
+def fetch_hub_adapter(repo_id: str) -> tuple[Path, str]:
+    """Download a LoRA adapter from the Hub; returns its folder and its base model id."""
+    import json
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=["adapter_config.json", "*.safetensors", "*.json"]))
+    except (RepositoryNotFoundError, HFValidationError):
+        raise ModelLoadError(f"'{repo_id}' is not an adapter on the Hub -- check the id (owner/name)") from None
+    except (LocalEntryNotFoundError, OSError):
+        raise ModelLoadError(f"can't download '{repo_id}': the Hub is unreachable -- pick a local run") from None
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        raise ModelLoadError(f"'{repo_id}' has no adapter_config.json -- it is not a PEFT LoRA adapter")
+    return folder, json.loads(config.read_text())["base_model_name_or_path"]
+
+
+class ChatSwitcher:
+    """The app's one chat model: base weights loaded once, adapters switched on request."""
+
+    def __init__(self) -> None:
+        self._chat: SideBySideChat | None = None
+        self._key: tuple | None = None  # (base model name, 4-bit, system prompt)
+        self._lock = threading.Lock()
+
+    def _ensure_base(self, name: str, model_cfg: ModelConfig, system_prompt: str | None) -> SideBySideChat:
+        key = (name, model_cfg.load_in_4bit, system_prompt)
+        if self._chat is None or self._key != key:
+            self._chat = None  # free the old base before loading the new one
+            self._chat = SideBySideChat(resolve_model(name, model_cfg.revision), model_cfg, system_prompt)
+            self._key = key
+        return self._chat
+
+    def select_run(self, run_dir: str | Path) -> SideBySideChat:
+        """Answer with a finished run's adapter (on the base it was trained on)."""
+        run_dir = Path(run_dir)
+        if not has_adapter(run_dir):
+            raise ModelLoadError(f"run {run_dir.name} has no adapter yet -- wait for it to finish")
+        recipe = load_recipe(run_dir / CONFIG_FILE)
+        with self._lock:
+            chat = self._ensure_base(recipe.model.name, recipe.model, recipe.data.system_prompt)
+            if chat.adapter_dir != run_dir / ADAPTER_DIR:
+                chat.use_adapter(run_dir / ADAPTER_DIR)
+            return chat
+
+    def select_hub_adapter(self, repo_id: str) -> SideBySideChat:
+        """Answer with an adapter from the Hub on its own base model."""
+        folder, base = fetch_hub_adapter(repo_id.strip())
+        with self._lock:
+            chat = self._ensure_base(base, ModelConfig(load_in_4bit=False), None)
+            if chat.adapter_dir != folder:
+                chat.use_adapter(folder)
+            return chat
+
+    def select_base(self, recipe: RecipeConfig | None = None) -> SideBySideChat:
+        """No adapter: the current base model (the default one if nothing is loaded)."""
+        with self._lock:
+            if self._chat is None:
+                recipe = recipe or RecipeConfig()
+                self._ensure_base(recipe.model.name, recipe.model, recipe.data.system_prompt)
+            return self._chat
+
+    def release(self) -> None:
+        """Drop the model (before a training run that needs the memory)."""
+        with self._lock:
+            self._chat, self._key = None, None

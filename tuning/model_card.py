@@ -1,0 +1,87 @@
+"""The model card (README.md) of a run's adapter: metadata, usage, data, hyperparameters, scorecard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuning.config import load_recipe
+from tuning.run_files import CONFIG_FILE, DATA_FILE, ENVIRONMENT_FILE, EVAL_FILE, read_json, read_metrics
+
+SAMPLE_ANSWERS = 3
+
+
+def _front_matter(base_model: str | None, license_name: str) -> str:
+    lines = ["---", "library_name: peft", "pipeline_tag: text-generation", f"license: {license_name}",
+             "tags:", "- lora", "- qlora", "- sft", "- kantele"]
+    if base_model:
+        lines.insert(1, f"base_model: {base_model}")
+    return "\n".join([*lines, "---", ""])
+
+
+def _usage(base_model: str, repo_id: str) -> str:
+    return f"""```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{base_model}")
+model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base_model}"), "{repo_id}")
+messages = [{{"role": "user", "content": "Who compiled the Kalevala?"}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+output = model.generate(**inputs, max_new_tokens=128)
+print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```"""
+
+
+def _scorecard(report: dict) -> list[str]:
+    summary = report["summary"]
+    lines = ["## Before / after", "",
+             f"Base and tuned answered the same {summary['questions']} held-out questions (greedy decoding).", "",
+             "| metric | base | tuned | change |", "|---|---|---|---|"]
+    for metric, values in summary["metrics"].items():
+        lines.append(f"| {metric} | {values['base']:.3f} | {values['tuned']:.3f} | {values['delta']:+.3f} |")
+    lines += ["", "Verdicts: " + ", ".join(f"{k} {v}" for k, v in summary["verdicts"].items()), "",
+              "| question | base | tuned |", "|---|---|---|"]
+    for row in report["questions"][:SAMPLE_ANSWERS]:
+        cells = [row[k].replace("|", "\\|").replace("\n", " ") for k in ("question", "base", "tuned")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTER", license_name: str = "apache-2.0") -> str:
+    """The adapter's model card as Markdown with YAML metadata; uses only what the run folder holds."""
+    run_dir = Path(run_dir)
+    recipe = load_recipe(run_dir / CONFIG_FILE)
+    environment = read_json(run_dir / ENVIRONMENT_FILE, {}) or {}
+    data = read_json(run_dir / DATA_FILE, {}) or {}
+    base = (environment.get("base_model") or {}).get("hub_id") or recipe.model.name
+    losses = [m for m in read_metrics(run_dir) if m.get("loss") is not None]
+    evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
+    t, lora = recipe.training, recipe.lora
+    lines = [_front_matter(base, license_name), f"# {repo_id.split('/')[-1]}", "",
+             f"A LoRA adapter for [{base}](https://huggingface.co/{base}), fine-tuned with "
+             f"{'QLoRA (4-bit NF4 base)' if recipe.model.load_in_4bit else 'LoRA'} by Kantele.", "",
+             "## How to use", "", _usage(base, repo_id), "",
+             "## Training data", "",
+             f"{data.get('train_examples', '?')} training and {data.get('validation_examples', '?')} held-out "
+             f"conversations from {', '.join(Path(f).name for f in recipe.data.train)} "
+             f"(fingerprint `{str(data.get('train_fingerprint', ''))[:12]}`).", "",
+             "## Hyperparameters", "",
+             "| setting | value |", "|---|---|",
+             f"| LoRA r / alpha / dropout | {lora.r} / {lora.alpha} / {lora.dropout} |",
+             f"| target modules | {lora.target_modules} |",
+             f"| epochs / max steps | {t.epochs} / {t.max_steps} |",
+             f"| learning rate, schedule | {t.learning_rate}, {t.lr_scheduler} |",
+             f"| batch x grad accumulation | {t.batch_size} x {t.grad_accum} |",
+             f"| max length | {recipe.data.max_length} tokens |", ""]
+    if losses:
+        lines.append(f"Training loss went from {losses[0]['loss']:.3f} to {losses[-1]['loss']:.3f} in "
+                     f"{losses[-1]['step']} steps" + (f"; final validation loss {evals[-1]['eval_loss']:.3f}."
+                                                       if evals else "."))
+        lines.append("")
+    report = read_json(run_dir / EVAL_FILE)
+    if report:
+        lines += _scorecard(report)
+    lines += ["## Limitations", "",
+              "A small adapter learns the facts and style of its training data, nothing more: it can still "
+              "state wrong facts confidently, especially outside that data. Check answers that matter.", ""]
+    return "\n".join(lines)

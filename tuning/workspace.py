@@ -1,0 +1,68 @@
+"""A visitor's working dataset: their uploads kept as given, the cleaned split beside them.
+
+The app gives each browser session its own folder (named by a random id, never by user
+text), so visitors of a shared Space never see each other's data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuning.data import LoadedData, load_examples, split_examples, write_jsonl
+
+UPLOADS_DIR = "uploads"  # originals, untouched
+CLEAN_TRAIN = "train.jsonl"
+CLEAN_VALIDATION = "validation.jsonl"
+KALEVALA_DIR = Path(__file__).resolve().parents[1] / "datasets" / "kalevala"
+
+
+@dataclass
+class PreparedData:
+    """The cleaned dataset of a workspace and how it was made."""
+
+    train_file: Path
+    validation_file: Path
+    loaded: LoadedData
+    train_count: int
+    validation_count: int
+
+
+def new_workspace(root: str | Path) -> Path:
+    """A fresh private folder under root."""
+    folder = Path(root) / uuid.uuid4().hex
+    (folder / UPLOADS_DIR).mkdir(parents=True)
+    return folder
+
+
+def keep_uploads(workspace: Path, files: list[str | Path]) -> list[Path]:
+    """Copy uploaded files into the workspace as they are (the name kept, the path not trusted)."""
+    kept = []
+    for number, source in enumerate(files, start=1):
+        source = Path(source)
+        target = workspace / UPLOADS_DIR / f"{number:02d}-{Path(source.name).name}"
+        shutil.copyfile(source, target)
+        kept.append(target)
+    return kept
+
+
+def prepare_dataset(workspace: Path, files: list[Path], validation_fraction: float, seed: int,
+                    max_tokens: int | None = None, count_tokens=None,
+                    validation_files: list[Path] | None = None) -> PreparedData:
+    """Validate, dedupe and split the files into the workspace's cleaned train/validation JSONL."""
+    loaded = load_examples(files, max_tokens=max_tokens, count_tokens=count_tokens)
+    if validation_files:
+        train, validation = loaded.examples, load_examples(validation_files).examples
+    else:
+        train, validation = split_examples(loaded.examples, validation_fraction, seed)
+    train_file, validation_file = workspace / CLEAN_TRAIN, workspace / CLEAN_VALIDATION
+    write_jsonl(train, train_file)
+    write_jsonl(validation, validation_file)
+    return PreparedData(train_file, validation_file, loaded, len(train), len(validation))
+
+
+def kalevala_files() -> tuple[Path, Path]:
+    """The shipped Kalevala example's train and validation files."""
+    return KALEVALA_DIR / "train.jsonl", KALEVALA_DIR / "validation.jsonl"

@@ -1,0 +1,35 @@
+"""The app's shared pieces: the training queue, the one chat model, folders, the default tokenizer."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from tuning.chat_switcher import ChatSwitcher
+from tuning.estimate import estimate_seconds_for_run
+from tuning.runs import TrainingQueue
+
+APP_DATA = Path(os.environ.get("KANTELE_HOME", ".")).resolve()
+RUNS_DIR = APP_DATA / "runs"
+WORKSPACES_DIR = APP_DATA / "workspaces"  # one private folder per browser session
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+QUEUE = TrainingQueue(RUNS_DIR, estimate_seconds=estimate_seconds_for_run)
+CHAT = ChatSwitcher()
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer_for(model_name: str = "auto"):
+    """A model's tokenizer, loaded once (token counts for the Data tab and estimates)."""
+    from tuning.models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model(model_name).path)
+
+
+def count_tokens_with(model_name: str = "auto"):
+    """A function counting a conversation's tokens with the model's chat template."""
+    from tuning.formatting import encode_for_training
+
+    tokenizer = tokenizer_for(model_name)
+    return lambda messages: len(encode_for_training(tokenizer, messages, 10**9).input_ids)

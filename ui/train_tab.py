@@ -1,0 +1,149 @@
+"""Train: pick a model and a recipe, see the cost up front, start, watch, stop."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from tuning.config import ConfigError, RecipeConfig, load_recipe
+from tuning.estimate import estimate_recipe
+from tuning.models import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
+from tuning.run_files import COMPLETED, QUEUED, RUNNING
+from ui.plots import curves_frame
+from ui.state import CONFIGS_DIR, QUEUE, RUNS_DIR
+
+MODEL_CHOICES = ["auto", "embedded", GPU_DEFAULT_MODEL]
+POLL_SECONDS = 2.0
+
+
+def preset_names() -> list[str]:
+    """Recipe files shipped in configs/."""
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def default_preset() -> str:
+    """The GPU recipe where there is a GPU, the CPU one elsewhere."""
+    return "kalevala-tinyllama" if has_gpu() else "kalevala"
+
+
+def preset_values(name: str) -> list:
+    """Knob values of a preset, in KNOBS order."""
+    recipe = load_recipe(CONFIGS_DIR / f"{name}.yaml")
+    t, lora = recipe.training, recipe.lora
+    return [recipe.model.name, t.epochs, t.max_steps, t.learning_rate, lora.r, lora.alpha, lora.dropout,
+            t.batch_size, t.grad_accum, recipe.data.max_length, recipe.model.load_in_4bit]
+
+
+def build_recipe(preset, model, epochs, max_steps, lr, r, alpha, dropout, batch, accum, max_length, four_bit,
+                 dataset: dict) -> RecipeConfig:
+    """The preset with the knobs applied and the session's dataset as its data."""
+    if not dataset.get("train_file"):
+        raise ConfigError("load a dataset first (Data tab: 'Load the Kalevala example' or your files)")
+    recipe = load_recipe(CONFIGS_DIR / f"{preset}.yaml")
+    recipe.model.name, recipe.model.load_in_4bit = model, bool(four_bit)
+    recipe.training.epochs, recipe.training.max_steps = float(epochs), int(max_steps or -1)
+    recipe.training.learning_rate, recipe.training.batch_size = float(lr), int(batch)
+    recipe.training.grad_accum = int(accum)
+    recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout = int(r), int(alpha), float(dropout)
+    recipe.data.max_length = int(max_length)
+    recipe.data.train, recipe.data.validation = [dataset["train_file"]], [dataset["validation_file"]]
+    return recipe
+
+
+def show_estimate(dataset: dict, *knobs) -> str:
+    """The pre-flight estimate for the current settings."""
+    try:
+        return estimate_recipe(build_recipe(*knobs, dataset), RUNS_DIR).summary()
+    except (ConfigError, ModelLoadError, ValueError) as error:
+        return f"Can't estimate yet: {error}"
+
+
+def start_training(dataset: dict, *knobs):
+    """Queue a run for this visitor; it starts at once when nothing else trains."""
+    try:
+        recipe = build_recipe(*knobs, dataset)
+    except (ConfigError, ValueError) as error:
+        return None, f"**Not started:** {error}"
+    run_id = QUEUE.submit(recipe, label=dataset.get("name") or "run")
+    return run_id, f"Submitted run `{run_id}`."
+
+
+def stop_training(run_id: str | None) -> str:
+    """Ask this visitor's run to stop after the current step (the adapter is saved)."""
+    if not run_id:
+        return "No run of yours to stop."
+    QUEUE.stop(run_id)
+    return f"Stopping `{run_id}` after the current step; its adapter will be saved."
+
+
+def _minutes(seconds) -> str:
+    return "–" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _progress_text(view) -> str:
+    if view.state == QUEUED:
+        return (f"**Queued**: position {view.queue_position} — starts in about {_minutes(view.wait_s)}. "
+                "Chat keeps working meanwhile.")
+    head = {RUNNING: "Training", COMPLETED: "Finished"}.get(view.state, view.state.capitalize())
+    percent = 100 * view.step / view.total_steps if view.total_steps else 0
+    text = (f"**{head}** `{view.run_id}` — step {view.step}/{view.total_steps or '?'} ({percent:.0f}%), "
+            f"elapsed {_minutes(view.elapsed_s)}, ETA {_minutes(view.eta_s)}")
+    if view.error:
+        text += f"\n\n**Error:** {view.error}"
+    return text
+
+
+def poll_run(run_id: str | None):
+    """Refresh progress, curves and log of this visitor's run (and say who else is training)."""
+    active = QUEUE.active_run()
+    others = f"Training now on this app: `{active}`." if active and active != run_id else ""
+    if not run_id:
+        return (others or "No training started in this browser yet.", None, None, "", gr.update(visible=False))
+    try:
+        view = QUEUE.view(run_id)
+    except ValueError:
+        return ("That run is gone.", None, None, "", gr.update(visible=False))
+    text = _progress_text(view) + (f"\n\n{others}" if others else "")
+    return (text, curves_frame(view.metrics, ("loss", "eval_loss")), curves_frame(view.metrics, ("learning_rate",)),
+            view.log_tail, gr.update(visible=view.state == COMPLETED or (view.finished and view.step > 0)))
+
+
+def build_train_tab(dataset_state: gr.State, run_state) -> dict:
+    """The Train tab; returns the components other tabs hook into."""
+    with gr.Tab("Train", id="train"):
+        with gr.Row():
+            preset = gr.Dropdown(preset_names(), value=default_preset(), label="Recipe preset")
+            model = gr.Dropdown(MODEL_CHOICES, value="auto", allow_custom_value=True,
+                                label="Base model (Hub id, local folder, 'embedded'; auto = by hardware)")
+            four_bit = gr.Checkbox(value=True, label="4-bit base weights (QLoRA)")
+        with gr.Row():
+            epochs = gr.Number(label="Epochs", minimum=0.1)
+            max_steps = gr.Number(label="Max steps (-1: use epochs)", precision=0, elem_id="max-steps")
+            lr = gr.Number(label="Learning rate")
+            batch = gr.Number(label="Batch size", precision=0, minimum=1)
+            accum = gr.Number(label="Grad accumulation", precision=0, minimum=1)
+        with gr.Row():
+            r = gr.Number(label="LoRA r", precision=0, minimum=1)
+            alpha = gr.Number(label="LoRA alpha", precision=0, minimum=1)
+            dropout = gr.Number(label="LoRA dropout", minimum=0, maximum=0.9)
+            max_length = gr.Number(label="Max length (tokens)", precision=0, minimum=16)
+        knobs = [preset, model, epochs, max_steps, lr, r, alpha, dropout, batch, accum, max_length, four_bit]
+        estimate = gr.Markdown(elem_id="estimate")
+        with gr.Row():
+            estimate_button = gr.Button("Estimate")
+            start = gr.Button("Start training", variant="primary", elem_id="start-training")
+            stop = gr.Button("Stop", variant="stop", elem_id="stop-training")
+        progress = gr.Markdown("No training started in this browser yet.", elem_id="train-progress")
+        with gr.Row():
+            loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", elem_id="loss-plot")
+            lr_plot = gr.LinePlot(x="step", y="value", color="series", title="Learning rate")
+        log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True)
+        compare = gr.Button("Compare in chat", visible=False, variant="primary", elem_id="compare-in-chat")
+        timer = gr.Timer(POLL_SECONDS)
+
+        preset.change(preset_values, preset, knobs[1:])
+        estimate_button.click(show_estimate, [dataset_state, *knobs], estimate)
+        start.click(start_training, [dataset_state, *knobs], [run_state, progress]).then(
+            show_estimate, [dataset_state, *knobs], estimate)
+        stop.click(stop_training, run_state, progress)
+        timer.tick(poll_run, run_state, [progress, loss_plot, lr_plot, log, compare])
+    return {"preset": preset, "knobs": knobs, "compare": compare}
