@@ -19,10 +19,14 @@ from tuning.run_files import (
 )
 
 
+def recipe_r(run_dir):
+    return yaml.safe_load((run_dir / CONFIG_FILE).read_text())["lora"]["r"]
+
+
 def test_run_folder_describes_the_run(trained_run):
     adapter = trained_run / ADAPTER_DIR
     assert (adapter / "adapter_model.safetensors").stat().st_size > 100_000
-    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == recipe_r(trained_run)
     recipe = yaml.safe_load((trained_run / CONFIG_FILE).read_text())
     assert recipe["training"]["max_steps"] == 6 and recipe["model"]["load_in_4bit"] is True
     data = json.loads((trained_run / DATA_FILE).read_text())

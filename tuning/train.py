@@ -144,9 +144,8 @@ def encode_rows(rows: list[dict], tokenizer, recipe: RecipeConfig) -> list[dict]
 class PadToLongest:
     """Collate by padding to the longest conversation in the batch (not to max_length)."""
 
-    def __init__(self, pad_id: int, tokens) -> None:
+    def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
-        self.tokens = tokens
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -160,7 +159,6 @@ class PadToLongest:
             ids[row, :length] = torch.tensor(feature["input_ids"])
             labels[row, :length] = torch.tensor(feature["labels"])
             mask[row, :length] = 1
-        self.tokens.add(int(mask.sum()))
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
@@ -200,6 +198,7 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
         train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
         dataloader_pin_memory=on_gpu,
+        include_num_input_tokens_seen="non_padding",  # counted as batches are trained: tokens/s in metrics
         report_to="none",
         disable_tqdm=True,
     )
@@ -232,7 +231,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
 
-    from tuning.train_callbacks import GracefulStop, MetricsCallback, TokenCounter
+    from tuning.train_callbacks import GracefulStop, MetricsCallback
 
     if recipe.training.threads:
         torch.set_num_threads(recipe.training.threads)
@@ -267,14 +266,13 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
     elif not resume:
         truncate_metrics(run_dir, -1)
 
-    tokens = TokenCounter()
     trainer = Trainer(
         model=model,
         args=training_arguments(recipe, run_dir, bool(validation_set)),
         train_dataset=train_set,
         eval_dataset=validation_set or None,
-        data_collator=PadToLongest(tokenizer.pad_token_id, tokens),
-        callbacks=[MetricsCallback(run_dir, tokens, elapsed_before), stopper],
+        data_collator=PadToLongest(tokenizer.pad_token_id),
+        callbacks=[MetricsCallback(run_dir, elapsed_before), stopper],
     )
     trainer.remove_callback(PrinterCallback)  # MetricsCallback logs the same, once
     trainer.train(resume_from_checkpoint=checkpoint)

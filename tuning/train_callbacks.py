@@ -14,39 +14,28 @@ from tuning.run_files import append_metrics
 log = logging.getLogger("tuning.train")
 
 
-class TokenCounter:
-    """Counts the real (non-padding) tokens the collator hands to the model, for tokens/s."""
-
-    def __init__(self) -> None:
-        self.total = 0
-
-    def add(self, count: int) -> None:
-        self.total += count
-
-
 class MetricsCallback(TrainerCallback):
     """Writes one metrics.jsonl line per Trainer log event: loss, lr, tokens/s, elapsed, ETA."""
 
-    def __init__(self, run_dir: Path, tokens: TokenCounter, elapsed_before: float = 0.0) -> None:
+    def __init__(self, run_dir: Path, elapsed_before: float = 0.0) -> None:
         self.run_dir = run_dir
-        self.tokens = tokens
         self.elapsed_before = elapsed_before  # time spent before a resume, so elapsed keeps counting
         self.started = time.monotonic()
         self.first_step: int | None = None
         self.last_time = self.started
         self.last_tokens = 0
         self.last_step = 0
+        self.last_eval_step = -1
         self.last_step_time = self.started
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.first_step = self.last_step = state.global_step
+        self.last_tokens = state.num_input_tokens_seen
         self.started = self.last_time = self.last_step_time = time.monotonic()
 
     def on_evaluate(self, args, state, control, **kwargs):
-        # Evaluation batches pass through the same collator and clock: keep them out of the
-        # next window's tokens/s and pace.
+        # Evaluation takes wall time but trains nothing: keep it out of the next window's tokens/s and pace.
         self.last_time = self.last_step_time = time.monotonic()
-        self.last_tokens = self.tokens.total
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -65,6 +54,9 @@ class MetricsCallback(TrainerCallback):
             "eta_s": round(pace * remaining, 1) if pace is not None else None,
         }
         if "eval_loss" in logs:
+            if state.global_step == self.last_eval_step:
+                return  # the Trainer re-logs the epoch-end evaluation when training ends on it
+            self.last_eval_step = state.global_step
             record["eval_loss"] = round(logs["eval_loss"], 5)
         else:
             window = now - self.last_time
@@ -72,10 +64,10 @@ class MetricsCallback(TrainerCallback):
                 loss=round(logs["loss"], 5) if "loss" in logs else None,
                 learning_rate=logs.get("learning_rate"),
                 grad_norm=round(float(logs["grad_norm"]), 4) if logs.get("grad_norm") is not None else None,
-                tokens_per_s=round((self.tokens.total - self.last_tokens) / window, 1) if window > 0 else None,
+                tokens_per_s=round((state.num_input_tokens_seen - self.last_tokens) / window, 1) if window > 0 else None,
             )
-            self.last_time, self.last_tokens = now, self.tokens.total
-        if "train_runtime" in logs:  # the Trainer's closing summary, not a step log
+            self.last_time, self.last_tokens = now, state.num_input_tokens_seen
+        if "train_loss" in logs:  # the Trainer's closing summary, not a step log
             return
         if window_steps > 0:
             self.last_step, self.last_step_time = state.global_step, now
