@@ -55,6 +55,7 @@ class SideBySideChat:
         self.model = load_base_model(model.path, model_cfg)
         self.model.eval()
         self.adapter_dir: Path | None = None
+        self.adapter_label: str | None = None  # run id or Hub id, for people
         self._lock = threading.Lock()  # one generate at a time: the adapter switch is model-wide state
 
     @classmethod
@@ -62,7 +63,7 @@ class SideBySideChat:
         """Load the base model a run was trained on, in the same precision, with its adapter."""
         recipe = load_recipe(Path(run_dir) / CONFIG_FILE)
         chat = cls(resolve_model(recipe.model.name, recipe.model.revision), recipe.model, recipe.data.system_prompt)
-        chat.use_adapter(Path(run_dir) / ADAPTER_DIR)
+        chat.use_adapter(Path(run_dir) / ADAPTER_DIR, label=Path(run_dir).name)
         return chat
 
     @property
@@ -70,18 +71,19 @@ class SideBySideChat:
         """Human name of the base model."""
         return display_name(self.model_ref)
 
-    def use_adapter(self, adapter_dir: str | Path | None) -> None:
+    def use_adapter(self, adapter_dir: str | Path | None, label: str | None = None) -> None:
         """Attach a LoRA adapter (replacing the previous one); None answers with the base alone."""
         from peft import PeftModel
 
         with self._lock:
             if isinstance(self.model, PeftModel):
                 self.model = self.model.unload()  # LoRA layers out, the base weights untouched
-            self.adapter_dir = None
+            self.adapter_dir, self.adapter_label = None, None
             if adapter_dir is not None:
                 self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=TUNED_ADAPTER)
                 self.model.eval()
                 self.adapter_dir = Path(adapter_dir)
+                self.adapter_label = label or self.adapter_dir.name
 
     def _adapter_context(self, adapter_on: bool):
         if adapter_on and self.adapter_dir is None:

@@ -59,7 +59,7 @@ class ChatSwitcher:
         with self._lock:
             chat = self._ensure_base(recipe.model.name, recipe.model, recipe.data.system_prompt)
             if chat.adapter_dir != run_dir / ADAPTER_DIR:
-                chat.use_adapter(run_dir / ADAPTER_DIR)
+                chat.use_adapter(run_dir / ADAPTER_DIR, label=run_dir.name)
             return chat
 
     def select_hub_adapter(self, repo_id: str) -> SideBySideChat:
@@ -68,7 +68,7 @@ class ChatSwitcher:
         with self._lock:
             chat = self._ensure_base(base, ModelConfig(load_in_4bit=False), None)
             if chat.adapter_dir != folder:
-                chat.use_adapter(folder)
+                chat.use_adapter(folder, label=repo_id.strip())
             return chat
 
     def select_base(self, recipe: RecipeConfig | None = None) -> SideBySideChat:

@@ -37,12 +37,12 @@ class Estimate:
 
     def summary(self) -> str:
         """One paragraph for the Train tab."""
-        minutes = self.seconds / 60
+        duration = f"{self.seconds:.0f} s" if self.seconds < 90 else f"{self.seconds / 60:.0f} min"
         return (f"{self.trainable_params:,} trainable parameters of {self.total_params:,} "
                 f"({100 * self.trainable_params / max(self.total_params, 1):.2f}%). "
                 f"Memory: ~{self.weights_gb:.2f} GB of weights, ~{self.training_memory_gb:.1f} GB while training. "
                 f"{self.steps} optimizer steps over {self.total_tokens:,} tokens; at {self.tokens_per_s:.0f} tokens/s "
-                f"({self.tokens_per_s_source}) about {minutes:.0f} min.")
+                f"({self.tokens_per_s_source}) about {duration}.")
 
 
 def lora_trainable_params(config, lora_r: int, target_modules) -> int:

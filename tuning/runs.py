@@ -159,9 +159,10 @@ class TrainingQueue:
             write_status(run_dir, FAILED, pid=None, error="training process is no longer running")
             status = read_status(run_dir)
         metrics = read_metrics(run_dir)
-        last = next((m for m in reversed(metrics) if "loss" in m), metrics[-1] if metrics else {})
-        view = RunView(run_id=run_id, state=state, step=last.get("step", status.get("step", 0)),
-                       total_steps=last.get("total_steps", status.get("total_steps", 0)),
+        last = metrics[-1] if metrics else {}
+        step = status.get("step") if state in FINISHED_STATES and status.get("step") else last.get("step", 0)
+        view = RunView(run_id=run_id, state=state, step=step,
+                       total_steps=status.get("total_steps") or last.get("total_steps", 0),
                        elapsed_s=last.get("elapsed_s", 0.0), eta_s=last.get("eta_s"), error=status.get("error"),
                        metrics=metrics, log_tail=self._log_tail(run_dir, state, log_lines))
         if state == QUEUED:

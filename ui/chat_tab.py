@@ -42,8 +42,7 @@ def describe_panes(adapter: str | None, hub_adapter: str | None = None) -> str:
         return f"**Can't load that adapter:** {error}"
     name = display_name(chat.model_ref)
     quant = "4-bit NF4" if getattr(chat.model, "is_loaded_in_4bit", False) else "full precision"
-    tuned = f"`{chat.adapter_dir.parent.name if chat.adapter_dir.name == 'adapter' else hub_adapter}`" \
-        if chat.adapter_dir else "no adapter selected"
+    tuned = f"`{chat.adapter_label}`" if chat.adapter_dir else "(no adapter selected)"
     return f"**Left:** {name} ({quant}), untouched. **Right:** the same weights + LoRA adapter {tuned}."
 
 

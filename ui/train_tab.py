@@ -9,10 +9,11 @@ from tuning.estimate import estimate_recipe
 from tuning.models import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
 from tuning.run_files import COMPLETED, QUEUED, RUNNING
 from ui.plots import curves_frame
-from ui.state import CONFIGS_DIR, QUEUE, RUNS_DIR
+from ui.state import CHAT, CONFIGS_DIR, QUEUE, RUNS_DIR
 
 MODEL_CHOICES = ["auto", "embedded", GPU_DEFAULT_MODEL]
 POLL_SECONDS = 2.0
+SHORT_RUN_STEPS = 50
 
 
 def preset_names() -> list[str]:
@@ -46,6 +47,8 @@ def build_recipe(preset, model, epochs, max_steps, lr, r, alpha, dropout, batch,
     recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout = int(r), int(alpha), float(dropout)
     recipe.data.max_length = int(max_length)
     recipe.data.train, recipe.data.validation = [dataset["train_file"]], [dataset["validation_file"]]
+    if 0 < recipe.training.max_steps < SHORT_RUN_STEPS:
+        recipe.training.logging_steps = 1  # a short run still draws a curve
     return recipe
 
 
@@ -63,6 +66,9 @@ def start_training(dataset: dict, *knobs):
         recipe = build_recipe(*knobs, dataset)
     except (ConfigError, ValueError) as error:
         return None, f"**Not started:** {error}"
+    if has_gpu():
+        # GPU memory is the scarce thing on a Space: drop the chat model; it reloads on the next question.
+        CHAT.release()
     run_id = QUEUE.submit(recipe, label=dataset.get("name") or "run")
     return run_id, f"Submitted run `{run_id}`."
 

@@ -38,6 +38,22 @@ def ask(page, question: str):
     page.locator("#ask-both").click()
 
 
+def wait_until_answered(page, pane: str, timeout_s: float = 180):
+    """Wait for a pane's last answer to appear and stop growing (streaming has ended)."""
+    import time
+
+    messages = assistant_messages(page, pane)
+    expect(messages.last).not_to_be_empty(timeout=int(timeout_s * 1000))
+    deadline, previous = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        text = messages.last.inner_text()
+        if text and text == previous:
+            return text
+        previous = text
+        page.wait_for_timeout(1500)
+    return previous
+
+
 def assistant_messages(page, pane: str):
     return page.locator(f"#{pane} .message.bot, #{pane} [data-testid='bot']")
 
@@ -56,11 +72,16 @@ def test_kalevala_flow_end_to_end(browser, app_server):
     expect(page.locator("#estimate")).to_contain_text("trainable parameters")
     screenshot(page, "train")
 
+    # A reload re-attaches to this browser's run (its id lives in the browser's storage).
+    page.reload(wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#train-progress")).to_contain_text("Finished", timeout=30_000)
+
     page.locator("#compare-in-chat").click()
     expect(page.locator("#pane-note")).to_contain_text("adapter", timeout=60_000)
     ask(page, "Who compiled the Kalevala?")
-    expect(assistant_messages(page, "tuned-pane").first).not_to_be_empty(timeout=ANSWER_TIMEOUT_MS)
-    expect(assistant_messages(page, "base-pane").first).not_to_be_empty()
+    wait_until_answered(page, "base-pane")
+    wait_until_answered(page, "tuned-pane")
     expect(page.locator("#tuned-pane")).not_to_contain_text("No adapter selected")
     screenshot(page, "chat")
 
@@ -79,6 +100,7 @@ def test_second_visitor_chats_while_first_trains_and_a_killed_run_is_reported(br
     load_kalevala(trainer)
     start_short_training(trainer, steps=200)
     expect(trainer.locator("#train-progress")).to_contain_text("Training", timeout=120_000)
+    expect(trainer.locator("#train-progress")).to_contain_text("step 1/", timeout=120_000)
 
     visitor.get_by_role("tab", name="Train").click()
     expect(visitor.locator("#train-progress")).to_contain_text("Training now on this app", timeout=30_000)
@@ -92,7 +114,7 @@ def test_second_visitor_chats_while_first_trains_and_a_killed_run_is_reported(br
     import os
 
     os.kill(read_status(running[0])["pid"], signal.SIGKILL)
-    expect(trainer.locator("#train-progress")).to_contain_text("failed", timeout=60_000)
+    expect(trainer.locator("#train-progress")).to_contain_text("Failed", timeout=60_000)
     expect(trainer.locator("#train-progress")).to_contain_text("signal 9")
     screenshot(trainer, "train-killed")
     ask(visitor, "Who is Väinämöinen?")
