@@ -25,7 +25,6 @@ class MetricsCallback(TrainerCallback):
         self.last_time = self.started
         self.last_tokens = 0
         self.last_step = 0
-        self.last_eval_step = -1
         self.last_step_time = self.started
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -44,7 +43,8 @@ class MetricsCallback(TrainerCallback):
         done = state.global_step - (self.first_step or 0)
         remaining = max(state.max_steps - state.global_step, 0)
         # Pace of the last window, so the ETA follows a machine that got busier or freer.
-        window_steps = state.global_step - self.last_step
+        # An evaluation's own record uses the whole run's pace: its window would count the evaluation.
+        window_steps = 0 if "eval_loss" in logs else state.global_step - self.last_step
         pace = (now - self.last_step_time) / window_steps if window_steps > 0 else (run_seconds / done if done else None)
         record = {
             "step": state.global_step,
@@ -54,9 +54,6 @@ class MetricsCallback(TrainerCallback):
             "eta_s": round(pace * remaining, 1) if pace is not None else None,
         }
         if "eval_loss" in logs:
-            if state.global_step == self.last_eval_step:
-                return  # the Trainer re-logs the epoch-end evaluation when training ends on it
-            self.last_eval_step = state.global_step
             record["eval_loss"] = round(logs["eval_loss"], 5)
         else:
             window = now - self.last_time
