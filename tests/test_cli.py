@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO, TINY_VALIDATION, write_jsonl
+from helpers import REPO, TINY_VALIDATION, write_jsonl
 
 from tuning.run_files import EVAL_FILE
 
@@ -55,7 +55,7 @@ def test_empty_question_is_reported_with_its_row(trained_run, tmp_path):
 
 
 def test_unreachable_hub_model_is_one_clear_line(tmp_path, tiny_data):
-    from conftest import train_command
+    from helpers import train_command
 
     command = train_command(tmp_path / "hub", tiny_data, "model.name=someone/not-cached-model")
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -1,6 +1,6 @@
 """Pre-flight estimates: parameter counts match the real model, time follows measured throughput."""
 
-from conftest import REPO
+from helpers import REPO
 
 from tuning.config import apply_overrides, load_recipe
 from tuning.estimate import estimate_recipe

@@ -2,7 +2,12 @@
 
 import pytest
 
-from tuning.formatting import IGNORE_INDEX, encode_for_training, encode_prompt, with_system_prompt
+from tuning.formatting import (
+    IGNORE_INDEX,
+    encode_for_training,
+    encode_prompt,
+    with_system_prompt,
+)
 from tuning.models import load_tokenizer, resolve_model
 
 

@@ -5,7 +5,7 @@ import signal
 import time
 
 import pytest
-from conftest import FEW_STEPS, REPO
+from helpers import FEW_STEPS, REPO
 
 from tuning.config import apply_overrides, load_recipe
 from tuning.run_files import has_adapter, read_status

@@ -6,7 +6,7 @@ import subprocess
 import time
 
 import yaml
-from conftest import REPO, train_command
+from helpers import REPO, train_command
 
 from tuning.run_files import (
     ADAPTER_DIR,
@@ -75,7 +75,7 @@ def test_sigterm_stops_after_the_step_saves_and_resume_continues(tmp_path, tiny_
         [*train_command(run_dir, tiny_data), "--resume", "--set", f"training.max_steps={finish_at}"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming from" in (run_dir / LOG_FILE).read_text()
+    assert "resuming from" in (run_dir / LOG_FILE).read_text()
     steps = [r["step"] for r in read_metrics(run_dir) if "loss" in r]
     assert steps == sorted(set(steps)), "no step is logged twice after a resume"
     assert steps[-1] == finish_at

@@ -1,10 +1,16 @@
 """A visitor's workspace: uploads kept byte for byte, cleaned split written, bad files change nothing."""
 
 import pytest
-from conftest import TINY_TRAIN, write_jsonl
+from helpers import TINY_TRAIN, write_jsonl
 
 from tuning.data import DataError, read_jsonl
-from tuning.workspace import UPLOADS_DIR, kalevala_files, keep_uploads, new_workspace, prepare_dataset
+from tuning.workspace import (
+    UPLOADS_DIR,
+    kalevala_files,
+    keep_uploads,
+    new_workspace,
+    prepare_dataset,
+)
 
 
 def test_uploads_are_kept_untouched_and_split_is_written(tmp_path):

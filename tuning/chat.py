@@ -10,7 +10,13 @@ from typing import Iterator
 
 from tuning.config import ModelConfig, load_recipe
 from tuning.formatting import encode_prompt, with_system_prompt
-from tuning.models import ResolvedModel, display_name, load_base_model, load_tokenizer, resolve_model
+from tuning.models import (
+    ResolvedModel,
+    display_name,
+    load_base_model,
+    load_tokenizer,
+    resolve_model,
+)
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE
 
 TUNED_ADAPTER = "tuned"  # PEFT's name for the adapter in use

@@ -20,7 +20,11 @@ def fetch_hub_adapter(repo_id: str) -> tuple[Path, str]:
     import json
 
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         folder = Path(snapshot_download(repo_id, allow_patterns=["adapter_config.json", "*.safetensors", "*.json"]))

@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     from tuning.data import DataError
     from tuning.formatting import TemplateError
     from tuning.models import ModelLoadError
-
     from tuning.quiet import quiet_library_noise
 
     args = build_parser().parse_args(argv)

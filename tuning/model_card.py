@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuning.config import load_recipe
-from tuning.run_files import CONFIG_FILE, DATA_FILE, ENVIRONMENT_FILE, EVAL_FILE, read_json, read_metrics
+from tuning.run_files import (
+    CONFIG_FILE,
+    DATA_FILE,
+    ENVIRONMENT_FILE,
+    EVAL_FILE,
+    read_json,
+    read_metrics,
+)
 
 SAMPLE_ANSWERS = 3
 

@@ -15,10 +15,22 @@ import time
 from pathlib import Path
 
 from tuning.config import RecipeConfig, save_recipe
-from tuning.data import fingerprint_examples, find_overlap, load_examples, split_examples, write_jsonl
+from tuning.data import (
+    find_overlap,
+    fingerprint_examples,
+    load_examples,
+    split_examples,
+    write_jsonl,
+)
 from tuning.formatting import IGNORE_INDEX, encode_for_training, with_system_prompt
+from tuning.models import (
+    display_name,
+    load_base_model,
+    load_tokenizer,
+    lora_config,
+    resolve_model,
+)
 from tuning.quiet import quiet_library_noise
-from tuning.models import display_name, load_base_model, load_tokenizer, lora_config, resolve_model
 from tuning.run_files import (
     ADAPTER_DIR,
     CHECKPOINTS_DIR,

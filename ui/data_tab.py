@@ -7,7 +7,12 @@ from pathlib import Path
 import gradio as gr
 
 from tuning.data import DataError, read_jsonl, user_prompts
-from tuning.workspace import keep_uploads, kalevala_files, new_workspace, prepare_dataset
+from tuning.workspace import (
+    kalevala_files,
+    keep_uploads,
+    new_workspace,
+    prepare_dataset,
+)
 from ui.plots import token_histogram
 from ui.state import WORKSPACES_DIR, count_tokens_with
 

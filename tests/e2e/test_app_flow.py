@@ -2,7 +2,7 @@
 
 import signal
 
-from conftest import screenshot
+from browser_helpers import screenshot
 from playwright.sync_api import expect
 
 from tuning.run_files import read_status
