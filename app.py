@@ -14,6 +14,7 @@ import gradio as gr  # noqa: E402
 from ui.chat_tab import adapter_choices, build_chat_tab, describe_panes  # noqa: E402
 from ui.data_tab import build_data_tab, empty_dataset_state  # noqa: E402
 from ui.publish_tab import build_publish_tab  # noqa: E402
+from ui.scorecard import picked_question  # noqa: E402
 from ui.train_tab import build_train_tab, preset_values  # noqa: E402
 
 INTRO = ("# Kantele\nFine-tune a small chat model on your own questions and answers: **Data → Train → "
@@ -34,6 +35,8 @@ def build_app() -> gr.Blocks:
             build_publish_tab()
         train["compare"].click(lambda run_id: (gr.Tabs(selected="chat"), adapter_choices(run_id)),
                                run_state, [tabs, chat["adapter"]])
+        train["scorecard_table"].select(picked_question, None, chat["question"]).then(
+            lambda: gr.Tabs(selected="chat"), None, tabs)
         demo.load(preset_values, train["preset"], train["knobs"][1:])
         demo.load(adapter_choices, None, chat["adapter"]).then(describe_panes, chat["adapter"], chat["note"])
     return demo
@@ -41,5 +44,14 @@ def build_app() -> gr.Blocks:
 
 demo = build_app()
 
+
+def import_heavy_libraries() -> None:
+    """Import torch/transformers once, up front: handlers run in threads, and two threads importing
+    transformers' lazy modules at the same time can see a half-initialized module."""
+    import torch  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+
 if __name__ == "__main__":
+    import_heavy_libraries()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))

@@ -97,9 +97,11 @@ def _read_questions(path: Path) -> list[str]:
 
 def command_eval(args) -> int:
     """Score base vs tuned on held-out questions; print the table, write eval.json."""
+    from tuning.curves import save_training_curves
     from tuning.evaluate import evaluate_run, format_summary
 
     report = evaluate_run(args.run, args.data, settings=_settings(args))
+    save_training_curves(args.run)
     print(format_summary(report))
     return 0
 

@@ -66,6 +66,7 @@ class TrainingConfig:
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
     eval_each_epoch: bool = field(default=True, metadata={"help": "validation loss at the end of every epoch"})
     seed: int = field(default=42, metadata={"help": "data order, split and adapter init"})
+    scorecard: bool = field(default=True, metadata={"help": "after training, score base vs tuned on the validation questions (eval.json)"})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: all cores)"})
 
 

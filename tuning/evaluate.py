@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import functools
+import io
 import re
 import string
 import unicodedata
@@ -9,7 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from tuning.data import load_examples, reference_answers, user_prompts
-from tuning.run_files import EVAL_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE, write_json
+from tuning.config import write_text_atomic
+from tuning.run_files import EVAL_CSV_FILE, EVAL_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE, write_json
 
 METRICS = ("key_fact", "exact_match", "token_f1", "rouge_l", "bleu")
 LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG = "learned", "regressed", "unchanged-right", "unchanged-wrong"
@@ -52,11 +56,16 @@ def token_f1(answer: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def rouge_l(answer: str, reference: str) -> float:
-    """ROUGE-L F-measure (rouge_score)."""
+@functools.lru_cache(maxsize=1)
+def _rouge_scorer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, answer)["rougeL"].fmeasure
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(answer: str, reference: str) -> float:
+    """ROUGE-L F-measure (rouge_score)."""
+    return _rouge_scorer().score(reference, answer)["rougeL"].fmeasure
 
 
 def bleu(answer: str, reference: str) -> float:
@@ -136,7 +145,21 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, setti
     report = {"data_file": str(data_file), "base_model": chat.base_name, "settings": describe_settings(settings),
               "summary": summarize(rows), "questions": rows}
     write_json(run_dir / EVAL_FILE, report)
+    write_text_atomic(run_dir / EVAL_CSV_FILE, format_csv(rows))
     return report
+
+
+def format_csv(rows: list[dict]) -> str:
+    """The per-question scorecard as CSV text (one row per question, for spreadsheets)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["question", "reference", "key_facts", "base", "tuned", "verdict",
+                     *[f"base_{m}" for m in METRICS], *[f"tuned_{m}" for m in METRICS]])
+    for row in rows:
+        writer.writerow([row["question"], row["reference"], "; ".join(row["key_facts"]), row["base"], row["tuned"],
+                         row["verdict"], *[row["base_scores"][m] for m in METRICS],
+                         *[row["tuned_scores"][m] for m in METRICS]])
+    return out.getvalue()
 
 
 def format_summary(report: dict) -> str:

@@ -19,3 +19,5 @@ def quiet_library_noise() -> None:
     # "Failed to load CPU gemm_4bit_forward from kernels-community": an optional kernel fetched from
     # the Hub; without it bitsandbytes uses its built-in CPU path (what every number here was measured on).
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # rouge_score announces "Using default tokenizer." through absl on every scorer it builds.
+    logging.getLogger("absl").setLevel(logging.WARNING)

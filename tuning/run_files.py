@@ -25,6 +25,7 @@ RUN_DATA_DIR = "data"  # copies of the exact train/validation rows, so the run c
 RUN_TRAIN_FILE = "train.jsonl"
 RUN_VALIDATION_FILE = "validation.jsonl"
 EVAL_FILE = "eval.json"
+EVAL_CSV_FILE = "eval.csv"
 CARD_FILE = "README.md"
 
 # Status values, in the order a run passes through them.

@@ -51,6 +51,7 @@ class RunView:
     queue_position: int | None = None  # 1 = next to start
     wait_s: float | None = None  # estimated time until a queued run starts
     error: str | None = None
+    phase: str | None = None  # "scorecard" while the finished model is being scored
     metrics: list[dict] = field(default_factory=list)
     log_tail: str = ""
 
@@ -164,6 +165,7 @@ class TrainingQueue:
         view = RunView(run_id=run_id, state=state, step=step,
                        total_steps=status.get("total_steps") or last.get("total_steps", 0),
                        elapsed_s=last.get("elapsed_s", 0.0), eta_s=last.get("eta_s"), error=status.get("error"),
+                       phase=status.get("phase") if state == RUNNING else None,
                        metrics=metrics, log_tail=self._log_tail(run_dir, state, log_lines))
         if state == QUEUED:
             view.queue_position, view.wait_s = self._queue_place(run_id)

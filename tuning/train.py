@@ -30,6 +30,7 @@ from tuning.models import (
     lora_config,
     resolve_model,
 )
+from tuning.curves import save_training_curves
 from tuning.quiet import quiet_library_noise
 from tuning.run_files import (
     ADAPTER_DIR,
@@ -216,6 +217,19 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
     )
 
 
+def write_scorecard(run_dir: Path) -> None:
+    """Base vs tuned on the run's validation questions (eval.json); a failure here never fails the run."""
+    from tuning.evaluate import evaluate_run, format_summary
+
+    write_status(run_dir, RUNNING, phase="scorecard")
+    log.info("scoring base vs tuned on the validation questions")
+    try:
+        log.info("scorecard:\n%s", format_summary(evaluate_run(run_dir)))
+    except Exception as exc:  # the adapter is saved and good; say why the scorecard is missing
+        log.exception("scorecard failed (the adapter is fine; rerun `python -m tuning eval --run %s`): %s",
+                      run_dir, exc)
+
+
 def last_checkpoint(run_dir: Path) -> str | None:
     """The newest checkpoint folder of a run, if any."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -289,10 +303,15 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
     trainer.remove_callback(PrinterCallback)  # MetricsCallback logs the same, once
     trainer.train(resume_from_checkpoint=checkpoint)
 
+    step_reached, total_steps = trainer.state.global_step, trainer.state.max_steps
     adapter_dir = run_dir / ADAPTER_DIR
     model.save_pretrained(adapter_dir, safe_serialization=True)
     tokenizer.save_pretrained(adapter_dir)  # chat template travels with the adapter
+    save_training_curves(run_dir)
+    if recipe.training.scorecard and validation_set and not stopper.requested:
+        del trainer, model  # the scorecard loads the base once more, with the adapter switchable
+        write_scorecard(run_dir)
     state = STOPPED if stopper.requested else COMPLETED
-    write_status(run_dir, state, pid=None, step=trainer.state.global_step, total_steps=trainer.state.max_steps)
-    log.info("%s at step %d; adapter saved to %s", state, trainer.state.global_step, adapter_dir)
+    write_status(run_dir, state, pid=None, phase=None, step=step_reached, total_steps=total_steps)
+    log.info("%s at step %d; adapter saved to %s", state, step_reached, adapter_dir)
     return adapter_dir

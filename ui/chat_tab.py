@@ -140,4 +140,4 @@ def build_chat_tab(dataset_state: gr.State) -> dict:
         adapter.change(describe_panes, [adapter, hub_adapter], note)
         hub_adapter.submit(describe_panes, [adapter, hub_adapter], note)
         dataset_state.change(example_samples, dataset_state, examples)
-    return {"adapter": adapter, "note": note}
+    return {"adapter": adapter, "note": note, "question": question}

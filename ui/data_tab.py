@@ -18,7 +18,7 @@ from ui.state import WORKSPACES_DIR, count_tokens_with
 
 PAGE_SIZE = 20
 DEFAULT_MAX_LENGTH = 256
-PREVIEW_COLUMNS = ["row", "system", "user", "assistant"]
+PREVIEW_COLUMNS = ["row", "user", "assistant", "system"]
 MAX_ERRORS_SHOWN = 50
 
 
@@ -34,7 +34,7 @@ def _preview_rows(examples: list[dict]) -> list[list]:
         turns = {m["role"]: m["content"] for m in example["messages"]}
         user = [m["content"] for m in example["messages"] if m["role"] == "user"]
         assistant = [m["content"] for m in example["messages"] if m["role"] == "assistant"]
-        rows.append([number, turns.get("system", ""), user[-1] if user else "", assistant[-1] if assistant else ""])
+        rows.append([number, user[-1] if user else "", assistant[-1] if assistant else "", turns.get("system", "")])
     return rows
 
 

@@ -28,3 +28,26 @@ def curves_frame(metrics: list[dict], keys: tuple[str, ...]) -> pd.DataFrame:
     rows = [{"step": m["step"], "value": m[key], "series": key.replace("_", " ")}
             for m in metrics for key in keys if m.get(key) is not None]
     return pd.DataFrame(rows, columns=["step", "value", "series"])
+
+
+def metrics_bar_chart(metrics: dict[str, dict]):
+    """Grouped bars of every metric, base vs tuned."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(metrics)
+    positions = range(len(names))
+    figure, axis = plt.subplots(figsize=(6, 2.8))
+    width = 0.38
+    axis.bar([p - width / 2 for p in positions], [metrics[n]["base"] for n in names], width, label="base",
+             color="#9aa5b1")
+    axis.bar([p + width / 2 for p in positions], [metrics[n]["tuned"] for n in names], width, label="tuned",
+             color="#e67e22")
+    axis.set_xticks(list(positions), [n.replace("_", " ") for n in names])
+    axis.set_ylim(0, 1)
+    axis.legend()
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

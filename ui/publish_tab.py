@@ -20,7 +20,8 @@ def run_files_table(run_dir: Path) -> list[list]:
     """The files an adapter push would upload: the adapter folder plus the card."""
     rows = []
     for path in sorted((run_dir / ADAPTER_DIR).rglob("*")):
-        if path.is_file() and CHECKPOINTS_DIR not in path.parts:
+        # PEFT writes a stub README.md into the adapter folder; the push replaces it with our card.
+        if path.is_file() and CHECKPOINTS_DIR not in path.parts and path.name != CARD_FILE:
             rows.append([str(path.relative_to(run_dir / ADAPTER_DIR)), f"{path.stat().st_size / 1024:,.1f} KB"])
     rows.append([CARD_FILE, "generated (preview below)"])
     return rows
@@ -31,7 +32,13 @@ def show_run(run_id: str | None, repo_id: str):
     if not run_id:
         return [], "Finish a training run first: its adapter and card appear here."
     run_dir = QUEUE.run_dir(run_id)
-    return run_files_table(run_dir), render_model_card(run_dir, repo_id or "YOUR-NAME/YOUR-ADAPTER")
+    return run_files_table(run_dir), card_preview(render_model_card(run_dir, repo_id or "YOUR-NAME/YOUR-ADAPTER"))
+
+
+def card_preview(card: str) -> str:
+    """The card as a page shows it on the Hub: metadata in a box, then the rendered body."""
+    _, front, body = card.split("---\n", 2)
+    return f"**Card metadata**\n```yaml\n{front}```\n{body}"
 
 
 def refresh_runs(current: str | None):

@@ -9,6 +9,7 @@ from tuning.estimate import estimate_recipe
 from tuning.models import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
 from tuning.run_files import COMPLETED, QUEUED, RUNNING
 from ui.plots import curves_frame
+from ui.scorecard import build_scorecard, refresh_scorecard
 from ui.state import CHAT, CONFIGS_DIR, QUEUE, RUNS_DIR
 
 MODEL_CHOICES = ["auto", "embedded", GPU_DEFAULT_MODEL]
@@ -93,6 +94,8 @@ def _progress_text(view) -> str:
     percent = 100 * view.step / view.total_steps if view.total_steps else 0
     text = (f"**{head}** `{view.run_id}` — step {view.step}/{view.total_steps or '?'} ({percent:.0f}%), "
             f"elapsed {_minutes(view.elapsed_s)}, ETA {_minutes(view.eta_s)}")
+    if view.phase == "scorecard":
+        text += " — training done; scoring base vs tuned on the held-out questions…"
     if view.error:
         text += f"\n\n**Error:** {view.error}"
     return text
@@ -144,6 +147,7 @@ def build_train_tab(dataset_state: gr.State, run_state) -> dict:
             lr_plot = gr.LinePlot(x="step", y="value", color="series", title="Learning rate")
         log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True)
         compare = gr.Button("Compare in chat", visible=False, variant="primary", elem_id="compare-in-chat")
+        scorecard = build_scorecard(run_state)
         timer = gr.Timer(POLL_SECONDS)
 
         preset.change(preset_values, preset, knobs[1:])
@@ -152,4 +156,5 @@ def build_train_tab(dataset_state: gr.State, run_state) -> dict:
             show_estimate, [dataset_state, *knobs], estimate)
         stop.click(stop_training, run_state, progress)
         timer.tick(poll_run, run_state, [progress, loss_plot, lr_plot, log, compare])
-    return {"preset": preset, "knobs": knobs, "compare": compare}
+        timer.tick(refresh_scorecard, [run_state, scorecard["shown"], scorecard["verdict"]], scorecard["outputs"])
+    return {"preset": preset, "knobs": knobs, "compare": compare, "scorecard_table": scorecard["table"]}

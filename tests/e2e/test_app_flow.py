@@ -70,7 +70,17 @@ def test_kalevala_flow_end_to_end(browser, app_server):
     expect(page.locator("#train-progress")).to_contain_text("Finished", timeout=TRAIN_TIMEOUT_MS)
     expect(page.locator("#loss-plot")).to_be_visible()
     expect(page.locator("#estimate")).to_contain_text("trainable parameters")
+    expect(page.locator("#scorecard-summary")).to_contain_text("Scorecard: 58 held-out questions", timeout=60_000)
+    expect(page.locator("#scorecard-summary")).to_contain_text("key fact")
+    expect(page.locator("#scorecard-table")).to_contain_text("Lönnrot")
     screenshot(page, "train")
+
+    # A scorecard row opens its question in Chat.
+    first_question = "Which nineteenth-century physician stitched folk songs together into Finland's great epic?"
+    page.locator("#scorecard-table [data-testid='cell-0-1']").click()
+    expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true", timeout=30_000)
+    expect(page.locator("#chat-input textarea")).to_have_value(first_question)
+    page.get_by_role("tab", name="Train").click()
 
     # A reload re-attaches to this browser's run (its id lives in the browser's storage).
     page.reload(wait_until="domcontentloaded")

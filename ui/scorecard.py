@@ -1,0 +1,72 @@
+"""The before/after scorecard under the Train tab: totals, a bar chart, and a table filterable by verdict."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from tuning.evaluate import LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG
+from tuning.run_files import EVAL_FILE, read_json
+from ui.plots import metrics_bar_chart
+from ui.state import QUEUE
+
+ALL_VERDICTS = "all"
+VERDICT_CHOICES = [ALL_VERDICTS, LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG]
+TABLE_COLUMNS = ["verdict", "question", "base", "tuned", "reference"]
+
+
+def read_scorecard(run_id: str | None) -> dict | None:
+    """The run's eval.json, when it has one."""
+    return read_json(QUEUE.run_dir(run_id) / EVAL_FILE) if run_id else None
+
+
+def summary_markdown(report: dict) -> str:
+    """Totals per metric and the verdict counts."""
+    summary = report["summary"]
+    lines = [f"### Scorecard: {summary['questions']} held-out questions, base vs tuned", "",
+             "| metric | base | tuned | change |", "|---|---|---|---|"]
+    for metric, values in summary["metrics"].items():
+        lines.append(f"| {metric.replace('_', ' ')} | {values['base']:.2f} | {values['tuned']:.2f} | "
+                     f"{values['delta']:+.2f} |")
+    counts = ", ".join(f"**{v}** {k}" for k, v in summary["verdicts"].items())
+    return "\n".join([*lines, "", f"Verdicts: {counts}. Click a question to ask it again in Chat."])
+
+
+def table_rows(report: dict | None, verdict: str) -> list[list]:
+    """Per-question rows, optionally only one verdict."""
+    if not report:
+        return []
+    return [[r["verdict"], r["question"], r["base"], r["tuned"], r["reference"]] for r in report["questions"]
+            if verdict in (None, ALL_VERDICTS) or r["verdict"] == verdict]
+
+
+def refresh_scorecard(run_id: str | None, shown: str | None, verdict: str):
+    """Show the scorecard once the run has one (and only re-render when it is new)."""
+    report = read_scorecard(run_id)
+    if not report or run_id == shown:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return (run_id, gr.update(value=summary_markdown(report), visible=True),
+            gr.update(value=metrics_bar_chart(report["summary"]["metrics"]), visible=True),
+            gr.update(value=table_rows(report, verdict), visible=True), gr.update(visible=True))
+
+
+def filter_rows(run_id: str | None, verdict: str):
+    """The table for one verdict."""
+    return table_rows(read_scorecard(run_id), verdict)
+
+
+def picked_question(event: gr.SelectData) -> str:
+    """The question of the clicked table row."""
+    return event.row_value[1]
+
+
+def build_scorecard(run_state) -> dict:
+    """Scorecard components (hidden until a scorecard exists)."""
+    shown = gr.State(None)
+    summary = gr.Markdown(visible=False, elem_id="scorecard-summary")
+    chart = gr.Plot(visible=False, label="Base vs tuned")
+    verdict = gr.Dropdown(VERDICT_CHOICES, value=ALL_VERDICTS, label="Show verdict", visible=False)
+    table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True, visible=False,
+                         elem_id="scorecard-table")
+    verdict.change(filter_rows, [run_state, verdict], table)
+    return {"shown": shown, "summary": summary, "chart": chart, "verdict": verdict, "table": table,
+            "outputs": [shown, summary, chart, table, verdict]}
