@@ -1,5 +1,7 @@
 """Real QLoRA training of the embedded model: run folder contents, graceful stop and resume."""
 
+import csv
+import io
 import json
 import signal
 import subprocess
@@ -8,11 +10,14 @@ import time
 import yaml
 from helpers import REPO, train_command
 
+from tuning.curves import LEARNING_RATE_PNG, LOSS_PNG
 from tuning.run_files import (
     ADAPTER_DIR,
     CONFIG_FILE,
     DATA_FILE,
     ENVIRONMENT_FILE,
+    EVAL_CSV_FILE,
+    EVAL_FILE,
     LOG_FILE,
     read_metrics,
     read_status,
@@ -35,6 +40,17 @@ def test_run_folder_describes_the_run(trained_run):
     assert environment["libraries"]["torch"].startswith("2.13") and environment["libraries"]["peft"]
     assert "trainable parameters" in (trained_run / LOG_FILE).read_text()
     assert read_status(trained_run)["state"] == "completed"
+
+
+def test_every_run_ends_with_a_scorecard_and_curves(trained_run):
+    report = json.loads((trained_run / EVAL_FILE).read_text(encoding="utf-8"))
+    assert report["summary"]["questions"] == 2
+    assert set(report["summary"]["metrics"]) == {"key_fact", "exact_match", "token_f1", "rouge_l", "bleu"}
+    rows = list(csv.DictReader(io.StringIO((trained_run / EVAL_CSV_FILE).read_text(encoding="utf-8"))))
+    assert [r["question"] for r in rows] == [q["question"] for q in report["questions"]]
+    assert {"verdict", "base_token_f1", "tuned_key_fact"} <= set(rows[0])
+    for png in (LOSS_PNG, LEARNING_RATE_PNG):
+        assert (trained_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_metrics_have_one_line_per_step_with_throughput_and_eta(trained_run):
