@@ -59,3 +59,21 @@ def test_without_an_adapter_the_tuned_side_says_what_to_do():
     assert chat.answer(QUESTION, adapter_on=False, settings=GenerationSettings(max_new_tokens=4))
     with pytest.raises(ValueError, match="no adapter loaded"):
         chat.answer(QUESTION, adapter_on=True)
+
+
+def test_a_request_pins_its_adapter_even_if_another_visitor_switched(chat, trained_run, tmp_path):
+    """Visitor B attaching another adapter between A's 'select' and A's 'generate' must not answer for A."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuning.run_files import ADAPTER_DIR
+
+    other = get_peft_model(AutoModelForCausalLM.from_pretrained(chat.model_ref.path),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    other.save_pretrained(tmp_path / "other")
+    mine = trained_run / ADAPTER_DIR
+    expected = chat.answer(QUESTION, adapter_on=True, settings=SHORT, adapter=mine)
+    chat.use_adapter(tmp_path / "other")  # visitor B
+    assert chat.answer(QUESTION, adapter_on=True, settings=SHORT) != expected
+    assert chat.answer(QUESTION, adapter_on=True, settings=SHORT, adapter=mine) == expected
+    assert chat.adapter_dir == mine

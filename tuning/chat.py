@@ -79,17 +79,35 @@ class SideBySideChat:
 
     def use_adapter(self, adapter_dir: str | Path | None, label: str | None = None) -> None:
         """Attach a LoRA adapter (replacing the previous one); None answers with the base alone."""
+        with self._lock:
+            self._swap_adapter(adapter_dir, label)
+
+    def _swap_adapter(self, adapter_dir: str | Path | None, label: str | None = None) -> None:
         from peft import PeftModel
 
-        with self._lock:
-            if isinstance(self.model, PeftModel):
-                self.model = self.model.unload()  # LoRA layers out, the base weights untouched
-            self.adapter_dir, self.adapter_label = None, None
-            if adapter_dir is not None:
-                self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=TUNED_ADAPTER)
-                self.model.eval()
-                self.adapter_dir = Path(adapter_dir)
-                self.adapter_label = label or self.adapter_dir.name
+        if isinstance(self.model, PeftModel):
+            self.model = self.model.unload()  # LoRA layers out, the base weights untouched
+        self.adapter_dir, self.adapter_label = None, None
+        if adapter_dir is not None:
+            self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=TUNED_ADAPTER)
+            self.model.eval()
+            self.adapter_dir = Path(adapter_dir)
+            self.adapter_label = label or self.adapter_dir.name
+
+    def _generation_context(self, adapter_on: bool, adapter: Path | None):
+        """Held for one generate: the wanted adapter is put in place under the same lock, so another
+        visitor switching adapters between 'select' and 'generate' can't answer for us."""
+        self._lock.acquire()
+        try:
+            if adapter is not None and Path(adapter) != self.adapter_dir:
+                self._swap_adapter(adapter)
+            context = contextlib.ExitStack()
+            context.callback(self._lock.release)
+            context.enter_context(self._adapter_context(adapter_on))
+            return context
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _adapter_context(self, adapter_on: bool):
         if adapter_on and self.adapter_dir is None:
@@ -102,9 +120,10 @@ class SideBySideChat:
         return encode_prompt(self.tokenizer, with_system_prompt(_as_messages(question), self.system_prompt))
 
     def answer_many(
-        self, questions: list, adapter_on: bool, settings: GenerationSettings | None = None, batch_size: int = 8
+        self, questions: list, adapter_on: bool, settings: GenerationSettings | None = None, batch_size: int = 8,
+        adapter: Path | None = None,
     ) -> list[str]:
-        """Answers to many questions, generated in left-padded batches."""
+        """Answers to many questions, generated in left-padded batches (`adapter` pins the tuned side's adapter)."""
         import torch
 
         settings = settings or GenerationSettings()
@@ -112,7 +131,7 @@ class SideBySideChat:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
         answers: list[str] = [""] * len(prompts)
         pad = self.tokenizer.pad_token_id
-        with self._lock, self._adapter_context(adapter_on), torch.inference_mode():
+        with self._generation_context(adapter_on, adapter), torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 width = max(len(prompts[i]) for i in batch)
@@ -127,16 +146,18 @@ class SideBySideChat:
                     answers[index] = self.tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
         return answers
 
-    def answer(self, question, adapter_on: bool, settings: GenerationSettings | None = None) -> str:
+    def answer(self, question, adapter_on: bool, settings: GenerationSettings | None = None,
+               adapter: Path | None = None) -> str:
         """One answer, with the adapter on (tuned) or off (base)."""
-        return self.answer_many([question], adapter_on, settings)[0]
+        return self.answer_many([question], adapter_on, settings, adapter=adapter)[0]
 
     def answer_both(self, question, settings: GenerationSettings | None = None) -> dict:
         """The base and the tuned answer to the same question."""
         return {"base": self.answer(question, False, settings), "tuned": self.answer(question, True, settings)}
 
-    def stream(self, question, adapter_on: bool, settings: GenerationSettings | None = None) -> Iterator[str]:
-        """Yield the answer as it grows, token by token (for interactive chat)."""
+    def stream(self, question, adapter_on: bool, settings: GenerationSettings | None = None,
+               adapter: Path | None = None) -> Iterator[str]:
+        """Yield the answer as it grows, token by token; `adapter` pins which adapter the tuned side uses."""
         import torch
         from transformers import TextIteratorStreamer
 
@@ -147,7 +168,7 @@ class SideBySideChat:
 
         def run() -> None:
             try:
-                with self._lock, self._adapter_context(adapter_on), torch.inference_mode():
+                with self._generation_context(adapter_on, adapter), torch.inference_mode():
                     self.model.generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),

@@ -54,8 +54,8 @@ class ChatSwitcher:
             self._key = key
         return self._chat
 
-    def select_run(self, run_dir: str | Path) -> SideBySideChat:
-        """Answer with a finished run's adapter (on the base it was trained on)."""
+    def select_run(self, run_dir: str | Path) -> tuple[SideBySideChat, Path]:
+        """The chat for a finished run's adapter (on the base it was trained on) and that adapter's folder."""
         run_dir = Path(run_dir)
         if not has_adapter(run_dir):
             raise ModelLoadError(f"run {run_dir.name} has no adapter yet -- wait for it to finish")
@@ -64,24 +64,24 @@ class ChatSwitcher:
             chat = self._ensure_base(recipe.model.name, recipe.model, recipe.data.system_prompt)
             if chat.adapter_dir != run_dir / ADAPTER_DIR:
                 chat.use_adapter(run_dir / ADAPTER_DIR, label=run_dir.name)
-            return chat
+            return chat, run_dir / ADAPTER_DIR
 
-    def select_hub_adapter(self, repo_id: str) -> SideBySideChat:
-        """Answer with an adapter from the Hub on its own base model."""
+    def select_hub_adapter(self, repo_id: str) -> tuple[SideBySideChat, Path]:
+        """The chat for an adapter from the Hub (on its own base model) and the adapter's folder."""
         folder, base = fetch_hub_adapter(repo_id.strip())
         with self._lock:
             chat = self._ensure_base(base, ModelConfig(load_in_4bit=False), None)
             if chat.adapter_dir != folder:
                 chat.use_adapter(folder, label=repo_id.strip())
-            return chat
+            return chat, folder
 
-    def select_base(self, recipe: RecipeConfig | None = None) -> SideBySideChat:
+    def select_base(self, recipe: RecipeConfig | None = None) -> tuple[SideBySideChat, None]:
         """No adapter: the current base model (the default one if nothing is loaded)."""
         with self._lock:
             if self._chat is None:
                 recipe = recipe or RecipeConfig()
                 self._ensure_base(recipe.model.name, recipe.model, recipe.data.system_prompt)
-            return self._chat
+            return self._chat, None
 
     def release(self) -> None:
         """Drop the model (before a training run that needs the memory)."""

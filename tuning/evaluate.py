@@ -11,9 +11,15 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-from tuning.data import load_examples, reference_answers, user_prompts
 from tuning.config import write_text_atomic
-from tuning.run_files import EVAL_CSV_FILE, EVAL_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE, write_json
+from tuning.data import load_examples, reference_answers, user_prompts
+from tuning.run_files import (
+    EVAL_CSV_FILE,
+    EVAL_FILE,
+    RUN_DATA_DIR,
+    RUN_VALIDATION_FILE,
+    write_json,
+)
 
 METRICS = ("key_fact", "exact_match", "token_f1", "rouge_l", "bleu")
 LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG = "learned", "regressed", "unchanged-right", "unchanged-wrong"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from tuning.config import RecipeConfig, save_recipe
+from tuning.curves import save_training_curves
 from tuning.data import (
     find_overlap,
     fingerprint_examples,
@@ -30,7 +31,6 @@ from tuning.models import (
     lora_config,
     resolve_model,
 )
-from tuning.curves import save_training_curves
 from tuning.quiet import quiet_library_noise
 from tuning.run_files import (
     ADAPTER_DIR,

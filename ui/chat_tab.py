@@ -37,12 +37,13 @@ def _select(adapter: str | None, hub_adapter: str | None = None):
 def describe_panes(adapter: str | None, hub_adapter: str | None = None) -> str:
     """Which model and adapter each pane runs."""
     try:
-        chat = _select(adapter, hub_adapter)
+        chat, wanted = _select(adapter, hub_adapter)
     except (ModelLoadError, ValueError) as error:
         return f"**Can't load that adapter:** {error}"
     name = display_name(chat.model_ref)
     quant = "4-bit NF4" if getattr(chat.model, "is_loaded_in_4bit", False) else "full precision"
-    tuned = f"`{chat.adapter_label}`" if chat.adapter_dir else "(no adapter selected)"
+    label = hub_adapter if hub_adapter else adapter
+    tuned = f"`{label}`" if wanted else "(no adapter selected)"
     return f"**Left:** {name} ({quant}), untouched. **Right:** the same weights + LoRA adapter {tuned}."
 
 
@@ -62,7 +63,7 @@ def ask_both(question: str, base_history: list, tuned_history: list, adapter: st
         yield base_history, tuned_history, ""
         return
     try:
-        chat = _select(adapter, hub_adapter)
+        chat, wanted = _select(adapter, hub_adapter)
     except (ModelLoadError, ValueError) as error:
         raise gr.Error(str(error)) from None
     settings = _settings(*controls)
@@ -72,11 +73,12 @@ def ask_both(question: str, base_history: list, tuned_history: list, adapter: st
     for text in chat.stream(_history_messages(base_history[:-1]), adapter_on=False, settings=settings):
         base_history[-1] = {"role": "assistant", "content": text}
         yield base_history, tuned_history, ""
-    if chat.adapter_dir is None:
+    if wanted is None:
         tuned_history[-1] = {"role": "assistant", "content": "No adapter selected: pick a finished run above."}
         yield base_history, tuned_history, ""
         return
-    for text in chat.stream(_history_messages(tuned_history[:-1]), adapter_on=True, settings=settings):
+    for text in chat.stream(_history_messages(tuned_history[:-1]), adapter_on=True, settings=settings,
+                            adapter=wanted):
         tuned_history[-1] = {"role": "assistant", "content": text}
         yield base_history, tuned_history, ""
 
