@@ -169,6 +169,9 @@ class TrainingQueue:
                        metrics=metrics, log_tail=self._log_tail(run_dir, state, log_lines))
         if state == QUEUED:
             view.queue_position, view.wait_s = self._queue_place(run_id)
+            if view.queue_position is None:  # queued by an app process that has since restarted
+                write_status(run_dir, STOPPED, error="the app restarted before this run started -- start it again")
+                view.state, view.error = STOPPED, read_status(run_dir)["error"]
         return view
 
     def _log_tail(self, run_dir: Path, state: str, lines: int) -> str:

@@ -1,0 +1,51 @@
+"""What a run records about where it ran: its log handlers and the library versions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+
+from tuning.quiet import quiet_library_noise
+from tuning.run_files import LOG_FILE
+
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "huggingface_hub")
+
+
+def setup_logging(run_dir: Path) -> None:
+    """Log to RUN_DIR/train.log and stderr (transformers' own messages included)."""
+    import transformers
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers = [logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8"), logging.StreamHandler(sys.stderr)]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = handlers
+    root.setLevel(logging.INFO)
+    transformers.logging.disable_default_handler()
+    transformers.logging.enable_propagation()
+    quiet_library_noise()
+
+
+def library_versions() -> dict:
+    """Versions of the libraries a run depends on, plus Python and the hardware."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": versions,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+    }
