@@ -61,8 +61,17 @@ def test_without_an_adapter_the_tuned_side_says_what_to_do():
         chat.answer(QUESTION, adapter_on=True)
 
 
+def next_token_logits(chat, adapter):
+    import torch
+
+    ids = torch.tensor([chat._prompt_ids(QUESTION)])
+    with chat._generation_context(True, adapter), torch.inference_mode():
+        return chat.model(input_ids=ids).logits[0, -1].float()
+
+
 def test_a_request_pins_its_adapter_even_if_another_visitor_switched(chat, trained_run, tmp_path):
     """Visitor B attaching another adapter between A's 'select' and A's 'generate' must not answer for A."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -72,8 +81,9 @@ def test_a_request_pins_its_adapter_even_if_another_visitor_switched(chat, train
                            LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     other.save_pretrained(tmp_path / "other")
     mine = trained_run / ADAPTER_DIR
-    expected = chat.answer(QUESTION, adapter_on=True, settings=SHORT, adapter=mine)
+    expected = next_token_logits(chat, mine)
     chat.use_adapter(tmp_path / "other")  # visitor B
-    assert chat.answer(QUESTION, adapter_on=True, settings=SHORT) != expected
-    assert chat.answer(QUESTION, adapter_on=True, settings=SHORT, adapter=mine) == expected
+    assert not torch.allclose(next_token_logits(chat, None), expected, atol=1e-3)
+    # Compared as logits, not generated text: a long greedy continuation can flip on float noise.
+    assert torch.allclose(next_token_logits(chat, mine), expected, atol=1e-3)
     assert chat.adapter_dir == mine
