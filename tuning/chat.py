@@ -102,20 +102,15 @@ class SideBySideChat:
             self.adapter_dir = Path(adapter_dir)
             self.adapter_label = label or self.adapter_dir.name
 
+    @contextlib.contextmanager
     def _generation_context(self, adapter_on: bool, adapter: Path | None):
         """Held for one generate: the wanted adapter is put in place under the same lock, so another
         visitor switching adapters between 'select' and 'generate' can't answer for us."""
-        self._lock.acquire()
-        try:
-            if adapter is not None and Path(adapter) != self.adapter_dir:
-                self._swap_adapter(adapter)
-            context = contextlib.ExitStack()
-            context.callback(self._lock.release)
-            context.enter_context(self._adapter_context(adapter_on))
-            return context
-        except BaseException:
-            self._lock.release()
-            raise
+        with self._lock:
+            if adapter is not None:
+                self._swap_adapter(adapter)  # a no-op when it is already attached
+            with self._adapter_context(adapter_on):
+                yield
 
     def _adapter_context(self, adapter_on: bool):
         if adapter_on and self.adapter_dir is None:

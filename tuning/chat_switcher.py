@@ -62,8 +62,7 @@ class ChatSwitcher:
         recipe = load_recipe(run_dir / CONFIG_FILE)
         with self._lock:
             chat = self._ensure_base(recipe.model.name, recipe.model, recipe.data.system_prompt)
-            if chat.adapter_dir != run_dir / ADAPTER_DIR:
-                chat.use_adapter(run_dir / ADAPTER_DIR, label=run_dir.name)
+            chat.use_adapter(run_dir / ADAPTER_DIR, label=run_dir.name)  # no-op when already attached
             return chat, run_dir / ADAPTER_DIR
 
     def select_hub_adapter(self, repo_id: str) -> tuple[SideBySideChat, Path]:
@@ -71,8 +70,7 @@ class ChatSwitcher:
         folder, base = fetch_hub_adapter(repo_id.strip())
         with self._lock:
             chat = self._ensure_base(base, ModelConfig(load_in_4bit=False), None)
-            if chat.adapter_dir != folder:
-                chat.use_adapter(folder, label=repo_id.strip())
+            chat.use_adapter(folder, label=repo_id.strip())  # no-op when already attached
             return chat, folder
 
     def select_base(self, recipe: RecipeConfig | None = None) -> tuple[SideBySideChat, None]:
