@@ -1,4 +1,4 @@
-"""`python -m tuning {train,answer,eval}`: everything the app does, from the shell."""
+"""`python -m tuning {train,answer,eval,generate}`: everything the app does, from the shell."""
 
 from __future__ import annotations
 
@@ -106,6 +106,52 @@ def command_eval(args) -> int:
     return 0
 
 
+def command_generate(args) -> int:
+    """Generate validated QA pairs from documents into a JSONL file (with provenance) and print a summary."""
+    import os
+
+    from tuning.data import read_jsonl, user_prompts, write_jsonl
+    from tuning.generate_qa import QASettings, failure_rows, generate_qa, summarize
+    from tuning.qa_backends import LocalBackend, RemoteBackend
+    from tuning.qa_validate import ValidationSettings
+    from tuning.source_text import chunk_text, read_source
+
+    chunks = []
+    for source in args.source:
+        chunks += chunk_text(read_source(source), Path(source).name, args.chunk_chars, args.overlap_chars)
+    if args.backend == "local":
+        backend = LocalBackend(args.model or "auto")
+    else:
+        token = os.environ.get(args.api_key_env) if args.api_key_env else None
+        backend = RemoteBackend(args.model, base_url=args.base_url, token=token, max_in_flight=args.in_flight)
+    existing = [q for path in args.against or [] for q in user_prompts(read_jsonl(path))]
+    settings = QASettings(pairs_per_batch=args.per_batch, batches=args.batches, temperature=args.temperature,
+                          off_topic=args.off_topic, topic=args.topic, judge=args.judge,
+                          validation=ValidationSettings(duplicate_similarity=args.duplicate_threshold,
+                                                        min_grounding=args.min_grounding,
+                                                        min_judge_score=args.min_judge_score))
+    print(f"{len(chunks)} chunks from {', '.join(args.source)}; backend: {backend.label}", file=sys.stderr)
+    results = []
+    for result in generate_qa(chunks, backend, settings, existing):
+        results.append(result)
+        where = f"chunk {result.chunk.chunk_id} of {result.chunk.source}" if result.chunk else "off-topic"
+        status = f"FAILED after {result.attempts} attempts: {result.error}" if result.error else \
+            f"{len(result.kept)} kept, {len(result.removed)} removed"
+        print(f"batch {result.number} ({where}): {status}", file=sys.stderr, flush=True)
+        for note in result.notes:
+            print(f"    {note}", file=sys.stderr)
+    out = Path(args.out)
+    write_jsonl([pair.to_row() for result in results for pair in result.kept], out)
+    failures = failure_rows(results)
+    if failures:
+        rejected = out.with_name(out.stem + ".rejected.jsonl")
+        write_jsonl(failures, rejected)
+        print(f"removed pairs and failed batches: {rejected}", file=sys.stderr)
+    summary = summarize(results)
+    print(f"{summary.as_text()}\nwritten: {out}")
+    return 0 if summary.kept else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m tuning` argument parser."""
     parser = argparse.ArgumentParser(prog="python -m tuning", description=__doc__)
@@ -130,7 +176,43 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="questions with references (default: the run's validation split)")
     _add_generation_flags(evaluate)
     evaluate.set_defaults(func=command_eval)
+
+    _add_generate_parser(commands)
     return parser
+
+
+def _add_generate_parser(commands) -> None:
+    from tuning.qa_backends import DEFAULT_REMOTE_IN_FLIGHT
+    from tuning.qa_validate import ValidationSettings
+    from tuning.source_text import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS
+
+    checks = ValidationSettings()
+    generate = commands.add_parser("generate", help="generate validated QA pairs from documents")
+    generate.add_argument("--source", required=True, nargs="+", help=".txt / .md / .pdf documents")
+    generate.add_argument("--out", required=True, help="JSONL of kept pairs (messages + provenance + checks)")
+    generate.add_argument("--per-batch", type=int, default=10, help="pairs asked per batch (10-20)")
+    generate.add_argument("--batches", type=int, default=0, help="batches in all (default: one per chunk)")
+    generate.add_argument("--backend", choices=["local", "remote"], default="local",
+                          help="local: a transformers model in this process; remote: a chat-completions endpoint")
+    generate.add_argument("--model", help="local: model id/folder (default: auto); remote: the served model id")
+    generate.add_argument("--base-url", help="remote: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 "
+                                             "(omit for Hugging Face Inference Providers)")
+    generate.add_argument("--api-key-env", metavar="VAR", help="remote: environment variable holding the key "
+                                                               "(a key is never taken on the command line)")
+    generate.add_argument("--in-flight", type=int, default=DEFAULT_REMOTE_IN_FLIGHT, help="remote: requests at once")
+    generate.add_argument("--chunk-chars", type=int, default=DEFAULT_CHUNK_CHARS)
+    generate.add_argument("--overlap-chars", type=int, default=DEFAULT_OVERLAP_CHARS)
+    generate.add_argument("--temperature", type=float, default=0.3)
+    generate.add_argument("--off-topic", type=int, default=0, help="add this many off-topic prompts with a redirect")
+    generate.add_argument("--topic", default="", help="what off-topic answers steer back to, e.g. 'the Kalevala'")
+    generate.add_argument("--judge", action="store_true", help="score each pair 1-10 with the same LLM")
+    generate.add_argument("--min-judge-score", type=int, default=checks.min_judge_score)
+    generate.add_argument("--duplicate-threshold", type=float, default=checks.duplicate_similarity,
+                          help="question similarity (0-1) at which a pair counts as a near duplicate")
+    generate.add_argument("--min-grounding", type=float, default=checks.min_grounding,
+                          help="share of answer words found in the chunk below which a pair is flagged")
+    generate.add_argument("--against", nargs="+", help="existing datasets (JSONL) to remove duplicates against")
+    generate.set_defaults(func=command_generate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,12 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     from tuning.data import DataError
     from tuning.formatting import TemplateError
     from tuning.models import ModelLoadError
+    from tuning.qa_backends import BackendError
     from tuning.quiet import quiet_library_noise
 
     args = build_parser().parse_args(argv)
     quiet_library_noise()
     try:
         return args.func(args)
-    except (ConfigError, DataError, ModelLoadError, TemplateError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, ModelLoadError, TemplateError, FileNotFoundError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

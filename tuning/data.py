@@ -170,12 +170,12 @@ def find_overlap(train_examples, validation_examples) -> list[int]:
     # a held-out question the model trained on scores its memory, not what it learned; fold the text
     # as dedupe does, so a copy that differs only in case or punctuation is caught too
     asked = {
-        _fold_text(turn.get("content", ""))
+        fold_text(turn.get("content", ""))
         for example in train_examples
         for turn in example.get("messages", [])
         if turn.get("role") == "user"
     }
-    return [i for i, prompt in enumerate(user_prompts(validation_examples), 1) if _fold_text(prompt) in asked]
+    return [i for i, prompt in enumerate(user_prompts(validation_examples), 1) if fold_text(prompt) in asked]
 
 
 def write_jsonl(examples, path) -> None:
@@ -230,10 +230,10 @@ def reference_answers(examples) -> list[str]:
 
 def _dedupe_key(messages: list[dict]) -> tuple:
     """The conversation with case, width, whitespace and punctuation differences folded away."""
-    return tuple((turn["role"], _fold_text(turn["content"])) for turn in messages)
+    return tuple((turn["role"], fold_text(turn["content"])) for turn in messages)
 
 
-def _fold_text(text: str) -> str:
+def fold_text(text: str) -> str:
     """Fold case, width, whitespace and punctuation away, so near-copies compare equal."""
     text = unicodedata.normalize("NFKC", text).casefold()
     text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))

@@ -1,0 +1,160 @@
+"""LLM backends for QA generation, one interface: a local transformers model, or a remote chat endpoint
+(any OpenAI-compatible server, or Hugging Face Inference Providers) through huggingface_hub.InferenceClient."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from tuning.config import AUTO_MODEL, ModelConfig
+
+LOCAL, REMOTE = "local", "remote"
+DEFAULT_REMOTE_IN_FLIGHT = 4  # chunks in flight at once: enough to hide latency, few enough not to be throttled
+MAX_REMOTE_IN_FLIGHT = 16
+DEFAULT_TIMEOUT_S = 180.0
+# Sent as the key to an endpoint the user gave no key for. Without it, InferenceClient sends the
+# locally saved Hugging Face token (HF_TOKEN / `hf auth login`) to whatever base URL it was given.
+NO_KEY = "EMPTY"
+LOCAL_REPETITION_PENALTY = 1.1  # small models loop on lists of pairs without it
+
+
+class BackendError(RuntimeError):
+    """The LLM could not answer; the message says why and what to do (and never holds a token)."""
+
+
+@dataclass
+class Completion:
+    """What one request asked for."""
+
+    messages: list[dict]
+    max_tokens: int
+    temperature: float
+    # The start of the wanted reply (e.g. '[{"question": "'). A local model is made to continue from it,
+    # which turns a small model's rambling into parseable JSON; chat endpoints can't be prefilled, so
+    # remote backends only get the instruction.
+    reply_prefix: str = ""
+    stop: tuple[str, ...] = ()
+
+
+class LocalBackend:
+    """A chat model loaded in this process (the embedded default offline); one generate at a time."""
+
+    kind = LOCAL
+    max_in_flight = 1
+
+    def __init__(self, model_name: str = AUTO_MODEL) -> None:
+        self.model_name = model_name
+        self._model = self._tokenizer = None
+        self._lock = threading.Lock()
+
+    @property
+    def label(self) -> str:
+        """Human name of the model."""
+        from tuning.models import display_name, resolve_model
+
+        return display_name(resolve_model(self.model_name))
+
+    def _load(self) -> None:
+        from tuning.models import load_base_model, load_tokenizer, resolve_model
+
+        resolved = resolve_model(self.model_name)
+        self._tokenizer = load_tokenizer(resolved.path)
+        # Full precision: generation needs no adapter training, and 4-bit would only cost quality here.
+        self._model = load_base_model(resolved.path, ModelConfig(name=self.model_name, load_in_4bit=False))
+        self._model.eval()
+
+    def complete(self, request: Completion) -> str:
+        """The model's reply to a chat."""
+        import torch
+
+        from tuning.formatting import encode_prompt
+
+        with self._lock:
+            if self._model is None:
+                self._load()
+            prompt = encode_prompt(self._tokenizer, request.messages)
+            prompt += self._tokenizer(request.reply_prefix, add_special_tokens=False).input_ids if request.reply_prefix else []
+            ids = torch.tensor([prompt], device=self._model.device)
+            stopping = {"stop_strings": list(request.stop), "tokenizer": self._tokenizer} if request.stop else {}
+            sampling = {"do_sample": True, "temperature": request.temperature, "top_p": 0.95} \
+                if request.temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            with torch.inference_mode():
+                out = self._model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                           max_new_tokens=request.max_tokens, pad_token_id=self._tokenizer.pad_token_id,
+                                           repetition_penalty=LOCAL_REPETITION_PENALTY, **sampling, **stopping)
+            return request.reply_prefix + self._tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+class RemoteBackend:
+    """A chat-completions endpoint: an OpenAI-compatible base URL, or a Hub model id served by
+    Hugging Face Inference Providers. Several requests may be in flight at once."""
+
+    kind = REMOTE
+
+    def __init__(self, model: str, base_url: str | None = None, token: str | None = None,
+                 provider: str | None = None, max_in_flight: int = DEFAULT_REMOTE_IN_FLIGHT,
+                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        if not (model or "").strip():
+            raise BackendError("no model named -- give the model id the endpoint serves (e.g. "
+                               "'meta-llama/Llama-3.1-8B-Instruct')")
+        if not 1 <= max_in_flight <= MAX_REMOTE_IN_FLIGHT:
+            raise BackendError(f"requests in flight must be 1-{MAX_REMOTE_IN_FLIGHT}, got {max_in_flight}")
+        self.model = model.strip()
+        self.base_url = (base_url or "").strip().rstrip("/") or None
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise BackendError(f"base URL '{self.base_url}' must start with http:// or https://")
+        self.provider = provider
+        self.max_in_flight = max_in_flight
+        self._token = (token or "").strip() or None
+        self._client = self._make_client(timeout)
+
+    def _make_client(self, timeout: float):
+        from huggingface_hub import InferenceClient
+
+        if self.base_url:
+            return InferenceClient(base_url=self.base_url, api_key=self._token or NO_KEY, timeout=timeout)
+        # Inference Providers: the Hugging Face token (given, or HF_TOKEN / the saved login) is the key.
+        return InferenceClient(provider=self.provider or "auto", api_key=self._token, timeout=timeout)
+
+    @property
+    def label(self) -> str:
+        """Human name of the endpoint and model (no token)."""
+        return f"{self.model} at {self.base_url}" if self.base_url else f"{self.model} (Inference Providers)"
+
+    def __repr__(self) -> str:  # the default repr would show the token
+        return f"RemoteBackend({self.label!r}, max_in_flight={self.max_in_flight})"
+
+    def complete(self, request: Completion) -> str:
+        """The endpoint's reply to a chat."""
+        try:
+            reply = self._client.chat_completion(messages=request.messages, model=self.model,
+                                                 max_tokens=request.max_tokens, temperature=request.temperature)
+        except Exception as exc:  # every transport and HTTP error becomes one clear message
+            raise BackendError(self._explain(exc)) from None
+        content = reply.choices[0].message.content if reply.choices else None
+        return content or ""
+
+    def _explain(self, exc: Exception) -> str:
+        where = self.base_url or "Hugging Face Inference Providers"
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            why = f"the endpoint refused the key (HTTP {status}) -- check the token and its permissions"
+        elif status == 404:
+            why = f"HTTP 404 -- check the base URL (it usually ends in /v1) and that '{self.model}' is served there"
+        elif status is not None:
+            why = f"HTTP {status}: {_first_line(exc)}"
+        elif isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
+            why = "no answer in time -- the server may be overloaded; try fewer requests in flight"
+        elif isinstance(exc, (ConnectionError, OSError)) or "connect" in type(exc).__name__.lower():
+            why = "can't connect -- is the server running and the URL right?"
+        else:
+            why = f"{type(exc).__name__}: {_first_line(exc)}"
+        return self._scrub(f"{where}: {why}")
+
+    def _scrub(self, text: str) -> str:
+        """Never let a token reach a message, even if a library echoed it."""
+        return text.replace(self._token, "***") if self._token else text
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
