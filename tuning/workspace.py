@@ -11,9 +11,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuning.data import LoadedData, load_examples, split_examples, write_jsonl
+from tuning.data import LoadedData, load_examples, read_jsonl, split_examples, write_jsonl
 
 UPLOADS_DIR = "uploads"  # originals, untouched
+GENERATED_DIR = "generated"
+REVIEW_FILE = "review.jsonl"  # generated pairs awaiting review, saved after every batch
+ACCEPTED_FILE = "accepted.jsonl"  # reviewed pairs that joined the working dataset
 CLEAN_TRAIN = "train.jsonl"
 CLEAN_VALIDATION = "validation.jsonl"
 KALEVALA_DIR = Path(__file__).resolve().parents[1] / "datasets" / "kalevala"
@@ -61,6 +64,21 @@ def prepare_dataset(workspace: Path, files: list[Path], validation_fraction: flo
     write_jsonl(train, train_file)
     write_jsonl(validation, validation_file)
     return PreparedData(train_file, validation_file, loaded, len(train), len(validation))
+
+
+def save_review(workspace: Path, rows: list[dict]) -> Path:
+    """Keep the pairs under review on disk, so a closed tab or a crash loses nothing generated."""
+    path = Path(workspace) / GENERATED_DIR / REVIEW_FILE
+    write_jsonl(rows, path)
+    return path
+
+
+def add_accepted(workspace: Path, rows: list[dict]) -> Path:
+    """Append reviewed pairs to the workspace's accepted file (rewritten atomically); return its path."""
+    path = Path(workspace) / GENERATED_DIR / ACCEPTED_FILE
+    earlier = read_jsonl(path) if path.is_file() else []
+    write_jsonl(earlier + rows, path)
+    return path
 
 
 def kalevala_files() -> tuple[Path, Path]:

@@ -13,6 +13,7 @@ from tuning.workspace import (
     new_workspace,
     prepare_dataset,
 )
+from ui.generate_panel import build_generate_panel
 from ui.plots import token_histogram
 from ui.state import WORKSPACES_DIR, count_tokens_with
 
@@ -25,7 +26,7 @@ MAX_ERRORS_SHOWN = 50
 def empty_dataset_state() -> dict:
     """A session's dataset before anything is loaded."""
     return {"workspace": None, "train_file": None, "validation_file": None, "rows": [], "questions": [],
-            "name": None}
+            "name": None, "sources": [], "validation_sources": [], "fraction": 0.1}
 
 
 def _preview_rows(examples: list[dict]) -> list[list]:
@@ -58,12 +59,18 @@ def _stats(prepared, max_length: int) -> str:
 def _load(files, validation_files, validation_fraction, state: dict, name: str):
     workspace = Path(state.get("workspace") or new_workspace(WORKSPACES_DIR))
     kept = keep_uploads(workspace, files)
-    kept_validation = keep_uploads(workspace, validation_files) if validation_files else None
+    kept_validation = keep_uploads(workspace, validation_files) if validation_files else []
+    return prepare_and_show(workspace, kept, kept_validation, validation_fraction, state, name)
+
+
+def prepare_and_show(workspace: Path, kept: list[Path], kept_validation: list[Path], validation_fraction: float,
+                     state: dict, name: str):
+    """Clean and split the workspace's kept files; the new state and every Data-tab output."""
     count = count_tokens_with()
     try:
         prepared = prepare_dataset(workspace, kept, validation_fraction, seed=42,
                                    max_tokens=DEFAULT_MAX_LENGTH, count_tokens=count,
-                                   validation_files=kept_validation)
+                                   validation_files=kept_validation or None)
     except DataError as error:
         shown = "\n".join(f"- {e}" for e in error.errors[:MAX_ERRORS_SHOWN])
         more = f"\n- … and {len(error.errors) - MAX_ERRORS_SHOWN} more" if len(error.errors) > MAX_ERRORS_SHOWN else ""
@@ -73,7 +80,9 @@ def _load(files, validation_files, validation_fraction, state: dict, name: str):
     lengths = [count(e["messages"]) for e in prepared.loaded.examples]
     state = {"workspace": str(workspace), "train_file": str(prepared.train_file),
              "validation_file": str(prepared.validation_file), "rows": rows, "name": name,
-             "questions": user_prompts(read_jsonl(prepared.validation_file))}
+             "questions": user_prompts(read_jsonl(prepared.validation_file)),
+             "sources": [str(p) for p in kept], "validation_sources": [str(p) for p in kept_validation],
+             "fraction": validation_fraction}
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     return (state, _page(rows, 1), "", _stats(prepared, DEFAULT_MAX_LENGTH),
             token_histogram(lengths, DEFAULT_MAX_LENGTH), gr.update(maximum=max(pages, 2), value=1, visible=pages > 1),
@@ -123,3 +132,4 @@ def build_data_tab(dataset_state: gr.State) -> None:
         kalevala.click(load_kalevala, dataset_state, outputs)
         upload.click(load_uploads, [files, fraction, dataset_state], outputs)
         page.change(show_page, [page, dataset_state], preview)
+        build_generate_panel(dataset_state, outputs, prepare_and_show)

@@ -27,6 +27,14 @@ def tokenizer_for(model_name: str = "auto"):
     return load_tokenizer(resolve_model(model_name).path)
 
 
+@functools.lru_cache(maxsize=1)
+def local_generator():
+    """The local QA-generation backend, loaded on first use and shared (one generate at a time)."""
+    from tuning.qa_backends import LocalBackend
+
+    return LocalBackend()
+
+
 def count_tokens_with(model_name: str = "auto"):
     """A function counting a conversation's tokens with the model's chat template."""
     from tuning.formatting import encode_for_training

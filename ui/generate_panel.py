@@ -1,0 +1,244 @@
+"""Data tab, "Generate from documents": source text -> batches of checked pairs -> review -> the dataset."""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from tuning.config import ConfigError
+from tuning.data import DataError, read_jsonl, user_prompts
+from tuning.generate_qa import GeneratedPair, QASettings, failure_rows, generate_qa, plan_batches, summarize
+from tuning.models import ModelLoadError
+from tuning.qa_backends import DEFAULT_REMOTE_IN_FLIGHT, MAX_REMOTE_IN_FLIGHT, BackendError, RemoteBackend
+from tuning.qa_prompts import MAX_PAIRS, MIN_PAIRS
+from tuning.qa_review import KEEP, REVIEW_COLUMNS, accept_unflagged, accepted_pairs, is_ticked, review_table
+from tuning.qa_validate import ValidationSettings
+from tuning.source_text import PASTED_SOURCE, chunk_text, read_source
+from tuning.workspace import add_accepted, new_workspace, save_review
+from ui.state import WORKSPACES_DIR, local_generator
+
+LOCAL_CHOICE = "Local model (runs here, offline)"
+OPENAI_CHOICE = "OpenAI-compatible endpoint"
+PROVIDERS_CHOICE = "Hugging Face Inference Providers"
+REMOVED_COLUMNS = ["question", "answer", "why removed", "from"]
+USER_ERRORS = (DataError, BackendError, ConfigError, ModelLoadError)
+
+
+def empty_review() -> dict:
+    """A session's generated pairs awaiting review (as dataset rows, so they survive a JSON round trip)."""
+    return {"rows": [], "removed": []}
+
+
+def read_chunks(files, pasted: str) -> list:
+    """Chunks of every uploaded document and of the pasted text."""
+    chunks = []
+    for file in files or []:
+        path = Path(getattr(file, "name", file))
+        chunks += chunk_text(read_source(path), path.name)
+    if pasted and pasted.strip():
+        chunks += chunk_text(pasted, PASTED_SOURCE)
+    if not chunks:
+        raise DataError("no source text: upload a .txt, .md or .pdf document or paste some text")
+    return chunks
+
+
+def make_backend(choice: str, base_url: str, model: str, api_key: str, in_flight: float):
+    """The backend the visitor picked; the key is used for requests only, never kept or shown."""
+    if choice == LOCAL_CHOICE:
+        return local_generator()
+    if choice == OPENAI_CHOICE and not (base_url or "").strip():
+        raise BackendError("give the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")
+    return RemoteBackend(model, base_url=base_url if choice == OPENAI_CHOICE else None, token=api_key,
+                         max_in_flight=int(in_flight))
+
+
+def dataset_questions(dataset: dict, review: dict) -> list[str]:
+    """Questions already in the working dataset and under review: new pairs must not repeat them."""
+    questions = []
+    for key in ("train_file", "validation_file"):
+        if dataset.get(key) and Path(dataset[key]).is_file():
+            questions += user_prompts(read_jsonl(dataset[key]))
+    return questions + [row["messages"][0]["content"] for row in review["rows"]]
+
+
+def progress_html(results: list, planned: int, status: str = "") -> str:
+    """An overall bar and one bar per batch (pairs kept of pairs made)."""
+    summary = summarize(results)
+    lines = []
+    for result in results:
+        where = (f"{result.chunk.source}, part {result.chunk.chunk_id + 1}" if result.chunk else "off-topic redirects")
+        made = len(result.kept) + len(result.removed)
+        if result.error:
+            detail = f"<span class='failed'>failed after {result.attempts} attempts: {html.escape(result.error)}</span>"
+        else:
+            detail = (f"<progress value='{len(result.kept)}' max='{max(made, 1)}'></progress> "
+                      f"{len(result.kept)} kept of {made}")
+        lines.append(f"<li>batch {result.number} · {html.escape(where)} — {detail}</li>")
+    head = (f"<progress value='{len(results)}' max='{max(planned, 1)}'></progress> "
+            f"<b>{len(results)} of {planned} batches</b> · {html.escape(summary.as_text())}")
+    note = f"<p>{html.escape(status)}</p>" if status else ""
+    return f"<div id='generate-progress-body'>{head}{note}<ol>{''.join(lines)}</ol></div>"
+
+
+def removed_table(review: dict) -> list[list]:
+    """Removed pairs and failed batches, with the reason."""
+    rows = []
+    for row in review["removed"]:
+        if "failed_batch" in row:
+            rows.append(["", (row.get("raw_reply") or "")[:300], f"batch {row['failed_batch']} failed: {row['error']}",
+                         f"{row.get('source', '')} part {row.get('chunk_id', 0) + 1}"])
+        else:
+            pair = GeneratedPair.from_row(row)
+            rows.append([pair.question, pair.answer, pair.removed, pair.provenance.get("source", "")])
+    return rows
+
+
+def generate(files, pasted, choice, base_url, model, api_key, in_flight, per_batch, batches, off_topic, topic,
+             judge, min_judge, duplicate_threshold, dataset: dict, review: dict):
+    """Run the batches, streaming progress and the growing review table; pairs made so far are kept."""
+    review = {"rows": list(review["rows"]), "removed": list(review["removed"])}
+    dataset = dict(dataset)
+    try:
+        chunks = read_chunks(files, pasted)
+        backend = make_backend(choice, base_url, model, api_key, in_flight)
+        settings = QASettings(pairs_per_batch=int(per_batch), batches=int(batches or 0), off_topic=int(off_topic or 0),
+                              topic=topic or "", judge=bool(judge),
+                              validation=ValidationSettings(duplicate_similarity=float(duplicate_threshold),
+                                                            min_judge_score=int(min_judge)))
+        settings.check()
+    except USER_ERRORS as error:
+        yield dataset, review, progress_html([], 0, f"Nothing generated: {error}"), gr.update(), gr.update()
+        return
+    workspace = Path(dataset.get("workspace") or new_workspace(WORKSPACES_DIR))
+    dataset["workspace"] = str(workspace)
+    planned = sum(len(r) for r in plan_batches(chunks, settings.batches)) + (1 if settings.off_topic else 0)
+    results = []
+    yield dataset, review, progress_html(results, planned, f"{len(chunks)} chunks; asking {backend.label}…"), \
+        gr.update(), gr.update()
+    try:
+        for result in generate_qa(chunks, backend, settings, dataset_questions(dataset, review)):
+            results.append(result)
+            review["rows"] += [pair.to_row() for pair in result.kept]
+            review["removed"] += failure_rows([result])
+            save_review(workspace, review["rows"])
+            yield dataset, review, progress_html(results, planned), review_table(_pairs(review)), removed_table(review)
+    except USER_ERRORS as error:
+        yield dataset, review, progress_html(results, planned, f"Stopped: {error}"), gr.update(), gr.update()
+        return
+    yield dataset, review, progress_html(results, planned, "Done. Review the pairs below, then add them."), \
+        review_table(_pairs(review)), removed_table(review)
+
+
+def _pairs(review: dict) -> list[GeneratedPair]:
+    return [GeneratedPair.from_row(row) for row in review["rows"]]
+
+
+def accept_all_unflagged(table):
+    """Tick every pair without flags."""
+    return accept_unflagged(_table_rows(table))
+
+
+def add_to_dataset(table, dataset: dict, review: dict, prepare_and_show):
+    """Append the ticked (and edited) pairs to the working dataset; the rest stay under review."""
+    pairs = _pairs(review)
+    rows = _table_rows(table)
+    accepted, problems = accepted_pairs(rows, pairs)
+    if problems or not accepted:
+        message = "\n".join(f"- {p}" for p in problems) or "- Tick 'keep' on the pairs to add (or 'Accept all unflagged')."
+        return (*[gr.update()] * 7, review, gr.update(), f"### Nothing was added\n{message}")
+    workspace = Path(dataset["workspace"])
+    accepted_file = add_accepted(workspace, [pair.to_row() for pair in accepted])
+    sources = [Path(p) for p in dataset.get("sources") or []]
+    if accepted_file not in sources:
+        sources.append(accepted_file)
+    outputs = prepare_and_show(workspace, sources, [Path(p) for p in dataset.get("validation_sources") or []],
+                               dataset.get("fraction", 0.1), dataset, dataset.get("name") or "generated pairs")
+    still_open = [row for row, table_row in zip(review["rows"], rows) if not is_ticked(table_row[KEEP])]
+    review = {"rows": still_open, "removed": review["removed"]}
+    save_review(workspace, review["rows"])
+    status = f"Added {len(accepted)} pairs to the working dataset ({accepted_file.name} in your workspace)."
+    return (*outputs, review, review_table(_pairs(review)), status)
+
+
+def _table_rows(table) -> list[list]:
+    """Rows of a Dataframe value (a pandas frame or a list of lists)."""
+    if table is None:
+        return []
+    return table.values.tolist() if hasattr(table, "values") else [list(row) for row in table]
+
+
+def download_review(review: dict) -> str:
+    """The pairs under review as a JSONL file to keep."""
+    from tuning.data import write_jsonl
+
+    path = Path(tempfile.mkdtemp()) / "generated-pairs.jsonl"
+    write_jsonl(review["rows"], path)
+    return str(path)
+
+
+def toggle_remote(choice: str):
+    """Show the endpoint fields for remote backends only."""
+    remote = choice != LOCAL_CHOICE
+    return gr.update(visible=choice == OPENAI_CHOICE), gr.update(visible=remote), gr.update(visible=remote), \
+        gr.update(visible=remote)
+
+
+def build_generate_panel(dataset_state: gr.State, data_outputs: list, prepare_and_show) -> None:
+    """The panel; `data_outputs` are the Data tab's outputs that `prepare_and_show` fills."""
+    review_state = gr.State(empty_review())
+    with gr.Accordion("Generate pairs from documents", open=False, elem_id="generate-panel"):
+        gr.Markdown("Turn your own text into question–answer pairs, 10–20 per batch. Every pair is checked "
+                    "(question form, length, grounding in its passage, duplicates) and waits for your review.")
+        with gr.Row():
+            sources = gr.File(label="Documents (.txt, .md, .pdf)", file_count="multiple",
+                              file_types=[".txt", ".md", ".pdf"], elem_id="generate-files")
+            pasted = gr.Textbox(label="…or paste text", lines=6, elem_id="generate-text")
+        with gr.Row():
+            backend = gr.Radio([LOCAL_CHOICE, OPENAI_CHOICE, PROVIDERS_CHOICE], value=LOCAL_CHOICE,
+                               label="Which LLM writes the pairs", elem_id="generate-backend")
+            base_url = gr.Textbox(label="Base URL", placeholder="http://127.0.0.1:8000/v1", visible=False,
+                                  elem_id="generate-base-url")
+            model = gr.Textbox(label="Model", placeholder="meta-llama/Llama-3.1-8B-Instruct", visible=False,
+                               elem_id="generate-model")
+            api_key = gr.Textbox(label="API key / HF token (this request only; never stored)", type="password",
+                                 visible=False, elem_id="generate-key")
+            in_flight = gr.Slider(1, MAX_REMOTE_IN_FLIGHT, value=DEFAULT_REMOTE_IN_FLIGHT, step=1,
+                                  label="Batches in flight", visible=False)
+        with gr.Row():
+            per_batch = gr.Slider(MIN_PAIRS, MAX_PAIRS, value=MIN_PAIRS, step=1, label="Pairs per batch")
+            batches = gr.Number(value=0, precision=0, minimum=0, label="Batches (0 = one per passage)",
+                                elem_id="generate-batches")
+            off_topic = gr.Number(value=0, precision=0, minimum=0, maximum=20, label="Off-topic redirects to add")
+            topic = gr.Textbox(label="Subject (for redirects)", placeholder="the Kalevala")
+        with gr.Row():
+            judge = gr.Checkbox(label="LLM judge scores each pair 1–10")
+            min_judge = gr.Slider(1, 10, value=ValidationSettings.min_judge_score, step=1, label="Flag judge scores under")
+            duplicate_threshold = gr.Slider(0.5, 1.0, value=ValidationSettings.duplicate_similarity, step=0.05,
+                                            label="Near-duplicate similarity")
+        with gr.Row():
+            start = gr.Button("Generate", variant="primary", elem_id="generate-start")
+            cancel = gr.Button("Cancel (keep what's made)", elem_id="generate-cancel")
+        progress = gr.HTML(elem_id="generate-progress")
+        table = gr.Dataframe(headers=REVIEW_COLUMNS, datatype=["bool", "str", "str", "str", "number", "str", "str"],
+                             interactive=True, static_columns=[3, 4, 5, 6], wrap=True, label="Review: tick 'keep', "
+                             "edit any question or answer", elem_id="generate-review")
+        with gr.Row():
+            accept = gr.Button("Accept all unflagged", elem_id="generate-accept-unflagged")
+            add = gr.Button("Add kept pairs to the dataset", variant="primary", elem_id="generate-add")
+            download = gr.DownloadButton("Download pairs under review (JSONL)")
+        status = gr.Markdown(elem_id="generate-status")
+        with gr.Accordion("Removed pairs and failed batches", open=False):
+            removed = gr.Dataframe(headers=REMOVED_COLUMNS, interactive=False, wrap=True, elem_id="generate-removed")
+
+    backend.change(toggle_remote, backend, [base_url, model, api_key, in_flight])
+    run = start.click(generate, [sources, pasted, backend, base_url, model, api_key, in_flight, per_batch, batches,
+                                 off_topic, topic, judge, min_judge, duplicate_threshold, dataset_state, review_state],
+                      [dataset_state, review_state, progress, table, removed])
+    cancel.click(lambda: "Cancelled: the pairs made so far are kept below.", None, status, cancels=[run])
+    accept.click(accept_all_unflagged, table, table)
+    add.click(lambda t, d, r: add_to_dataset(t, d, r, prepare_and_show), [table, dataset_state, review_state],
+              [*data_outputs, review_state, table, status])
+    download.click(download_review, review_state, download)
