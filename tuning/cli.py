@@ -126,6 +126,7 @@ def command_generate(args) -> int:
         backend = RemoteBackend(args.model, base_url=args.base_url, token=token, max_in_flight=args.in_flight)
     existing = [q for path in args.against or [] for q in user_prompts(read_jsonl(path))]
     settings = QASettings(pairs_per_batch=args.per_batch, batches=args.batches, temperature=args.temperature,
+                          seed=args.seed, max_reply_tokens=args.max_reply_tokens,
                           off_topic=args.off_topic, topic=args.topic, judge=args.judge,
                           validation=ValidationSettings(duplicate_similarity=args.duplicate_threshold,
                                                         min_grounding=args.min_grounding,
@@ -202,7 +203,10 @@ def _add_generate_parser(commands) -> None:
     generate.add_argument("--in-flight", type=int, default=DEFAULT_REMOTE_IN_FLIGHT, help="remote: requests at once")
     generate.add_argument("--chunk-chars", type=int, default=DEFAULT_CHUNK_CHARS)
     generate.add_argument("--overlap-chars", type=int, default=DEFAULT_OVERLAP_CHARS)
-    generate.add_argument("--temperature", type=float, default=0.3)
+    generate.add_argument("--temperature", type=float, default=0.3, help="0 = greedy")
+    generate.add_argument("--max-reply-tokens", type=int, default=0,
+                          help="cap on each reply's tokens (default: enough for the pairs asked)")
+    generate.add_argument("--seed", type=int, default=0, help="same seed, same source: the same pairs (local model)")
     generate.add_argument("--off-topic", type=int, default=0, help="add this many off-topic prompts with a redirect")
     generate.add_argument("--topic", default="", help="what off-topic answers steer back to, e.g. 'the Kalevala'")
     generate.add_argument("--judge", action="store_true", help="score each pair 1-10 with the same LLM")

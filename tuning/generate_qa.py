@@ -44,6 +44,7 @@ JSON_REPLY_STOP = ("}]",)
 JUDGE_REPLY_PREFIX = '[{"id": 1, "score": '
 JUDGE_TEMPERATURE = 0.0  # a judge should be repeatable
 ATTEMPTS = 2  # a batch whose reply can't be parsed is asked once more, then reported
+SEED_STRIDE = 100
 
 
 @dataclass
@@ -53,17 +54,23 @@ class QASettings:
     pairs_per_batch: int = 10
     batches: int = 0  # 0: one batch per chunk; more: later rounds ask each chunk for new questions
     temperature: float = 0.3
+    seed: int = 0  # batch n, attempt k draws with seed + 100n + k: a rerun gives the same pairs
+    max_reply_tokens: int = 0  # 0: enough for the pairs asked; less caps cost (a cut-off reply keeps its whole pairs)
     off_topic: int = 0  # off-topic prompts whose answer steers back to `topic`
     topic: str = ""
     judge: bool = False
     validation: ValidationSettings = field(default_factory=ValidationSettings)
 
+    def reply_tokens(self) -> int:
+        """max_tokens of a generation request."""
+        return self.max_reply_tokens or pair_budget(self.pairs_per_batch)
+
     def check(self) -> None:
         """Raise ConfigError naming the setting that is out of range."""
         if not MIN_PAIRS <= self.pairs_per_batch <= MAX_PAIRS:
             raise ConfigError(f"pairs per batch must be {MIN_PAIRS}-{MAX_PAIRS}, got {self.pairs_per_batch}")
-        if self.batches < 0 or self.off_topic < 0:
-            raise ConfigError("batches and off-topic prompts can't be negative")
+        if self.batches < 0 or self.off_topic < 0 or self.max_reply_tokens < 0:
+            raise ConfigError("batches, off-topic prompts and reply tokens can't be negative")
         if not 0.0 < self.validation.duplicate_similarity <= 1.0:
             raise ConfigError(f"the duplicate threshold must be in (0, 1], got {self.validation.duplicate_similarity}")
 
@@ -226,8 +233,9 @@ def _run_batch(number: int, chunk: Chunk, previous: list[str], backend, settings
     parsed = None
     for attempt in range(1, ATTEMPTS + 1):
         result.attempts = attempt
-        request = Completion(messages, pair_budget(settings.pairs_per_batch), settings.temperature,
-                             reply_prefix=JSON_REPLY_PREFIX, stop=JSON_REPLY_STOP)
+        request = Completion(messages, settings.reply_tokens(), settings.temperature,
+                             reply_prefix=JSON_REPLY_PREFIX, stop=JSON_REPLY_STOP,
+                             seed=settings.seed + SEED_STRIDE * number + attempt)
         try:
             result.raw_reply = backend.complete(request)
             parsed = parse_qa_reply(result.raw_reply)

@@ -31,9 +31,10 @@ class Completion:
     temperature: float
     # The start of the wanted reply (e.g. '[{"question": "'). A local model is made to continue from it,
     # which turns a small model's rambling into parseable JSON; chat endpoints can't be prefilled, so
-    # remote backends only get the instruction.
+    # remote backends only get the instruction (and end their replies themselves: no stop strings).
     reply_prefix: str = ""
     stop: tuple[str, ...] = ()
+    seed: int | None = None  # same request, same seed: the same reply (locally; remote servers may ignore it)
 
 
 class LocalBackend:
@@ -78,6 +79,8 @@ class LocalBackend:
             stopping = {"stop_strings": list(request.stop), "tokenizer": self._tokenizer} if request.stop else {}
             sampling = {"do_sample": True, "temperature": request.temperature, "top_p": 0.95} \
                 if request.temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            if request.seed is not None:
+                torch.manual_seed(request.seed)  # under the lock, so no other request draws in between
             with torch.inference_mode():
                 out = self._model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                            max_new_tokens=request.max_tokens, pad_token_id=self._tokenizer.pad_token_id,
@@ -86,8 +89,9 @@ class LocalBackend:
 
 
 class RemoteBackend:
-    """A chat-completions endpoint: an OpenAI-compatible base URL, or a Hub model id served by
-    Hugging Face Inference Providers. Several requests may be in flight at once."""
+    """A chat-completions endpoint: any OpenAI-compatible base URL (through the `openai` client), or a Hub
+    model id served by Hugging Face Inference Providers (through huggingface_hub.InferenceClient).
+    Several requests may be in flight at once."""
 
     kind = REMOTE
 
@@ -109,10 +113,14 @@ class RemoteBackend:
         self._client = self._make_client(timeout)
 
     def _make_client(self, timeout: float):
+        if self.base_url:
+            # The openai client, not InferenceClient: InferenceClient sends the saved Hugging Face token to
+            # any URL when no key is given, and refuses even a loopback server when HF_HUB_OFFLINE is set.
+            from openai import OpenAI
+
+            return OpenAI(base_url=self.base_url, api_key=self._token or NO_KEY, timeout=timeout, max_retries=1)
         from huggingface_hub import InferenceClient
 
-        if self.base_url:
-            return InferenceClient(base_url=self.base_url, api_key=self._token or NO_KEY, timeout=timeout)
         # Inference Providers: the Hugging Face token (given, or HF_TOKEN / the saved login) is the key.
         return InferenceClient(provider=self.provider or "auto", api_key=self._token, timeout=timeout)
 
@@ -126,9 +134,13 @@ class RemoteBackend:
 
     def complete(self, request: Completion) -> str:
         """The endpoint's reply to a chat."""
+        options = {"messages": request.messages, "model": self.model, "max_tokens": request.max_tokens,
+                   "temperature": request.temperature, "seed": request.seed}
         try:
-            reply = self._client.chat_completion(messages=request.messages, model=self.model,
-                                                 max_tokens=request.max_tokens, temperature=request.temperature)
+            if self.base_url:
+                reply = self._client.chat.completions.create(**options)
+            else:
+                reply = self._client.chat_completion(**options)
         except Exception as exc:  # every transport and HTTP error becomes one clear message
             raise BackendError(self._explain(exc)) from None
         content = reply.choices[0].message.content if reply.choices else None
@@ -136,16 +148,17 @@ class RemoteBackend:
 
     def _explain(self, exc: Exception) -> str:
         where = self.base_url or "Hugging Face Inference Providers"
-        status = getattr(getattr(exc, "response", None), "status_code", None)
+        status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+        name = type(exc).__name__.lower()
         if status in (401, 403):
             why = f"the endpoint refused the key (HTTP {status}) -- check the token and its permissions"
         elif status == 404:
             why = f"HTTP 404 -- check the base URL (it usually ends in /v1) and that '{self.model}' is served there"
         elif status is not None:
             why = f"HTTP {status}: {_first_line(exc)}"
-        elif isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
+        elif isinstance(exc, TimeoutError) or "timeout" in name:
             why = "no answer in time -- the server may be overloaded; try fewer requests in flight"
-        elif isinstance(exc, (ConnectionError, OSError)) or "connect" in type(exc).__name__.lower():
+        elif isinstance(exc, (ConnectionError, OSError)) or "connect" in name:
             why = "can't connect -- is the server running and the URL right?"
         else:
             why = f"{type(exc).__name__}: {_first_line(exc)}"

@@ -211,8 +211,9 @@ def build_generate_panel(dataset_state: gr.State, data_outputs: list, prepare_an
             per_batch = gr.Slider(MIN_PAIRS, MAX_PAIRS, value=MIN_PAIRS, step=1, label="Pairs per batch")
             batches = gr.Number(value=0, precision=0, minimum=0, label="Batches (0 = one per passage)",
                                 elem_id="generate-batches")
-            off_topic = gr.Number(value=0, precision=0, minimum=0, maximum=20, label="Off-topic redirects to add")
-            topic = gr.Textbox(label="Subject (for redirects)", placeholder="the Kalevala")
+            off_topic = gr.Number(value=0, precision=0, minimum=0, maximum=20, label="Off-topic redirects to add",
+                                  elem_id="generate-off-topic")
+            topic = gr.Textbox(label="Subject (for redirects)", placeholder="the Kalevala", elem_id="generate-topic")
         with gr.Row():
             judge = gr.Checkbox(label="LLM judge scores each pair 1–10")
             min_judge = gr.Slider(1, 10, value=ValidationSettings.min_judge_score, step=1, label="Flag judge scores under")
@@ -223,7 +224,8 @@ def build_generate_panel(dataset_state: gr.State, data_outputs: list, prepare_an
             cancel = gr.Button("Cancel (keep what's made)", elem_id="generate-cancel")
         progress = gr.HTML(elem_id="generate-progress")
         table = gr.Dataframe(headers=REVIEW_COLUMNS, datatype=["bool", "str", "str", "str", "number", "str", "str"],
-                             interactive=True, static_columns=[3, 4, 5, 6], wrap=True, label="Review: tick 'keep', "
+                             interactive=True, static_columns=[3, 4, 5, 6], wrap=True,
+                             column_widths=["5%", "27%", "30%", "12%", "8%", "8%", "10%"], label="Review: tick 'keep', "
                              "edit any question or answer", elem_id="generate-review")
         with gr.Row():
             accept = gr.Button("Accept all unflagged", elem_id="generate-accept-unflagged")

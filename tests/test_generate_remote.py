@@ -1,0 +1,131 @@
+"""The remote backend against a real OpenAI-compatible server: `transformers serve` on 127.0.0.1,
+serving the embedded model folder, started and stopped here."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import KALEVALA, REPO
+
+from tuning.data import read_jsonl
+from tuning.generate_qa import QASettings, generate_qa
+from tuning.models import embedded_model_dir
+from tuning.qa_backends import BackendError, Completion, RemoteBackend
+from tuning.source_text import chunk_text, read_source
+
+SERVE = Path(sys.executable).parent / "transformers"
+STARTUP_S = 180
+# Replies capped so the CPU server answers in seconds; a cut-off reply also exercises the parser's salvage.
+REPLY_TOKENS = 200
+CANARY_KEY = "sk-canary-5f1e0c9d-never-print-me"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def qa_server(tmp_path_factory):
+    """(base URL, served model id, log path); continuous batching so requests in flight run together."""
+    model = str(embedded_model_dir())
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = open(log_path, "w")
+    server = subprocess.Popen([str(SERVE), "serve", model, "--host", "127.0.0.1", "--port", str(port),
+                               "--device", "cpu", "--continuous-batching"],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + STARTUP_S
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("transformers serve did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}/v1", model, log_path
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+class CountingBackend:
+    """The real remote backend, with the number of requests in flight recorded."""
+
+    def __init__(self, backend):
+        self.backend, self.kind, self.label = backend, backend.kind, backend.label
+        self.max_in_flight = backend.max_in_flight
+        self.in_flight = self.peak = 0
+        self.lock = threading.Lock()
+
+    def complete(self, request):
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            return self.backend.complete(request)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_a_real_server_answers_a_chat(qa_server):
+    base_url, model, _ = qa_server
+    reply = RemoteBackend(model, base_url=base_url).complete(
+        Completion([{"role": "user", "content": "Say hello."}], max_tokens=16, temperature=0.0))
+    assert isinstance(reply, str) and reply.strip()
+
+
+def test_several_chunks_in_flight_each_batch_validated_or_reported(qa_server):
+    base_url, model, _ = qa_server
+    chunks = chunk_text(read_source(KALEVALA / "source.md"), "source.md")[:4]
+    backend = CountingBackend(RemoteBackend(model, base_url=base_url, max_in_flight=4))
+    results = list(generate_qa(chunks, backend, QASettings(pairs_per_batch=10, temperature=0.0,
+                                                                    max_reply_tokens=REPLY_TOKENS)))
+    assert backend.peak >= 2, "several chunks were in flight at once"
+    assert sorted(r.number for r in results) == [1, 2, 3, 4]
+    for result in results:
+        assert result.error or result.kept or result.removed, "a batch is either parsed or reported"
+        if result.error:
+            assert result.attempts == 2 and result.raw_reply is not None
+        for pair in result.kept:
+            assert pair.provenance["source"] == "source.md" and pair.grounding is not None
+
+
+def test_cli_remote_run_writes_pairs_and_never_prints_the_key(qa_server, tmp_path):
+    base_url, model, log_path = qa_server
+    out = tmp_path / "pairs.jsonl"
+    env = {**os.environ, "KANTELE_TEST_KEY": CANARY_KEY}
+    result = subprocess.run(
+        [sys.executable, "-m", "tuning", "generate", "--backend", "remote", "--base-url", base_url, "--model", model,
+         "--api-key-env", "KANTELE_TEST_KEY", "--source", str(KALEVALA / "source.md"), "--out", str(out),
+         "--batches", "2", "--in-flight", "2", "--max-reply-tokens", str(REPLY_TOKENS), "--off-topic", "2", "--topic", "the Kalevala"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3 batches" in result.stdout and "kept" in result.stdout
+    rows = read_jsonl(out)
+    assert len(rows) >= 2 and all("provenance" in row for row in rows)
+    written = [out.read_text(encoding="utf-8"), result.stdout, result.stderr, log_path.read_text()]
+    written += [p.read_text(encoding="utf-8") for p in tmp_path.glob("*.jsonl")]
+    assert not any(CANARY_KEY in text for text in written)
+
+
+def test_an_unreachable_endpoint_is_a_clear_error():
+    backend = RemoteBackend("any-model", base_url=f"http://127.0.0.1:{free_port()}/v1", token=CANARY_KEY, timeout=5)
+    with pytest.raises(BackendError, match="can't connect -- is the server running") as error:
+        backend.complete(Completion([{"role": "user", "content": "hi"}], max_tokens=4, temperature=0.0))
+    assert CANARY_KEY not in str(error.value) and CANARY_KEY not in repr(backend)
