@@ -41,3 +41,47 @@ def train_command(run_dir: Path, data: dict, *extra: str) -> list[str]:
     for item in overrides:
         command += ["--set", item]
     return command
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_transformers_serve(model_dir: str, port: int, log, startup_s: float = 180):
+    """`transformers serve` pinned to model_dir on 127.0.0.1:port (continuous batching, so requests in
+    flight run together), offline; returns the process once /health answers, raises if it never does."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    serve = Path(sys.executable).parent / "transformers"
+    server = subprocess.Popen([str(serve), "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
+                               "--device", "cpu", "--continuous-batching"],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + startup_s
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"transformers serve did not start on port {port}") from None
+            time.sleep(0.5)
+
+
+def stop_process(process, grace_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it hasn't exited within grace_s."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -2,16 +2,12 @@
 serving the embedded model folder, started and stopped here."""
 
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
-from helpers import KALEVALA, REPO
+from helpers import KALEVALA, REPO, free_port, start_transformers_serve, stop_process
 
 from tuning.data import read_jsonl
 from tuning.generate_qa import QASettings, generate_qa
@@ -19,48 +15,25 @@ from tuning.models import embedded_model_dir
 from tuning.qa_backends import BackendError, Completion, RemoteBackend
 from tuning.source_text import chunk_text, read_source
 
-SERVE = Path(sys.executable).parent / "transformers"
 STARTUP_S = 180
 # Replies capped so the CPU server answers in seconds; a cut-off reply also exercises the parser's salvage.
 REPLY_TOKENS = 200
 CANARY_KEY = "sk-canary-5f1e0c9d-never-print-me"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def qa_server(tmp_path_factory):
-    """(base URL, served model id, log path); continuous batching so requests in flight run together."""
+    """(base URL, served model id, log path) of a real `transformers serve` on loopback."""
     model = str(embedded_model_dir())
     port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    log = open(log_path, "w")
-    server = subprocess.Popen([str(SERVE), "serve", model, "--host", "127.0.0.1", "--port", str(port),
-                               "--device", "cpu", "--continuous-batching"],
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + STARTUP_S
-    while True:
+    with open(log_path, "w") as log:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("transformers serve did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/v1", model, log_path
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
+            server = start_transformers_serve(model, port, log, STARTUP_S)
+        except RuntimeError as error:
+            pytest.fail(f"{error}:\n{log_path.read_text()[-3000:]}")
+        yield f"http://127.0.0.1:{port}/v1", model, log_path
+        stop_process(server)
 
 
 class CountingBackend:

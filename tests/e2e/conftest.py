@@ -1,7 +1,6 @@
 """A real app server on 127.0.0.1 and a real headless Chromium driving it."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -9,17 +8,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
