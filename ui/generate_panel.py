@@ -163,6 +163,19 @@ def add_to_dataset(table, dataset: dict, review: dict, prepare_and_show):
     return (*outputs, review, review_table(_pairs(review)), status)
 
 
+def discard_unticked(table, review: dict):
+    """Reject every unticked pair: it leaves the review and is listed under removed, with the reason."""
+    rows = _table_rows(table)
+    if len(rows) != len(review["rows"]):
+        return review, gr.update(), gr.update(), "The review table is out of date -- generate again."
+    kept = [row for row, table_row in zip(review["rows"], rows) if is_ticked(table_row[KEEP])]
+    rejected = [{**row, "removed": "rejected in review"} for row, table_row in zip(review["rows"], rows)
+                if not is_ticked(table_row[KEEP])]
+    review = {"rows": kept, "removed": review["removed"] + rejected}
+    return review, review_table(_pairs(review), [True] * len(kept)), removed_table(review), \
+        f"Rejected {len(rejected)} pairs (listed under 'Removed pairs')."
+
+
 def _table_rows(table) -> list[list]:
     """Rows of a Dataframe value (a pandas frame or a list of lists)."""
     if table is None:
@@ -229,6 +242,7 @@ def build_generate_panel(dataset_state: gr.State, data_outputs: list, prepare_an
                              "edit any question or answer", elem_id="generate-review")
         with gr.Row():
             accept = gr.Button("Accept all unflagged", elem_id="generate-accept-unflagged")
+            discard = gr.Button("Reject unticked", elem_id="generate-reject")
             add = gr.Button("Add kept pairs to the dataset", variant="primary", elem_id="generate-add")
             download = gr.DownloadButton("Download pairs under review (JSONL)")
         status = gr.Markdown(elem_id="generate-status")
@@ -243,4 +257,5 @@ def build_generate_panel(dataset_state: gr.State, data_outputs: list, prepare_an
     accept.click(accept_all_unflagged, table, table)
     add.click(lambda t, d, r: add_to_dataset(t, d, r, prepare_and_show), [table, dataset_state, review_state],
               [*data_outputs, review_state, table, status])
+    discard.click(discard_unticked, [table, review_state], [review_state, table, removed, status])
     download.click(download_review, review_state, download)

@@ -49,3 +49,29 @@ def test_generate_review_and_add_to_dataset(browser, app_server):
     expect(page.locator("#generate-status")).to_contain_text("Added", timeout=60_000)
     expect(page.locator("#data-stats")).to_contain_text("conversations")
     screenshot(page, "generate")
+
+
+def test_cancel_keeps_the_batches_made_and_reject_lists_the_rest(browser, app_server):
+    url, home = app_server
+    page = open_app(browser, url)
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_text("Generate pairs from documents").click()
+    fill(page, "#generate-text textarea", lonnrot_section() * 3)  # a few passages
+    fill(page, "#generate-batches input", "6")
+    page.locator("#generate-start").click()
+
+    progress = page.locator("#generate-progress")
+    expect(progress).to_contain_text("1 of 6 batches", timeout=GENERATE_TIMEOUT_MS)
+    page.locator("#generate-cancel").click()
+    expect(page.locator("#generate-status")).to_contain_text("Cancelled")
+    shown = progress.locator("b").inner_text()
+    page.wait_for_timeout(15_000)
+    assert progress.locator("b").inner_text() == shown, "no batch is added after Cancel"
+    assert shown != "6 of 6 batches"
+
+    rows = page.locator("#generate-review tbody tr")
+    if rows.count() and rows.first.inner_text().strip():
+        page.locator("#generate-reject").click()  # nothing ticked: every pair is rejected, and listed
+        expect(page.locator("#generate-status")).to_contain_text("Rejected")
+        page.get_by_text("Removed pairs and failed batches").click()
+        expect(page.locator("#generate-removed")).to_contain_text("rejected in review")
