@@ -102,3 +102,12 @@ def test_an_unreachable_endpoint_is_a_clear_error():
     with pytest.raises(BackendError, match="can't connect -- is the server running") as error:
         backend.complete(Completion([{"role": "user", "content": "hi"}], max_tokens=4, temperature=0.0))
     assert CANARY_KEY not in str(error.value) and CANARY_KEY not in repr(backend)
+
+
+def test_inference_providers_offline_says_so(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf_token = "hf_canary0123456789abcdefNEVERPRINT"
+    backend = RemoteBackend("HuggingFaceTB/SmolLM2-1.7B-Instruct", token=hf_token, timeout=5)
+    with pytest.raises(BackendError, match="HF_HUB_OFFLINE is set") as error:
+        backend.complete(Completion([{"role": "user", "content": "hi"}], max_tokens=4, temperature=0.0))
+    assert hf_token not in str(error.value) and hf_token not in repr(backend)

@@ -156,6 +156,8 @@ class RemoteBackend:
             why = f"HTTP 404 -- check the base URL (it usually ends in /v1) and that '{self.model}' is served there"
         elif status is not None:
             why = f"HTTP {status}: {_first_line(exc)}"
+        elif "offline" in name:
+            why = "HF_HUB_OFFLINE is set, so the Hub can't be reached -- unset it, or use the local model"
         elif isinstance(exc, TimeoutError) or "timeout" in name:
             why = "no answer in time -- the server may be overloaded; try fewer requests in flight"
         elif isinstance(exc, (ConnectionError, OSError)) or "connect" in name:
