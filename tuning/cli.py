@@ -114,11 +114,12 @@ def command_generate(args) -> int:
     from tuning.generate_qa import QASettings, failure_rows, generate_qa, summarize
     from tuning.qa_backends import LocalBackend, RemoteBackend
     from tuning.qa_validate import ValidationSettings
-    from tuning.source_text import chunk_text, read_source
+    from tuning.source_text import PASTED_SOURCE, chunk_text, read_source
 
     chunks = []
     for source in args.source:
-        chunks += chunk_text(read_source(source), Path(source).name, args.chunk_chars, args.overlap_chars)
+        text, name = (sys.stdin.read(), PASTED_SOURCE) if source == "-" else (read_source(source), Path(source).name)
+        chunks += chunk_text(text, name, args.chunk_chars, args.overlap_chars)
     if args.backend == "local":
         backend = LocalBackend(args.model or "auto")
     else:
@@ -189,7 +190,7 @@ def _add_generate_parser(commands) -> None:
 
     checks = ValidationSettings()
     generate = commands.add_parser("generate", help="generate validated QA pairs from documents")
-    generate.add_argument("--source", required=True, nargs="+", help=".txt / .md / .pdf documents")
+    generate.add_argument("--source", required=True, nargs="+", help=".txt / .md / .pdf documents ('-': text from stdin)")
     generate.add_argument("--out", required=True, help="JSONL of kept pairs (messages + provenance + checks)")
     generate.add_argument("--per-batch", type=int, default=10, help="pairs asked per batch (10-20)")
     generate.add_argument("--batches", type=int, default=0, help="batches in all (default: one per chunk)")

@@ -141,7 +141,7 @@ class GenerationSummary:
     def as_text(self) -> str:
         """One line for people."""
         failed = f", {self.failed_batches} failed" if self.failed_batches else ""
-        return (f"{self.batches} batches{failed}: made {self.made}, kept {self.kept} "
+        return (f"{self.batches} batch{'' if self.batches == 1 else 'es'}{failed}: made {self.made}, kept {self.kept} "
                 f"({self.flagged} flagged for review), duplicates removed {self.duplicates}, invalid {self.invalid}")
 
 
