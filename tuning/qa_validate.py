@@ -22,9 +22,9 @@ QUESTION_WORDS = {"who", "whom", "whose", "what", "when", "where", "why", "how",
 INSTRUCTION_VERBS = {"explain", "describe", "list", "name", "give", "tell", "summarize", "summarise", "compare",
                      "define", "state", "identify", "outline", "write", "translate", "suggest", "recommend",
                      "show", "find", "provide", "recite", "mention", "please"}
-TEXT_REFERENCES = re.compile(r"\b(according to the (text|passage|document|article)|in the (text|passage|"
-                             r"document|article|excerpt)|the (text|passage|excerpt) (says|states|mentions)|"
-                             r"the author)\b", re.IGNORECASE)
+# A question that points at "the text" can't be asked without it: a chat user never has the passage.
+TEXT_REFERENCES = re.compile(r"\b(the|this) (text|passage|excerpt|document|article|paragraph|section)\b|"
+                             r"\bthe author\b", re.IGNORECASE)
 STOPWORDS = set("""a an and are as at be been but by for from had has have he her his i in into is it its
 of on or she that the their them they this to was were which who whom with what when where why how did does
 do not no yes also than then there these those one can could would should will about after before over under

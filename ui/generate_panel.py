@@ -238,7 +238,7 @@ def build_generate_panel(dataset_state: gr.State, data_outputs: list, prepare_an
         progress = gr.HTML(elem_id="generate-progress")
         table = gr.Dataframe(headers=REVIEW_COLUMNS, datatype=["bool", "str", "str", "str", "number", "str", "str"],
                              interactive=True, static_columns=[3, 4, 5, 6], wrap=True,
-                             column_widths=["70px", "26%", "30%", "13%", "100px", "90px", "15%"], label="Review: tick 'keep', "
+                             column_widths=["84px", "24%", "26%", "12%", "110px", "80px", "20%"], label="Review: tick 'keep', "
                              "edit any question or answer", elem_id="generate-review")
         with gr.Row():
             accept = gr.Button("Accept all unflagged", elem_id="generate-accept-unflagged")
