@@ -1,4 +1,4 @@
-"""`python -m tuning {train,answer,eval,generate}`: everything the app does, from the shell."""
+"""`python -m tuning {train,answer,eval,generate,push,export,deploy}`: everything the app does, from the shell."""
 
 from __future__ import annotations
 
@@ -180,7 +180,102 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=command_eval)
 
     _add_generate_parser(commands)
+    _add_push_parser(commands)
+    _add_export_parser(commands)
+    _add_deploy_parser(commands)
     return parser
+
+
+def command_push(args) -> int:
+    """Push a run's adapter + card (optionally its dataset and merged model); --dry-run shows what would go."""
+    from tuning.hub import plan_pushes, push_plans
+
+    plans = plan_pushes(args.run, args.repo, dataset_repo=args.dataset, merged=args.merged)
+    _print_plans(plans, with_cards=args.dry_run)
+    if args.dry_run:
+        return 0
+    for url in push_plans(plans, private=args.private, progress=_print_progress):
+        print(f"pushed: {url}")
+    return 0
+
+
+def _print_plans(plans, with_cards: bool) -> None:
+    """Each repository's commit and files; with_cards: every README too (the dataset's is published as well)."""
+    for plan in plans:
+        print(f"{plan.repo_type} {plan.repo_id} -- commit '{plan.commit_message}':")
+        for name, size in plan.describe():
+            print(f"  {name}  ({size})")
+    if with_cards:
+        for plan in plans:
+            print(f"\n--- README.md of {plan.repo_type} {plan.repo_id} ---\n{plan.card()}")
+
+
+def _print_progress(done: int, total: int, what: str) -> None:
+    print(f"[{done}/{total}] {what}", file=sys.stderr)
+
+
+def _add_push_parser(commands) -> None:
+    push = commands.add_parser("push", help="push a run's adapter and model card to the Hugging Face Hub",
+                               description="The token comes from HF_TOKEN or `hf auth login`, never the command line.")
+    push.add_argument("--run", required=True, help="run folder with an adapter")
+    push.add_argument("--repo", required=True, help="model repository, USER/NAME")
+    push.add_argument("--private", action="store_true", help="create the repositories private")
+    push.add_argument("--dataset", metavar="USER/NAME", help="also push the run's train/validation rows there")
+    push.add_argument("--merged", action="store_true",
+                      help="also push the full model with the adapter merged in, to USER/NAME-merged")
+    push.add_argument("--dry-run", action="store_true", help="print the files and the card; upload nothing")
+    push.set_defaults(func=command_push)
+
+
+def command_deploy(args) -> int:
+    """Create/update the Kantele Space from spaces.yaml; --dry-run shows the files and the README."""
+    from tuning.space_deploy import deploy_space, plan_space_deploy
+
+    _print_plans([plan_space_deploy(args.space)], with_cards=args.dry_run)
+    if args.dry_run:
+        return 0
+    url = deploy_space(args.space, private=args.private, set_token_secret=not args.no_token_secret,
+                       progress=_print_progress)
+    print(f"deployed: {url}")
+    return 0
+
+
+def _add_deploy_parser(commands) -> None:
+    deploy = commands.add_parser("deploy", help="create or update the Kantele Space on the Hugging Face Hub",
+                                 description="Settings come from spaces.yaml; the token from HF_TOKEN or "
+                                             "`hf auth login`, never the command line.")
+    deploy.add_argument("--space", required=True, metavar="USER/NAME", help="the Space's repository id")
+    deploy.add_argument("--private", action="store_true", help="create the Space private")
+    deploy.add_argument("--no-token-secret", action="store_true",
+                        help="don't store your token as the Space's HF_TOKEN secret")
+    deploy.add_argument("--dry-run", action="store_true", help="print the files and the README; upload nothing")
+    deploy.set_defaults(func=command_deploy)
+
+
+def command_export(args) -> int:
+    """Merge a run's adapter into its base; write the merged folder, a GGUF and an Ollama Modelfile."""
+    from tuning.export import export_run
+
+    result = export_run(args.run, args.out, dtype=args.dtype, skip_gguf=args.skip_gguf)
+    print("written:")
+    for path in result.files:
+        print(f"  {path}{'/' if path.is_dir() else ''}")
+    timing = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.seconds.items())
+    print(f"time: {timing}")
+    if result.modelfile:
+        print(f"\nrun it with Ollama:\n  cd {result.out_dir} && ollama create {result.name} -f {result.modelfile.name}"
+              f"\n  ollama run {result.name}")
+    return 0
+
+
+def _add_export_parser(commands) -> None:
+    export = commands.add_parser("export", help="merge a run's adapter into its base model; write GGUF + Ollama Modelfile",
+                                 description="Writes OUT/merged/ (safetensors), OUT/NAME.gguf, OUT/Modelfile, OUT/README.md.")
+    export.add_argument("--run", required=True, help="run folder with an adapter")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--dtype", choices=["f16", "f32"], default="f16", help="GGUF weight type (default: f16)")
+    export.add_argument("--skip-gguf", action="store_true", help="only the merged safetensors folder")
+    export.set_defaults(func=command_export)
 
 
 def _add_generate_parser(commands) -> None:
@@ -224,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line instead of a traceback."""
     from tuning.config import ConfigError
     from tuning.data import DataError
+    from tuning.export import ExportError
     from tuning.formatting import TemplateError
     from tuning.models import ModelLoadError
+    from tuning.hub_auth import HubError
     from tuning.qa_backends import BackendError
     from tuning.quiet import quiet_library_noise
 
@@ -233,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_noise()
     try:
         return args.func(args)
-    except (ConfigError, DataError, ModelLoadError, TemplateError, FileNotFoundError, BackendError) as exc:
+    except (ConfigError, DataError, ModelLoadError, TemplateError, FileNotFoundError, BackendError, HubError,
+            ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

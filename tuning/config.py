@@ -78,7 +78,8 @@ class RecipeConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
-def _check_keys(section: str, values: dict, cls: type, source: str) -> None:
+def check_keys(section: str, values: dict, cls: type, source: str) -> None:
+    """Raise ConfigError for a key the dataclass doesn't have, naming the closest known key."""
     known = [f.name for f in dataclasses.fields(cls)]
     for key in values:
         if key not in known:
@@ -88,7 +89,7 @@ def _check_keys(section: str, values: dict, cls: type, source: str) -> None:
             raise ConfigError(f"{source}: unknown key '{where}'{hint}")
 
 
-def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
+def coerce_value(value: Any, hint: Any, where: str, source: str) -> Any:
     """Check a YAML value against the field's annotation; YAML reads 2e-4 as a string."""
     text = getattr(hint, "__name__", str(hint))  # "int", or "str | None" for unions
     if value is None:
@@ -118,17 +119,17 @@ def recipe_from_dict(raw: dict | None, source: str = "recipe") -> RecipeConfig:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections (model, data, lora, training)")
-    _check_keys("", raw, RecipeConfig, source)
+    check_keys("", raw, RecipeConfig, source)
     sections = {}
     for section in dataclasses.fields(RecipeConfig):
         cls = section.default_factory
         values = raw.get(section.name) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: '{section.name}' should be a mapping of keys")
-        _check_keys(section.name, values, cls, source)
+        check_keys(section.name, values, cls, source)
         hints = get_type_hints(cls)
         sections[section.name] = cls(
-            **{k: _coerce(v, hints[k], f"{section.name}.{k}", source) for k, v in values.items()}
+            **{k: coerce_value(v, hints[k], f"{section.name}.{k}", source) for k, v in values.items()}
         )
     return RecipeConfig(**sections)
 
@@ -163,7 +164,7 @@ def apply_overrides(recipe: RecipeConfig, overrides: list[str]) -> RecipeConfig:
         if not sep or not dot:
             raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. training.max_steps=10")
         if section not in data:
-            _check_keys("", {section: None}, RecipeConfig, "--set")
+            check_keys("", {section: None}, RecipeConfig, "--set")
         data[section][key] = yaml.safe_load(text)
     return recipe_from_dict(data, source="--set")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuning.config import load_recipe
+from tuning.curves import LOSS_PNG
 from tuning.run_files import (
     CONFIG_FILE,
     DATA_FILE,
@@ -17,11 +18,17 @@ from tuning.run_files import (
 SAMPLE_ANSWERS = 3
 
 
-def _front_matter(base_model: str | None, license_name: str) -> str:
-    lines = ["---", "library_name: peft", "pipeline_tag: text-generation", f"license: {license_name}",
-             "tags:", "- lora", "- qlora", "- sft", "- kantele"]
+def _front_matter(base_model: str | None, license_name: str, dataset_repo: str | None = None,
+                  merged: bool = False) -> str:
+    lines = ["---", f"library_name: {'transformers' if merged else 'peft'}", "pipeline_tag: text-generation",
+             f"license: {license_name}", "tags:", "- lora", "- qlora", "- sft", "- kantele"]
+    if merged:
+        lines += ["- merge"]
     if base_model:
-        lines.insert(1, f"base_model: {base_model}")
+        # The Hub draws the model tree from base_model (+ base_model_relation for a merged fine-tune).
+        lines[1:1] = [f"base_model: {base_model}"] + (["base_model_relation: finetune"] if merged else [])
+    if dataset_repo:
+        lines += ["datasets:", f"- {dataset_repo}"]
     return "\n".join([*lines, "---", ""])
 
 
@@ -32,6 +39,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{base_model}")
 model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base_model}"), "{repo_id}")
+messages = [{{"role": "user", "content": "Who compiled the Kalevala?"}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+output = model.generate(**inputs, max_new_tokens=128)
+print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```"""
+
+
+def _merged_usage(repo_id: str) -> str:
+    return f"""```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+model = AutoModelForCausalLM.from_pretrained("{repo_id}")
 messages = [{{"role": "user", "content": "Who compiled the Kalevala?"}}]
 inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
 output = model.generate(**inputs, max_new_tokens=128)
@@ -54,8 +74,10 @@ def _scorecard(report: dict) -> list[str]:
     return [*lines, ""]
 
 
-def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTER", license_name: str = "apache-2.0") -> str:
-    """The adapter's model card as Markdown with YAML metadata; uses only what the run folder holds."""
+def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTER", license_name: str = "apache-2.0",
+                      dataset_repo: str | None = None, merged: bool = False) -> str:
+    """The adapter's model card as Markdown with YAML metadata; uses only what the run folder holds.
+    merged=True: the card of the full model with the adapter folded in."""
     run_dir = Path(run_dir)
     recipe = load_recipe(run_dir / CONFIG_FILE)
     environment = read_json(run_dir / ENVIRONMENT_FILE, {}) or {}
@@ -64,14 +86,18 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
     losses = [m for m in read_metrics(run_dir) if m.get("loss") is not None]
     evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
     t, lora = recipe.training, recipe.lora
-    lines = [_front_matter(base, license_name), f"# {repo_id.split('/')[-1]}", "",
-             f"A LoRA adapter for [{base}](https://huggingface.co/{base}), fine-tuned with "
-             f"{'QLoRA (4-bit NF4 base)' if recipe.model.load_in_4bit else 'LoRA'} by Kantele.", "",
-             "## How to use", "", _usage(base, repo_id), "",
+    method = 'QLoRA (4-bit NF4 base)' if recipe.model.load_in_4bit else 'LoRA'
+    what = (f"[{base}](https://huggingface.co/{base}) with a {method} adapter trained by Kantele merged into "
+            "its weights: a full model, no PEFT needed." if merged else
+            f"A LoRA adapter for [{base}](https://huggingface.co/{base}), fine-tuned with {method} by Kantele.")
+    lines = [_front_matter(base, license_name, dataset_repo, merged), f"# {repo_id.split('/')[-1]}", "", what, "",
+             "## How to use", "", _merged_usage(repo_id) if merged else _usage(base, repo_id), "",
              "## Training data", "",
              f"{data.get('train_examples', '?')} training and {data.get('validation_examples', '?')} held-out "
              f"conversations from {', '.join(Path(f).name for f in recipe.data.train)} "
-             f"(fingerprint `{str(data.get('train_fingerprint', ''))[:12]}`).", "",
+             f"(fingerprint `{str(data.get('train_fingerprint', ''))[:12]}`)"
+             + (f"; published as [{dataset_repo}](https://huggingface.co/datasets/{dataset_repo})." if dataset_repo
+                else "."), "",
              "## Hyperparameters", "",
              "| setting | value |", "|---|---|",
              f"| LoRA r / alpha / dropout | {lora.r} / {lora.alpha} / {lora.dropout} |",
@@ -85,6 +111,8 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
                      f"{losses[-1]['step']} steps" + (f"; final validation loss {evals[-1]['eval_loss']:.3f}."
                                                        if evals else "."))
         lines.append("")
+    if (run_dir / LOSS_PNG).is_file():
+        lines += ["![Training and validation loss](loss.png)", ""]
     report = read_json(run_dir / EVAL_FILE)
     if report:
         lines += _scorecard(report)
@@ -92,3 +120,20 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
               "A small adapter learns the facts and style of its training data, nothing more: it can still "
               "state wrong facts confidently, especially outside that data. Check answers that matter.", ""]
     return "\n".join(lines)
+
+
+def render_dataset_card(run_dir: str | Path, repo_id: str, license_name: str = "apache-2.0") -> str:
+    """The dataset card of the rows a run trained and was scored on."""
+    run_dir = Path(run_dir)
+    data = read_json(run_dir / DATA_FILE, {}) or {}
+    train, validation = data.get("train_examples", "?"), data.get("validation_examples", "?")
+    return "\n".join([
+        "---", f"license: {license_name}", "task_categories:", "- question-answering", "- text-generation",
+        "language:", "- en", "tags:", "- kantele", "- sft", "configs:", "- config_name: default", "  data_files:",
+        "  - split: train", "    path: data/train.jsonl", "  - split: validation", "    path: data/validation.jsonl",
+        "---", "", f"# {repo_id.split('/')[-1]}", "",
+        f"Question-answer conversations used to fine-tune an adapter with Kantele (run `{run_dir.name}`): "
+        f"{train} for training and {validation} held out for the before/after scorecard.", "",
+        "Each line of `data/*.jsonl` is one conversation in the `messages` format (role/content), ready for "
+        "TRL's `SFTTrainer` or `datasets.load_dataset`.", "",
+        f"Fingerprint of the training rows: `{str(data.get('train_fingerprint', ''))[:12]}`.", ""])

