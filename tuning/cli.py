@@ -262,10 +262,32 @@ def command_export(args) -> int:
         print(f"  {path}{'/' if path.is_dir() else ''}")
     timing = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.seconds.items())
     print(f"time: {timing}")
+    if args.verify and result.gguf:
+        _print_gguf_check(args.run, result, args.verify)
     if result.modelfile:
         print(f"\nrun it with Ollama:\n  cd {result.out_dir} && ollama create {result.name} -f {result.modelfile.name}"
               f"\n  ollama run {result.name}")
     return 0
+
+
+def _print_gguf_check(run_dir: str, result, how_many: int) -> None:
+    """Greedy answers of the merged model and of the GGUF (read back by transformers) to the run's held-out questions."""
+    from tuning.config import load_recipe
+    from tuning.data import read_jsonl
+    from tuning.gguf_export import verify_gguf
+    from tuning.run_files import CONFIG_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE
+
+    rows = read_jsonl(Path(run_dir) / RUN_DATA_DIR / RUN_VALIDATION_FILE)[:how_many]
+    questions = [row["messages"][-2]["content"] for row in rows]
+    check = verify_gguf(result.merged_dir, result.gguf, questions,
+                        system_prompt=load_recipe(Path(run_dir) / CONFIG_FILE).data.system_prompt)
+    same = sum(equal for *_, equal in check.answers)
+    print(f"\nGGUF check: {same}/{len(check.answers)} greedy answers equal to the merged model's; tokenizer "
+          f"{'matches' if not check.token_mismatches else 'DIFFERS on ' + str(len(check.token_mismatches)) + ' probes'}; "
+          f"chat prompts {'identical' if check.prompts_equal else 'DIFFER'}")
+    for question, merged, gguf, equal in check.answers:
+        if not equal:
+            print(f"  differs: {question}\n    merged: {merged}\n    gguf:   {gguf}")
 
 
 def _add_export_parser(commands) -> None:
@@ -275,6 +297,8 @@ def _add_export_parser(commands) -> None:
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--dtype", choices=["f16", "f32"], default="f16", help="GGUF weight type (default: f16)")
     export.add_argument("--skip-gguf", action="store_true", help="only the merged safetensors folder")
+    export.add_argument("--verify", type=int, default=0, metavar="N",
+                        help="read the GGUF back and compare greedy answers to N held-out questions with the merged model")
     export.set_defaults(func=command_export)
 
 

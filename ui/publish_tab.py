@@ -125,9 +125,10 @@ def build_publish_tab() -> dict:
             export_files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="export-files")
         plan_inputs = [run, repo, include, dataset_repo]
         tab.select(refresh_runs, run, run)
-        for trigger in (run.change, include.change, repo.blur, repo.submit, dataset_repo.blur):
+        for trigger in (run.change, include.change, repo.submit, dataset_repo.blur):
             trigger(show_plan, plan_inputs, [files, card])
-        repo.blur(lambda r, d: d or dataset_repo_for(r), [repo, dataset_repo], dataset_repo)
+        repo.blur(lambda r, d: d or dataset_repo_for(r), [repo, dataset_repo], dataset_repo).then(
+            show_plan, plan_inputs, [files, card])
         push_button.click(push, [run, repo, private, include, dataset_repo, token], result)
         export_button.click(export_for_ollama, run, [export_status, export_files])
     return {"run": run}
