@@ -28,8 +28,8 @@ class HubIdentity:
 
 
 def on_space() -> bool:
-    """True inside a Hugging Face Space (the Hub sets SPACE_ID there)."""
-    return bool(os.environ.get("SPACE_ID"))
+    """True inside a Hugging Face Space (the Hub sets SYSTEM=spaces and SPACE_ID there; gradio checks the same)."""
+    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
 
 
 def resolve_token(token: str | None = None, allow_ambient: bool = True) -> str:

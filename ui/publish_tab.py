@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 
 from tuning.hub import HubError, plan_pushes, push_plans
@@ -16,6 +18,12 @@ REPO_PLACEHOLDER = "YOUR-NAME/kalevala-adapter"
 EXPORT_DIR = "export"  # inside the run folder: the export belongs to its run
 TOKEN_HELP = ("Write token from huggingface.co/settings/tokens. Used for this push only: never stored, "
               "logged or shown again.")
+
+
+def sign_in_available() -> bool:
+    """A Space with hf_oauth on (the Hub then sets OAUTH_CLIENT_ID): gradio's LoginButton works there. Elsewhere
+    gradio would mock it with the machine's own login, which is no sign-in at all."""
+    return on_space() and bool(os.environ.get("OAUTH_CLIENT_ID"))
 
 
 def ambient_token_note() -> str:
@@ -109,7 +117,7 @@ def build_publish_tab() -> dict:
                                        elem_id="publish-include")
             dataset_repo = gr.Textbox(label="Dataset repository (user/name)", elem_id="publish-dataset-repo")
         with gr.Row():
-            if on_space():
+            if sign_in_available():
                 gr.LoginButton()
             token = gr.Textbox(type="password", label="Hugging Face write token (optional)", info=TOKEN_HELP,
                                elem_id="publish-token")

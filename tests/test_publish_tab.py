@@ -1,0 +1,78 @@
+"""The Publish tab's token rules: on a shared Space a visitor signs in or pastes a token, and the Space owner's
+HF_TOKEN is never used for them; on one's own machine the ambient token is fine."""
+
+import gradio as gr
+import pytest
+from fake_hub import CANARY
+
+from ui import publish_tab
+
+
+def build_tab() -> gr.Blocks:
+    with gr.Blocks() as demo:
+        publish_tab.build_publish_tab()
+    return demo
+
+
+def login_buttons(demo: gr.Blocks) -> list:
+    return [block for block in demo.blocks.values() if isinstance(block, gr.LoginButton)]
+
+
+def on_a_space(monkeypatch, oauth: bool = True) -> None:
+    """The variables the Hub sets in a Space (OAUTH_CLIENT_ID only with hf_oauth: true in its README)."""
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("SPACE_ID", "alice/kantele")
+    if oauth:
+        monkeypatch.setenv("OAUTH_CLIENT_ID", "client-id")
+    # Gradio read its own OAuth settings at import; the routes themselves are gradio's business.
+    monkeypatch.setattr(gr.routes, "attach_oauth", lambda app: None)
+
+
+def test_sign_in_button_only_on_a_space_with_oauth(monkeypatch):
+    for name in ("SYSTEM", "SPACE_ID", "OAUTH_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert login_buttons(build_tab()) == []
+    on_a_space(monkeypatch, oauth=False)
+    assert login_buttons(build_tab()) == []
+    on_a_space(monkeypatch)
+    assert len(login_buttons(build_tab())) == 1
+    assert "never the Space owner's" in publish_tab.ambient_token_note()
+
+
+@pytest.fixture
+def finished_run(monkeypatch, trained_run):
+    """The Publish tab pointed at the session's trained run."""
+    monkeypatch.setattr(publish_tab.QUEUE, "run_dir", lambda run_id: trained_run)
+    return "tiny"
+
+
+def test_on_a_space_the_owners_token_is_not_used_for_a_visitor(monkeypatch, finished_run):
+    on_a_space(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_SpaceOwnersSecretToken000000000")
+    message = publish_tab.push(finished_run, "visitor/adapter", True, [], "", "", None)
+    assert message.startswith("❌") and "sign in with Hugging Face or paste a write token" in message
+    assert "hf_SpaceOwners" not in message
+
+
+def test_a_repository_name_is_required(monkeypatch, finished_run):
+    message = publish_tab.push(finished_run, "", True, [], "", "hf_x", None)
+    assert "name the repository first" in message
+
+
+def test_dry_run_lists_every_repository(finished_run):
+    rows, card = publish_tab.show_plan(finished_run, "alice/a", [publish_tab.INCLUDE_DATASET,
+                                                                 publish_tab.INCLUDE_MERGED], "alice/a-data")
+    assert {row[1] for row in rows} == {"alice/a", "alice/a-data", "alice/a-merged"}
+    assert any("merged from the run" in row[3] for row in rows)
+    assert "How to use" in card
+
+
+def test_a_signed_in_visitor_pushes_with_their_own_oauth_token(monkeypatch, online, finished_run):
+    """On a Space, the visitor's sign-in token is the one the Hub sees, not the Space's HF_TOKEN."""
+    on_a_space(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_SpaceOwnersSecretToken000000000")
+    visitor = gr.OAuthToken(token=CANARY, scope="openid profile write-repos manage-repos", expires_at=0)
+    message = publish_tab.push(finished_run, "alice/from-the-space", False, [], "", "", visitor)
+    assert message.startswith("✅") and "alice/from-the-space" in message and CANARY not in message
+    assert online.repo("alice/from-the-space").files
+    assert {call.authorization for call in online.calls("/commit/")} == {f"Bearer {CANARY}"}
