@@ -46,6 +46,27 @@ def test_stream_yields_growing_text_ending_in_the_full_answer(chat):
     assert pieces[-1].strip() == chat.answer(QUESTION, adapter_on=True, settings=SHORT)
 
 
+def test_both_answers_come_from_one_batched_generate_and_equal_the_single_ones(chat):
+    pairs = list(chat.stream_both(QUESTION, QUESTION, settings=SHORT))
+    assert len(pairs) > 1
+    assert all(b[0].startswith(a[0]) and b[1].startswith(a[1]) for a, b in zip(pairs, pairs[1:]))
+    # Same prompt in both rows: no padding, so each row is exactly what that side says alone.
+    assert pairs[-1][0].strip() == chat.answer(QUESTION, adapter_on=False, settings=SHORT)
+    assert pairs[-1][1].strip() == chat.answer(QUESTION, adapter_on=True, settings=SHORT)
+
+
+def test_both_panes_keep_their_own_history(chat):
+    """The panes' conversations differ after the first turn; the longer one is unpadded and must match."""
+    base_turns = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": "I don't know."},
+                  {"role": "user", "content": "Who rules Pohjola?"}]
+    tuned_turns = [{"role": "user", "content": QUESTION},
+                   {"role": "assistant", "content": "Elias Lönnrot compiled the Kalevala from folk poems."},
+                   {"role": "user", "content": "Who rules Pohjola?"}]
+    *_, (base, tuned) = chat.stream_both(base_turns, tuned_turns, settings=SHORT)
+    assert base and tuned
+    assert tuned.strip() == chat.answer(tuned_turns, adapter_on=True, settings=SHORT)
+
+
 def test_sampling_settings_are_used():
     kwargs = GenerationSettings(temperature=0.7, top_k=20, top_p=0.9).generate_kwargs(pad_token_id=0)
     assert kwargs["do_sample"] and kwargs["temperature"] == 0.7 and kwargs["top_k"] == 20

@@ -17,9 +17,11 @@ from tuning.models import (
     load_tokenizer,
     resolve_model,
 )
+from tuning.row_streamer import RowsStreamer
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE
 
 TUNED_ADAPTER = "tuned"  # PEFT's name for the adapter in use
+BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
 
 @dataclass
@@ -161,36 +163,54 @@ class SideBySideChat:
     def stream(self, question, adapter_on: bool, settings: GenerationSettings | None = None,
                adapter: Path | None = None) -> Iterator[str]:
         """Yield the answer as it grows, token by token; `adapter` pins which adapter the tuned side uses."""
+        for (text,) in self._stream_rows([question], [None], settings, adapter, adapter_on):
+            yield text
+
+    def stream_both(self, base_question, tuned_question, settings: GenerationSettings | None = None,
+                    adapter: Path | None = None) -> Iterator[tuple[str, str]]:
+        """Yield (base text, tuned text) as both grow, from ONE batched generate: PEFT applies the adapter to
+        the tuned row only (a mixed-adapter batch), so the pair costs about one answer's time, on one model."""
+        if adapter is None and self.adapter_dir is None:
+            raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
+        yield from self._stream_rows([base_question, tuned_question], [BASE_ROW, TUNED_ADAPTER], settings,
+                                     adapter, adapter_on=True)
+
+    def _stream_rows(self, questions: list, adapter_names: list, settings: GenerationSettings | None,
+                     adapter: Path | None, adapter_on: bool) -> Iterator[tuple[str, ...]]:
+        """Generate all rows in one left-padded batch on a worker thread; yield every row's text as it grows."""
         import torch
-        from transformers import TextIteratorStreamer
 
         settings = settings or GenerationSettings()
-        ids = torch.tensor([self._prompt_ids(question)], device=self.model.device)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        prompts = [self._prompt_ids(q) for q in questions]
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
+        streamer = RowsStreamer(self.tokenizer, len(prompts), self._end_ids())
+        mixed = {"adapter_names": adapter_names} if any(adapter_names) else {}
         failure: list[BaseException] = []
 
         def run() -> None:
             try:
                 with self._generation_context(adapter_on, adapter), torch.inference_mode():
-                    self.model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        streamer=streamer,
-                        **settings.generate_kwargs(self.tokenizer.pad_token_id),
-                    )
+                    self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer,
+                                        **mixed, **settings.generate_kwargs(pad))
             except BaseException as exc:  # surfaced to the caller below, not lost in the thread
                 failure.append(exc)
                 streamer.end()
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        text = ""
-        for piece in streamer:
-            text += piece
-            yield text
+        yield from streamer
         worker.join()
         if failure:
             raise failure[0]
+
+    def _end_ids(self) -> set[int]:
+        """Token ids that end an answer (the generation config's eos ids and the tokenizer's)."""
+        configured = self.model.generation_config.eos_token_id
+        ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+        return ids | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
 
 
 def describe_settings(settings: GenerationSettings) -> dict:

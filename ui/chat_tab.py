@@ -57,7 +57,7 @@ def _history_messages(history: list[dict]) -> list[dict]:
 
 
 def ask_both(question: str, base_history: list, tuned_history: list, adapter: str, hub_adapter: str, *controls):
-    """Stream the base answer, then the tuned one, each pane keeping its own conversation."""
+    """Stream both answers at once (one batched generate), each pane keeping its own conversation."""
     question = (question or "").strip()
     if not question:
         yield base_history, tuned_history, ""
@@ -70,16 +70,16 @@ def ask_both(question: str, base_history: list, tuned_history: list, adapter: st
     user = {"role": "user", "content": question}
     base_history = [*base_history, user, {"role": "assistant", "content": ""}]
     tuned_history = [*tuned_history, user, {"role": "assistant", "content": ""}]
-    for text in chat.stream(_history_messages(base_history[:-1]), adapter_on=False, settings=settings):
-        base_history[-1] = {"role": "assistant", "content": text}
-        yield base_history, tuned_history, ""
     if wanted is None:
         tuned_history[-1] = {"role": "assistant", "content": "No adapter selected: pick a finished run above."}
-        yield base_history, tuned_history, ""
+        for text in chat.stream(_history_messages(base_history[:-1]), adapter_on=False, settings=settings):
+            base_history[-1] = {"role": "assistant", "content": text}
+            yield base_history, tuned_history, ""
         return
-    for text in chat.stream(_history_messages(tuned_history[:-1]), adapter_on=True, settings=settings,
-                            adapter=wanted):
-        tuned_history[-1] = {"role": "assistant", "content": text}
+    for base_text, tuned_text in chat.stream_both(_history_messages(base_history[:-1]),
+                                                  _history_messages(tuned_history[:-1]), settings, adapter=wanted):
+        base_history[-1] = {"role": "assistant", "content": base_text}
+        tuned_history[-1] = {"role": "assistant", "content": tuned_text}
         yield base_history, tuned_history, ""
 
 
