@@ -13,7 +13,7 @@ from tuning.formatting import encode_prompt, with_system_prompt
 from tuning.models import (
     ResolvedModel,
     display_name,
-    load_base_model,
+    load_inference_model,
     load_tokenizer,
     resolve_model,
 )
@@ -61,7 +61,7 @@ class SideBySideChat:
         self.system_prompt = system_prompt
         self.tokenizer = load_tokenizer(model.path)
         self.model_cfg = model_cfg
-        self.model = load_base_model(model.path, model_cfg)
+        self.model = load_inference_model(model.path, model_cfg)
         self.model.eval()
         self.adapter_dir: Path | None = None
         self.adapter_label: str | None = None  # run id or Hub id, for people
@@ -74,6 +74,13 @@ class SideBySideChat:
         chat = cls(resolve_model(recipe.model.name, recipe.model.revision), recipe.model, recipe.data.system_prompt)
         chat.use_adapter(Path(run_dir) / ADAPTER_DIR, label=Path(run_dir).name)
         return chat
+
+    @property
+    def precision(self) -> str:
+        """How the base weights are held, for people."""
+        if getattr(self.model, "is_loaded_in_4bit", False):
+            return "4-bit NF4"
+        return "NF4 weights, dequantized for the CPU" if self.model_cfg.load_in_4bit else "full precision"
 
     @property
     def base_name(self) -> str:
@@ -95,7 +102,7 @@ class SideBySideChat:
             # Measured: after attaching a second adapter to the 4-bit base (PEFT unload or
             # load_adapter/set_adapter alike), the first one's logits moved by ~0.1. Until that is
             # understood, a switch reloads the base (about 1.5 s for the embedded model on a CPU).
-            self.model = load_base_model(self.model_ref.path, self.model_cfg)
+            self.model = load_inference_model(self.model_ref.path, self.model_cfg)
             self.model.eval()
         self.adapter_dir, self.adapter_label = None, None
         if adapter_dir is not None:

@@ -1,8 +1,9 @@
 """`python -m tuning train`: supervised fine-tuning with LoRA / QLoRA into a self-describing run folder.
 
 The loop is the transformers Trainer (checkpoints, resume, eval, schedules); what we add is
-assistant-only labels from the chat template, length-grouped dynamic padding (no tokens
-wasted on padding to max_length), metrics.jsonl for the UI, and a graceful stop.
+assistant-only labels from the chat template, a loss that runs the lm_head only on those labels
+(tuning/label_loss.py), length-grouped dynamic padding (no tokens wasted on padding to
+max_length), metrics.jsonl for the UI, and a graceful stop.
 """
 
 from __future__ import annotations
@@ -210,11 +211,42 @@ def train(recipe: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False
         raise
 
 
+def load_model_for_training(recipe: RecipeConfig, model_path: Path):
+    """The base model (4-bit NF4 for QLoRA) with the recipe's fresh LoRA adapter attached."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    model = load_base_model(model_path, recipe.model)
+    if recipe.model.load_in_4bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
+        )
+    model = get_peft_model(model, lora_config(recipe.lora))
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    return model
+
+
+def build_trainer(recipe: RecipeConfig, run_dir: Path, model, tokenizer, train_set: list[dict],
+                  validation_set: list[dict], callbacks: list):
+    """The Trainer that `python -m tuning train` runs (bench/train_throughput.py times this same one)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from tuning.label_loss import LabelOnlyLossTrainer
+
+    trainer = LabelOnlyLossTrainer(
+        model=model,
+        args=training_arguments(recipe, run_dir, bool(validation_set)),
+        train_dataset=train_set,
+        eval_dataset=validation_set or None,
+        data_collator=PadToLongest(tokenizer.pad_token_id),
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # MetricsCallback logs the same, once
+    return trainer
+
+
 def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
     import torch
-    from peft import get_peft_model, prepare_model_for_kbit_training
-    from transformers import Trainer
-    from transformers.trainer_callback import PrinterCallback
 
     from tuning.train_callbacks import GracefulStop, MetricsCallback
 
@@ -233,14 +265,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
 
     tokenizer = load_tokenizer(model_ref.path)
     train_set, validation_set = prepare_data(recipe, tokenizer, run_dir)
-    model = load_base_model(model_ref.path, recipe.model)
-    if recipe.model.load_in_4bit:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
-        )
-    model = get_peft_model(model, lora_config(recipe.lora))
-    trainable, total = model.get_nb_trainable_parameters()
-    log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    model = load_model_for_training(recipe, model_ref.path)
 
     elapsed_before = 0.0
     if checkpoint:
@@ -251,15 +276,8 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
     elif not resume:
         truncate_metrics(run_dir, -1)
 
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(recipe, run_dir, bool(validation_set)),
-        train_dataset=train_set,
-        eval_dataset=validation_set or None,
-        data_collator=PadToLongest(tokenizer.pad_token_id),
-        callbacks=[MetricsCallback(run_dir, elapsed_before), stopper],
-    )
-    trainer.remove_callback(PrinterCallback)  # MetricsCallback logs the same, once
+    trainer = build_trainer(recipe, run_dir, model, tokenizer, train_set, validation_set,
+                            callbacks=[MetricsCallback(run_dir, elapsed_before), stopper])
     trainer.train(resume_from_checkpoint=checkpoint)
 
     step_reached, total_steps = trainer.state.global_step, trainer.state.max_steps

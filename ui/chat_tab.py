@@ -41,7 +41,7 @@ def describe_panes(adapter: str | None, hub_adapter: str | None = None) -> str:
     except (ModelLoadError, ValueError) as error:
         return f"**Can't load that adapter:** {error}"
     name = display_name(chat.model_ref)
-    quant = "4-bit NF4" if getattr(chat.model, "is_loaded_in_4bit", False) else "full precision"
+    quant = chat.precision
     label = hub_adapter if hub_adapter else adapter
     tuned = f"`{label}`" if wanted else "(no adapter selected)"
     return f"**Left:** {name} ({quant}), untouched. **Right:** the same weights + LoRA adapter {tuned}."
