@@ -21,7 +21,6 @@ from tuning.row_streamer import RowsStreamer
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE
 
 TUNED_ADAPTER = "tuned"  # PEFT's name for the adapter in use
-BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
 
 @dataclass
@@ -170,19 +169,20 @@ class SideBySideChat:
     def stream(self, question, adapter_on: bool, settings: GenerationSettings | None = None,
                adapter: Path | None = None) -> Iterator[str]:
         """Yield the answer as it grows, token by token; `adapter` pins which adapter the tuned side uses."""
-        for (text,) in self._stream_rows([question], [None], settings, adapter, adapter_on):
+        for (text,) in self._stream_rows([question], [True], settings, adapter, adapter_on):
             yield text
 
     def stream_both(self, base_question, tuned_question, settings: GenerationSettings | None = None,
                     adapter: Path | None = None) -> Iterator[tuple[str, str]]:
-        """Yield (base text, tuned text) as both grow, from ONE batched generate: PEFT applies the adapter to
-        the tuned row only (a mixed-adapter batch), so the pair costs about one answer's time, on one model."""
+        """Yield (base text, tuned text) as both grow, from ONE batched generate on one model: the adapter's
+        update is scaled by 0 on the base row and as trained on the tuned row, so the pair costs about one
+        tuned answer's time (bench/chat_latency.py)."""
         if adapter is None and self.adapter_dir is None:
             raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
-        yield from self._stream_rows([base_question, tuned_question], [BASE_ROW, TUNED_ADAPTER], settings,
-                                     adapter, adapter_on=True)
+        yield from self._stream_rows([base_question, tuned_question], [False, True], settings, adapter,
+                                     adapter_on=True)
 
-    def _stream_rows(self, questions: list, adapter_names: list, settings: GenerationSettings | None,
+    def _stream_rows(self, questions: list, rows_with_adapter: list, settings: GenerationSettings | None,
                      adapter: Path | None, adapter_on: bool) -> Iterator[tuple[str, ...]]:
         """Generate all rows in one left-padded batch on a worker thread; yield every row's text as it grows."""
         import torch
@@ -194,14 +194,14 @@ class SideBySideChat:
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
         streamer = RowsStreamer(self.tokenizer, len(prompts), self._end_ids())
-        mixed = {"adapter_names": adapter_names} if any(adapter_names) else {}
         failure: list[BaseException] = []
 
         def run() -> None:
             try:
-                with self._generation_context(adapter_on, adapter), torch.inference_mode():
+                with self._generation_context(adapter_on, adapter), self._adapter_rows(rows_with_adapter), \
+                        torch.inference_mode():
                     self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer,
-                                        **mixed, **settings.generate_kwargs(pad))
+                                        **settings.generate_kwargs(pad))
             except BaseException as exc:  # surfaced to the caller below, not lost in the thread
                 failure.append(exc)
                 streamer.end()
@@ -212,6 +212,29 @@ class SideBySideChat:
         worker.join()
         if failure:
             raise failure[0]
+
+    @contextlib.contextmanager
+    def _adapter_rows(self, rows_with_adapter: list[bool]):
+        """While held, each LoRA layer adds its update only to the rows marked True: its scaling becomes a
+        per-row (batch, 1, 1) factor. PEFT's own mixed-adapter batches (adapter_names) do the same by
+        splitting every layer's input by row: a 64-token pair took 10.96 s that way vs 7.43 s masked like
+        this (bench/chat_latency.py, this CPU). Held under the generation lock (the scaling is shared)."""
+        import torch
+
+        if all(rows_with_adapter):
+            yield
+            return
+        layers = [m for m in self.model.modules() if isinstance(getattr(m, "scaling", None), dict)
+                  and TUNED_ADAPTER in m.scaling]
+        saved = [layer.scaling[TUNED_ADAPTER] for layer in layers]
+        mask = torch.tensor(rows_with_adapter, dtype=torch.float32, device=self.model.device).view(-1, 1, 1)
+        try:
+            for layer, scale in zip(layers, saved):
+                layer.scaling[TUNED_ADAPTER] = mask * scale
+            yield
+        finally:
+            for layer, scale in zip(layers, saved):
+                layer.scaling[TUNED_ADAPTER] = scale
 
     def _end_ids(self) -> set[int]:
         """Token ids that end an answer (the generation config's eos ids and the tokenizer's)."""
