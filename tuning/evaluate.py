@@ -135,7 +135,7 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, setti
     if not examples:
         raise ValueError(f"{data_file}: no questions to evaluate")
     settings = settings or GenerationSettings()
-    chat = chat or SideBySideChat.from_run(run_dir)
+    chat = chat or SideBySideChat.from_run(run_dir, dequantize=False)
     questions = user_prompts(examples)
     base_answers = chat.answer_many(questions, adapter_on=False, settings=settings)
     tuned_answers = chat.answer_many(questions, adapter_on=True, settings=settings)
