@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from tuning.run_files import read_status
 from ui.publish_tab import INCLUDE_DATASET
 
-TRAIN_TIMEOUT_MS = 300_000
+TRAIN_TIMEOUT_MS = 600_000  # a 4-step run plus its 58-question scorecard; CI machines are slow
 ANSWER_TIMEOUT_MS = 180_000
 
 
