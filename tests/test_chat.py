@@ -55,17 +55,6 @@ def test_both_answers_come_from_one_batched_generate_and_equal_the_single_ones(c
     assert pairs[-1][1].strip() == chat.answer(QUESTION, adapter_on=True, settings=SHORT)
 
 
-def test_answer_pairs_batch_both_sides_and_equal_each_side_alone(chat):
-    """The scorecard's path: a question's base and tuned rows share a batch (same prompt, no padding)."""
-    base, tuned = chat.answer_pairs([QUESTION], settings=SHORT)
-    assert base == [chat.answer(QUESTION, adapter_on=False, settings=SHORT)]
-    assert tuned == [chat.answer(QUESTION, adapter_on=True, settings=SHORT)]
-    questions = [QUESTION, "What is the Sampo?", "Who rules Pohjola?"]
-    base, tuned = chat.answer_pairs(questions, settings=SHORT, batch_size=2)  # one question per batch
-    assert tuned == [chat.answer(q, adapter_on=True, settings=SHORT) for q in questions]
-    assert base == [chat.answer(q, adapter_on=False, settings=SHORT) for q in questions]
-
-
 def test_both_panes_keep_their_own_history(chat):
     """The panes' conversations differ after the first turn; the longer one is unpadded and must match."""
     base_turns = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": "I don't know."},

@@ -144,44 +144,24 @@ class SideBySideChat:
         adapter: Path | None = None,
     ) -> list[str]:
         """Answers to many questions, generated in left-padded batches (`adapter` pins the tuned side's adapter)."""
-        rows = [(question, adapter_on) for question in questions]
-        with self._generation_context(adapter_on, adapter):
-            return self._answer_rows(rows, settings, batch_size)
-
-    def answer_pairs(self, questions: list, settings: GenerationSettings | None = None, batch_size: int = 16,
-                     adapter: Path | None = None) -> tuple[list[str], list[str]]:
-        """(base answers, tuned answers) to many questions. Each question's base and tuned rows share a batch,
-        the adapter masked per row, so both sides cost little more than one (bench/scorecard_batching.py)."""
-        if adapter is None and self.adapter_dir is None:
-            raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
-        rows = [(question, side) for question in questions for side in (False, True)]
-        with self._generation_context(True, adapter):
-            answers = self._answer_rows(rows, settings, batch_size)
-        return answers[0::2], answers[1::2]
-
-    def _answer_rows(self, rows: list[tuple], settings: GenerationSettings | None, batch_size: int) -> list[str]:
-        """Answer (question, adapter on?) rows in left-padded batches of similar length; the caller holds the
-        generation context."""
         import torch
 
         settings = settings or GenerationSettings()
-        prompts = [self._prompt_ids(question) for question, _ in rows]
-        # A stable sort keeps a question's base and tuned rows next to each other: same length, no padding.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        prompts = [self._prompt_ids(q) for q in questions]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
         answers: list[str] = [""] * len(prompts)
         pad = self.tokenizer.pad_token_id
-        with torch.inference_mode():
+        with self._generation_context(adapter_on, adapter), torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 width = max(len(prompts[i]) for i in batch)
                 ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch])
                 mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch])
-                with self._adapter_rows([rows[i][1] for i in batch]):
-                    out = self.model.generate(
-                        input_ids=ids.to(self.model.device),
-                        attention_mask=mask.to(self.model.device),
-                        **settings.generate_kwargs(pad),
-                    )
+                out = self.model.generate(
+                    input_ids=ids.to(self.model.device),
+                    attention_mask=mask.to(self.model.device),
+                    **settings.generate_kwargs(pad),
+                )
                 for row, index in enumerate(batch):
                     answers[index] = self.tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
         return answers

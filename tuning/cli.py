@@ -67,7 +67,8 @@ def command_answer(args) -> int:
     questions = _read_questions(Path(args.questions))
     chat = SideBySideChat.from_run(args.run)
     settings = _settings(args)
-    base, tuned = chat.answer_pairs(questions, settings=settings)
+    base = chat.answer_many(questions, adapter_on=False, settings=settings)
+    tuned = chat.answer_many(questions, adapter_on=True, settings=settings)
     rows = [{"question": q, "base": b, "tuned": t} for q, b, t in zip(questions, base, tuned)]
     if args.out:
         write_jsonl(rows, args.out)

@@ -137,7 +137,8 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, setti
     settings = settings or GenerationSettings()
     chat = chat or SideBySideChat.from_run(run_dir, dequantize=False)
     questions = user_prompts(examples)
-    base_answers, tuned_answers = chat.answer_pairs(questions, settings=settings)
+    base_answers = chat.answer_many(questions, adapter_on=False, settings=settings)
+    tuned_answers = chat.answer_many(questions, adapter_on=True, settings=settings)
     rows = []
     for example, question, reference, base, tuned in zip(
         examples, questions, reference_answers(examples), base_answers, tuned_answers
