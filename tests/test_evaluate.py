@@ -4,9 +4,12 @@ import pytest
 
 from tuning.evaluate import (
     LEARNED,
+    MAX_ANSWER_TOKENS,
+    MIN_ANSWER_TOKENS,
     REGRESSED,
     UNCHANGED_RIGHT,
     UNCHANGED_WRONG,
+    answer_budget,
     bleu,
     exact_match,
     has_key_facts,
@@ -62,3 +65,15 @@ def test_summary_means_deltas_and_counts():
     summary = summarize(rows)
     assert summary["metrics"]["key_fact"] == {"base": 0.5, "tuned": 1.0, "delta": 0.5}
     assert summary["verdicts"] == {LEARNED: 1, REGRESSED: 0, UNCHANGED_RIGHT: 1, UNCHANGED_WRONG: 0}
+
+
+def test_answer_budget_is_twice_the_longest_reference_within_bounds():
+    from tuning.models import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model("embedded").path)
+    longest = "Elias Lönnrot, a country doctor, compiled the Kalevala from poems sung in Karelia."
+    length = len(tokenizer(longest, add_special_tokens=False).input_ids)
+    assert MIN_ANSWER_TOKENS < 2 * length < MAX_ANSWER_TOKENS
+    assert answer_budget(tokenizer, ["Yes.", longest]) == 2 * length
+    assert answer_budget(tokenizer, ["Yes."]) == MIN_ANSWER_TOKENS
+    assert answer_budget(tokenizer, [longest * 10]) == MAX_ANSWER_TOKENS

@@ -22,6 +22,8 @@ from tuning.run_files import (
 )
 
 METRICS = ("key_fact", "exact_match", "token_f1", "rouge_l", "bleu")
+MIN_ANSWER_TOKENS = 32  # room for a one-sentence answer even when every reference is a single word
+MAX_ANSWER_TOKENS = 128  # the chat's default answer length
 LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG = "learned", "regressed", "unchanged-right", "unchanged-wrong"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -125,6 +127,17 @@ def summarize(rows: list[dict]) -> dict:
             "verdicts": {v: verdicts.get(v, 0) for v in (LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG)}}
 
 
+def answer_budget(tokenizer, references: list[str]) -> int:
+    """New tokens the scorecard lets each answer run to: twice the longest reference, within bounds.
+
+    An untuned model rambles to whatever limit it is given, and every batch runs until its longest
+    row ends: with 128 tokens a Kalevala scorecard took 2 min on the CPU, most of it text past any
+    reference's length that the scores can't reward."""
+    longest = max((len(tokenizer(reference, add_special_tokens=False).input_ids) for reference in references),
+                  default=0)
+    return min(MAX_ANSWER_TOKENS, max(MIN_ANSWER_TOKENS, 2 * longest))
+
+
 def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, settings=None, chat=None) -> dict:
     """Answer the held-out questions with and without the adapter, score both, write RUN_DIR/eval.json."""
     from tuning.chat import GenerationSettings, SideBySideChat, describe_settings
@@ -134,14 +147,15 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, setti
     examples = load_examples(data_file).examples
     if not examples:
         raise ValueError(f"{data_file}: no questions to evaluate")
-    settings = settings or GenerationSettings()
     chat = chat or SideBySideChat.from_run(run_dir, dequantize=False)
+    references = reference_answers(examples)
+    settings = settings or GenerationSettings(max_new_tokens=answer_budget(chat.tokenizer, references))
     questions = user_prompts(examples)
     base_answers = chat.answer_many(questions, adapter_on=False, settings=settings)
     tuned_answers = chat.answer_many(questions, adapter_on=True, settings=settings)
     rows = []
     for example, question, reference, base, tuned in zip(
-        examples, questions, reference_answers(examples), base_answers, tuned_answers
+        examples, questions, references, base_answers, tuned_answers
     ):
         facts = list(example.get("key_facts") or [])
         base_scores, tuned_scores = score_answer(base, reference, facts), score_answer(tuned, reference, facts)
