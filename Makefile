@@ -33,4 +33,4 @@ run: install
 	$(PY) app.py
 
 test: install-dev browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 tests

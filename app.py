@@ -16,6 +16,7 @@ from ui.data_tab import build_data_tab, empty_dataset_state  # noqa: E402
 from ui.publish_tab import build_publish_tab  # noqa: E402
 from ui.scorecard import picked_question  # noqa: E402
 from ui.train_tab import build_train_tab, preset_values  # noqa: E402
+from ui.visitor import BROWSER_SECRET, build_identity, identify  # noqa: E402
 
 INTRO = ("# Kantele\nFine-tune a small chat model on your own questions and answers: **Data → Train → "
          "Chat side by side → Publish**. Try it with the Kalevala, Finland's national epic.")
@@ -27,18 +28,21 @@ def build_app() -> gr.Blocks:
         gr.Markdown(INTRO)
         dataset_state = gr.State(empty_dataset_state())
         # The visitor's run id lives in the browser, so a reload re-attaches to the running job.
-        run_state = gr.BrowserState(None, storage_key="kantele-run")
+        run_state = gr.BrowserState(None, storage_key="kantele-run", secret=BROWSER_SECRET)
+        visitor_state, owner_state = build_identity()
         with gr.Tabs() as tabs:
-            chat = build_chat_tab(dataset_state)
+            chat = build_chat_tab(dataset_state, owner_state)
             build_data_tab(dataset_state)
-            train = build_train_tab(dataset_state, run_state)
-            build_publish_tab()
-        train["compare"].click(lambda run_id: (gr.Tabs(selected="chat"), adapter_choices(run_id)),
-                               run_state, [tabs, chat["adapter"]])
+            train = build_train_tab(dataset_state, run_state, owner_state)
+            build_publish_tab(owner_state)
+        train["compare"].click(lambda run_id, owner: (gr.Tabs(selected="chat"), adapter_choices(owner, run_id)),
+                               [run_state, owner_state], [tabs, chat["adapter"]])
         train["scorecard_table"].select(picked_question, None, chat["question"]).then(
             lambda: gr.Tabs(selected="chat"), None, tabs)
         demo.load(preset_values, train["preset"], train["knobs"][1:])
-        demo.load(adapter_choices, None, chat["adapter"]).then(describe_panes, chat["adapter"], chat["note"])
+        demo.load(identify, visitor_state, [visitor_state, owner_state]).then(
+            adapter_choices, owner_state, chat["adapter"]).then(
+            describe_panes, [owner_state, chat["adapter"]], chat["note"])
     return demo
 
 

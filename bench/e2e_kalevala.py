@@ -30,6 +30,16 @@ POLL_SECONDS = 1.0
 TARGET_SECONDS = 600
 
 
+def wait_until(queue: TrainingQueue, run_id: str, condition):
+    """Poll the run as the Train tab's timer does until condition(view) holds (or it ended); return the view."""
+    while True:
+        time.sleep(POLL_SECONDS)
+        queue.poll()
+        view = queue.view(run_id)
+        if condition(view) or view.finished:
+            return view
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="where workspaces/ and runs/ go (default: a temp folder)")
@@ -49,31 +59,36 @@ def main() -> None:
                                validation_files=[validation])
     stages["load the example"] = time.perf_counter() - started
 
-    # Train tab: Start -> a queued run in its own process, which ends with the scorecard.
+    # Train tab: Start -> a queued run in its own process; its adapter is saved, then it scores itself.
     recipe.data.train, recipe.data.validation = [str(prepared.train_file)], [str(prepared.validation_file)]
     queue = TrainingQueue(home / "runs")
     run_id = queue.submit(recipe, label="Kalevala-example")
     mark = time.perf_counter()
-    while not (view := queue.view(run_id)).finished:
-        time.sleep(POLL_SECONDS)
-        queue.poll()
-    stages["train + scorecard (own process)"] = time.perf_counter() - mark
-    if view.state != COMPLETED:
+    view = wait_until(queue, run_id, lambda v: v.adapter_ready)
+    stages["train (own process, to the saved adapter)"] = time.perf_counter() - mark
+    if view.finished and view.state != COMPLETED or not view.adapter_ready:
         sys.exit(f"the run ended {view.state}:\n{view.log_tail}")
 
-    # Chat tab: "Compare in chat" -> the first tuned answer.
+    # Chat tab: "Compare in chat" (offered as soon as the adapter is saved) -> the first tuned answer.
     mark = time.perf_counter()
     chat = SideBySideChat.from_run(queue.run_dir(run_id))
     answer = chat.answer(QUESTION, adapter_on=True, settings=GenerationSettings())
     stages["first tuned answer (load + answer)"] = time.perf_counter() - mark
     total = time.perf_counter() - started
 
+    # The scorecard, which ran beside the chat, gives the score reached.
+    view = wait_until(queue, run_id, lambda v: v.finished)
+    stages["scorecard done (after the answer)"] = time.perf_counter() - started - total
+    if view.state != COMPLETED:
+        sys.exit(f"the run ended {view.state}:\n{view.log_tail}")
+
     summary = read_json(queue.run_dir(run_id) / EVAL_FILE)["summary"]["metrics"]["key_fact"]
     for stage, seconds in stages.items():
-        print(f"  {stage:38s} {seconds:7.1f} s")
+        print(f"  {stage:44s} {seconds:7.1f} s")
     print(f"tuned answer to {QUESTION!r}: {answer}")
     print(f"key-fact rate on the held-out questions: base {summary['base']:.1%} -> tuned {summary['tuned']:.1%}")
-    print(f"end to end: {total / 60:.1f} min ({total:.0f} s; target <= {TARGET_SECONDS // 60} min) -- "
+    print(f"end to end, to the first tuned answer: {total / 60:.1f} min ({total:.0f} s; target <= "
+          f"{TARGET_SECONDS // 60} min) -- "
           f"{'met' if total <= TARGET_SECONDS and summary['tuned'] >= 0.7 else 'NOT met'}")
 
 

@@ -85,3 +85,31 @@ def stop_process(process, grace_s: float = 30) -> None:
         process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def start_app_server(home: Path, env_overrides: dict | None = None, startup_s: float = 180):
+    """`python app.py` on a free 127.0.0.1 port with KANTELE_HOME=home, its output in home/server.log;
+    returns (process, url) once the page answers, raises with the log's tail if it never does."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update({"KANTELE_HOME": str(home), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+                "GRADIO_ANALYTICS_ENABLED": "False", **(env_overrides or {})})
+    with open(home / "server.log", "w") as log:  # the child keeps its own copy of the handle
+        server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + startup_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return server, url
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError("app did not start:\n" + (home / "server.log").read_text()[-3000:]) from None
+            time.sleep(0.5)

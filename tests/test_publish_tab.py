@@ -5,12 +5,15 @@ import gradio as gr
 import pytest
 from fake_hub import CANARY
 
+from tuning.run_owner import Owner, new_visitor_id
 from ui import publish_tab
+
+VISITOR = Owner(new_visitor_id())  # the trained run is ownerless (made from the shell): open to every visitor
 
 
 def build_tab() -> gr.Blocks:
     with gr.Blocks() as demo:
-        publish_tab.build_publish_tab()
+        publish_tab.build_publish_tab(gr.State(None))
     return demo
 
 
@@ -49,19 +52,19 @@ def finished_run(monkeypatch, trained_run):
 def test_on_a_space_the_owners_token_is_not_used_for_a_visitor(monkeypatch, finished_run):
     on_a_space(monkeypatch)
     monkeypatch.setenv("HF_TOKEN", "hf_SpaceOwnersSecretToken000000000")
-    message = publish_tab.push(finished_run, "visitor/adapter", True, [], "", "", None)
+    message = publish_tab.push(VISITOR, finished_run, "visitor/adapter", True, [], "", "", None)
     assert message.startswith("❌") and "sign in with Hugging Face or paste a write token" in message
     assert "hf_SpaceOwners" not in message
 
 
 def test_a_repository_name_is_required(monkeypatch, finished_run):
-    message = publish_tab.push(finished_run, "", True, [], "", "hf_x", None)
+    message = publish_tab.push(VISITOR, finished_run, "", True, [], "", "hf_x", None)
     assert "name the repository first" in message
 
 
 def test_dry_run_lists_every_repository(finished_run):
-    rows, card = publish_tab.show_plan(finished_run, "alice/a", [publish_tab.INCLUDE_DATASET,
-                                                                 publish_tab.INCLUDE_MERGED], "alice/a-data")
+    include = [publish_tab.INCLUDE_DATASET, publish_tab.INCLUDE_MERGED]
+    rows, card = publish_tab.show_plan(VISITOR, finished_run, "alice/a", include, "alice/a-data")
     assert {row[1] for row in rows} == {"alice/a", "alice/a-data", "alice/a-merged"}
     assert any("merged from the run" in row[3] for row in rows)
     assert "How to use" in card
@@ -72,7 +75,7 @@ def test_a_signed_in_visitor_pushes_with_their_own_oauth_token(monkeypatch, onli
     on_a_space(monkeypatch)
     monkeypatch.setenv("HF_TOKEN", "hf_SpaceOwnersSecretToken000000000")
     visitor = gr.OAuthToken(token=CANARY, scope="openid profile write-repos manage-repos", expires_at=0)
-    message = publish_tab.push(finished_run, "alice/from-the-space", False, [], "", "", visitor)
+    message = publish_tab.push(VISITOR, finished_run, "alice/from-the-space", False, [], "", "", visitor)
     assert message.startswith("✅") and "alice/from-the-space" in message and CANARY not in message
     assert online.repo("alice/from-the-space").files
     assert {call.authorization for call in online.calls("/commit/")} == {f"Bearer {CANARY}"}

@@ -73,3 +73,13 @@ def test_run_ids_never_come_from_user_paths(queue):
     assert "/" not in make_run_id("../../etc/passwd")
     with pytest.raises(ValueError):
         queue.run_dir("../outside")
+
+
+def test_chat_is_offered_once_the_adapter_is_saved_not_before():
+    from tuning.run_files import COMPLETED, FAILED, RUNNING, SCORECARD_PHASE
+    from tuning.runs import RunView
+
+    assert RunView("r", RUNNING, phase=SCORECARD_PHASE, has_adapter=True).adapter_ready  # scorecard still running
+    assert RunView("r", COMPLETED, step=6, has_adapter=True).adapter_ready
+    assert not RunView("r", RUNNING, step=3).adapter_ready
+    assert not RunView("r", FAILED, step=5).adapter_ready  # killed before it saved an adapter

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tuning.chat import SideBySideChat
 from tuning.config import ModelConfig, RecipeConfig, load_recipe
+from tuning.hub_auth import download_token
 from tuning.models import ModelLoadError, resolve_model
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, has_adapter
 
@@ -27,15 +28,31 @@ def fetch_hub_adapter(repo_id: str) -> tuple[Path, str]:
     )
 
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=["adapter_config.json", "*.safetensors", "*.json"]))
+        folder = Path(snapshot_download(repo_id, allow_patterns=["adapter_config.json", "*.safetensors", "*.json"],
+                                        token=download_token(repo_id)))
     except (RepositoryNotFoundError, HFValidationError):
         raise ModelLoadError(f"'{repo_id}' is not an adapter on the Hub -- check the id (owner/name)") from None
-    except (LocalEntryNotFoundError, OSError):
-        raise ModelLoadError(f"can't download '{repo_id}': the Hub is unreachable -- pick a local run") from None
+    except (LocalEntryNotFoundError, OSError) as exc:
+        raise ModelLoadError(f"can't download '{repo_id}': {why_not_downloaded(exc)}") from None
     config = folder / "adapter_config.json"
     if not config.is_file():
         raise ModelLoadError(f"'{repo_id}' has no adapter_config.json -- it is not a PEFT LoRA adapter")
     return folder, json.loads(config.read_text())["base_model_name_or_path"]
+
+
+def why_not_downloaded(exc: BaseException) -> str:
+    """Why the Hub gave nothing (offline mode, no answer, an HTTP error) and what to do instead."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    cause = exc.__cause__ or exc  # huggingface_hub raises "not in the cache" from the real reason
+    if constants.HF_HUB_OFFLINE or isinstance(cause, OfflineModeIsEnabled):
+        return ("HF_HUB_OFFLINE is set and it isn't in the local cache -- unset HF_HUB_OFFLINE where the Hub is "
+                "reachable, or pick a local run")
+    status = getattr(getattr(cause, "response", None), "status_code", None)
+    answer = f"answered HTTP {status}" if status else f"did not answer ({type(cause).__name__})"
+    return (f"can't reach the Hub at {constants.ENDPOINT}: it {answer} -- check the network and try again, "
+            "or pick a local run")
 
 
 class ChatSwitcher:

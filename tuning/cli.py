@@ -343,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line instead of a traceback."""
     from tuning.config import ConfigError
     from tuning.data import DataError
+    from tuning.errors import DiskFullError
     from tuning.export import ExportError
     from tuning.formatting import TemplateError
     from tuning.models import ModelLoadError
@@ -355,6 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DataError, ModelLoadError, TemplateError, FileNotFoundError, BackendError, HubError,
-            ExportError) as exc:
+            ExportError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

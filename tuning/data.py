@@ -11,15 +11,16 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuning.atomic import staged_file
 from tuning.data_files import (
     SUPPORTED_SUFFIXES,
     DataError,
     RowError,
+    UploadLimits,
     pluralize,
     read_file_rows,
     read_rows,
@@ -39,6 +40,7 @@ __all__ = [
     "DataReport",
     "LoadedData",
     "RowError",
+    "UploadLimits",
     "find_overlap",
     "fingerprint_examples",
     "load_examples",
@@ -94,8 +96,8 @@ class LoadedData:
     report: DataReport
 
 
-def load_examples(paths, max_tokens=None, count_tokens=None) -> LoadedData:
-    """Read one or several data files into validated, deduplicated chat examples and a report."""
+def load_examples(paths, max_tokens=None, count_tokens=None, limits: UploadLimits | None = None) -> LoadedData:
+    """Read one or several data files into validated, deduplicated chat examples and a report (limits: per file)."""
     path_list = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not path_list:
         raise DataError("no data files given — pass at least one .jsonl, .json or .csv file")
@@ -108,7 +110,7 @@ def load_examples(paths, max_tokens=None, count_tokens=None) -> LoadedData:
     report = DataReport(max_tokens=max_tokens if counting else None)
     examples, places, errors, seen = [], [], [], {}
     for path, label in zip(map(Path, path_list), labels, strict=True):
-        rows, read_errors = read_file_rows(path)
+        rows, read_errors = read_file_rows(path, limits)
         errors += [dataclasses.replace(e, file=label) for e in read_errors]
         for number, row in rows:
             where = f"{label} row {number}" if label else f"row {number}"
@@ -138,7 +140,9 @@ def load_examples(paths, max_tokens=None, count_tokens=None) -> LoadedData:
     if errors:
         raise summarize_row_errors(errors, ", ".join(names))
     if not examples:
-        raise DataError(f"{', '.join(names)}: file has no rows with data — every row is blank")
+        raise DataError(
+            f"{', '.join(names)}: file has no rows with data — every row is blank; fill in the questions and answers"
+        )
     if counting:
         for example, (number, where) in zip(examples, places, strict=True):
             tokens = count_tokens(example["messages"])
@@ -180,21 +184,9 @@ def find_overlap(train_examples, validation_examples) -> list[int]:
 
 def write_jsonl(examples, path) -> None:
     """Write examples one JSON object per line, atomically (temp file in the same folder, then replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for example in examples:
-                f.write(json.dumps(example, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; a dataset file is meant to be shared
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    with staged_file(path, durable=True) as temp, open(temp, "w", encoding="utf-8", newline="\n") as f:
+        for example in examples:
+            f.write(json.dumps(example, ensure_ascii=False) + "\n")
 
 
 def read_jsonl(path) -> list[dict]:

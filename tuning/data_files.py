@@ -5,11 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv")
 MAX_ERRORS_SHOWN = 20
+MAX_UPLOAD_MB_ENV, MAX_ROWS_ENV = "KANTELE_MAX_UPLOAD_MB", "KANTELE_MAX_ROWS"
+DEFAULT_MAX_UPLOAD_MB, DEFAULT_MAX_ROWS = 50, 100_000
+MB = 1024 * 1024
+# csv refuses cells over 128 KiB by default, so a legitimate long answer read as "bad quoting"; the upload
+# byte limit is what bounds a cell now. 2**31 - 1 because the limit is a C long (32 bits on Windows).
+csv.field_size_limit(2**31 - 1)
 ROW = "(row)"  # the field name of errors about a whole row
 ROW_EXAMPLE = '{"prompt": "...", "response": "..."}'
 
@@ -41,6 +48,36 @@ class RowError:
         return f"{where}: {self.field}: {self.message}"
 
 
+@dataclass(frozen=True)
+class UploadLimits:
+    """The most bytes and rows one data file may hold; None means no limit."""
+
+    max_bytes: int | None = None
+    max_rows: int | None = None
+
+
+def upload_limits(max_mb: float | None = None, max_rows: int | None = None) -> UploadLimits:
+    """The app's limits per uploaded file: arguments, else KANTELE_MAX_UPLOAD_MB / KANTELE_MAX_ROWS, else defaults."""
+    if max_mb is None:
+        max_mb = _env_number(MAX_UPLOAD_MB_ENV, DEFAULT_MAX_UPLOAD_MB, "a size in MB like 50", float)
+    if max_rows is None:
+        max_rows = _env_number(MAX_ROWS_ENV, DEFAULT_MAX_ROWS, "a number of rows like 100000", int)
+    return UploadLimits(max_bytes=int(max_mb * MB), max_rows=int(max_rows))
+
+
+def _env_number(name: str, default, example: str, kind):
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):  # written this way round, NaN is refused too
+        raise DataError(f"{name}={text!r} is not a positive number — set it to {example}, or unset it")
+    return value
+
+
 class DataError(ValueError):
     """A data file that can't be used; .errors is the list of RowError."""
 
@@ -60,8 +97,9 @@ def read_rows(path) -> list[tuple[int, dict]]:
     return rows
 
 
-def read_file_rows(path: Path) -> tuple[list[tuple[int, dict]], list[RowError]]:
-    """Read raw rows and the per-row read errors; file-level problems raise DataError at once."""
+def read_file_rows(path: Path, limits: UploadLimits | None = None) -> tuple[list[tuple[int, dict]], list[RowError]]:
+    """Read raw rows and the per-row read errors; file-level problems (and going over limits) raise DataError."""
+    limits = limits or UploadLimits()
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(
@@ -69,11 +107,16 @@ def read_file_rows(path: Path) -> tuple[list[tuple[int, dict]], list[RowError]]:
             f"save it as one of {', '.join(SUPPORTED_SUFFIXES)}"
         )
     try:
-        data = path.read_bytes()
+        check_size(path, limits)
+        with path.open("rb") as handle:
+            # read one byte past the limit: a file that grew after the size check is still caught
+            data = handle.read() if limits.max_bytes is None else handle.read(limits.max_bytes + 1)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found — check the path") from None
     except OSError as e:
         raise DataError(f"{path}: can't read the file ({e.strerror}) — check the path and its permissions") from None
+    if limits.max_bytes is not None and len(data) > limits.max_bytes:
+        raise _too_big(path.name, len(data), limits.max_bytes)
     try:
         text = data.decode("utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
     except UnicodeDecodeError as e:
@@ -86,7 +129,32 @@ def read_file_rows(path: Path) -> tuple[list[tuple[int, dict]], list[RowError]]:
     rows, errors = parse(text, path.name)
     if not rows and not errors:
         raise DataError(f"{path.name}: file has no rows — add at least one question and its answer")
+    count = len({number for number, _ in rows} | {e.row for e in errors})
+    if limits.max_rows is not None and count > limits.max_rows:
+        raise DataError(
+            f"{path.name}: {count:,} rows, over the limit of {limits.max_rows:,} rows per file — "
+            f"split it into smaller files, or ask whoever runs the app to raise {MAX_ROWS_ENV}"
+        )
     return rows, errors
+
+
+def check_size(path: Path, limits: UploadLimits) -> None:
+    """Raise DataError when the file is over the byte limit, before any of it is read."""
+    if limits.max_bytes is not None:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise _too_big(path.name, size, limits.max_bytes)
+
+
+def _too_big(name: str, size: int, limit: int) -> DataError:
+    return DataError(
+        f"{name}: {_format_size(size)}, over the upload limit of {_format_size(limit)} per file — "
+        f"split it into smaller files, or ask whoever runs the app to raise {MAX_UPLOAD_MB_ENV}"
+    )
+
+
+def _format_size(size: int) -> str:
+    return f"{size / MB:,.1f} MB" if size >= MB / 10 else f"{size:,} bytes"
 
 
 def summarize_row_errors(errors: list[RowError], names: str) -> DataError:
@@ -96,6 +164,19 @@ def summarize_row_errors(errors: list[RowError], names: str) -> DataError:
         f"{names}: {count} {pluralize(count, 'row')} can't be used — fix {'it' if count == 1 else 'them'} and load again",
         errors,
     )
+
+
+def loads_json(text: str):
+    """json.loads, with nesting too deep for Python's recursion limit reported as a ValueError like any bad JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to read (over about 1,000 levels)") from None
+
+
+def one_line(name: str) -> str:
+    """A user-given name safe to quote in a message: line breaks and other unprintables shown as escapes."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def describe_kind(value) -> str:
@@ -126,7 +207,7 @@ def _parse_jsonl(text: str, name: str):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = loads_json(line)
         except ValueError as e:
             where = f" at column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
             errors.append(
@@ -154,7 +235,7 @@ def _parse_jsonl(text: str, name: str):
 
 def _parse_json(text: str, name: str):
     try:
-        data = json.loads(text)
+        data = loads_json(text)
     except ValueError as e:
         if not isinstance(e, json.JSONDecodeError):
             raise DataError(f"{name}: not valid JSON ({e}) — fix the value and load again") from None
@@ -192,7 +273,7 @@ def _find_rows(data, name: str) -> list:
     filled = [k for k, v in lists.items() if v]
     if len(filled) > 1:
         raise DataError(
-            f"{name}: the file holds several lists of rows ({', '.join(filled)}) — "
+            f"{name}: the file holds several lists of rows ({', '.join(map(one_line, filled))}) — "
             "keep one, or save each in its own file and load them together"
         )
     if filled:
@@ -221,7 +302,7 @@ def _parse_csv(text: str, name: str):
         twice = sorted({h for h in lowered if lowered.count(h) > 1})
         if twice:
             raise DataError(
-                f"{name}: the header names {', '.join(twice)} more than once (names ignore case) — "
+                f"{name}: the header names {', '.join(map(one_line, twice))} more than once (names ignore case) — "
                 "rename or remove the copies"
             )
         for number, cells in enumerate(reader, 1):

@@ -11,6 +11,8 @@ from tuning.data_files import (
     DataError,
     RowError,
     describe_kind,
+    loads_json,
+    one_line,
 )
 
 KEY_FACTS_FIELD = "key_facts"
@@ -61,6 +63,9 @@ def normalize_row_with_shape(row, number: int) -> tuple[dict, str, list[str]]:
         messages.insert(0, {"role": "system", "content": system})
     example = {"messages": messages}
     example.update({k: row[k] for k in PASSTHROUGH_FIELDS if not is_blank(row.get(k))})
+    for key in PASSTHROUGH_FIELDS:
+        if key in example:
+            _check_writable(json.dumps(example[key], ensure_ascii=False), number, key)
     if isinstance(example.get(KEY_FACTS_FIELD), str):
         _split_key_facts(example)
     used = {*SHAPE_KEYS[shape], SYSTEM_FIELD, *PASSTHROUGH_FIELDS} | (
@@ -127,7 +132,7 @@ def _read_turns(row: dict, key: str, number: int) -> list[dict]:
         _fail(number, key, f"empty — write the conversation as a list of turns like {TURNS_EXAMPLE}")
     if isinstance(value, str):  # a CSV cell holds the turns as JSON text
         try:
-            value = json.loads(value)
+            value = loads_json(value)
         except ValueError as e:
             _fail(number, key, f"not valid JSON ({e}) — the cell should hold a list like {TURNS_EXAMPLE}")
     if not isinstance(value, list) or not value:
@@ -209,7 +214,21 @@ def _read_text(holder: dict, key: str, number: int, fix: str, field_name=None, o
         _fail(number, field_name, f"empty — {fix}")
     if not isinstance(value, str):
         _fail(number, field_name, f"expected text, got {describe_kind(value)} — write it as a quoted string")
+    _check_writable(value, number, field_name)
     return value.strip()
+
+
+def _check_writable(text: str, number: int, field_name: str) -> None:
+    """Fail on a lone surrogate escape (JSON's "\\ud800"): it loads, but the cleaned set could never be saved."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        _fail(
+            number,
+            field_name,
+            f"holds {text[e.start]!r}, half of a character pair, which no text file can store — "
+            "remove that escape or write the character itself",
+        )
 
 
 def _lower_keys(mapping: dict, number: int, where: str) -> dict:
@@ -220,7 +239,7 @@ def _lower_keys(mapping: dict, number: int, where: str) -> dict:
         if name in out:
             _fail(
                 number,
-                f"{where}.{name}" if where else name,
+                one_line(f"{where}.{name}" if where else name or "(unnamed)"),
                 f"the fields {_short(original[name])} and {_short(key)} are the same name "
                 "(names ignore case) — keep one",
             )

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuning.atomic import replace_dir
 from tuning.config import load_recipe, write_text_atomic
 from tuning.gguf_export import GGUFExportError, verify_gguf, write_gguf  # noqa: F401 (verify_gguf: API)
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, ENVIRONMENT_FILE, has_adapter, read_json
@@ -67,17 +68,6 @@ def _base_model(run_dir: Path, recipe):
     return resolve_model(recipe.model.name, revision)
 
 
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Put a finished folder in place of target (an old export is moved aside first, then deleted)."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.rename(target, old)
-    os.rename(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def merge_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Merge the run's LoRA adapter into its base model and save the result as a plain model folder.
 
@@ -109,7 +99,7 @@ def merge_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
             if (base.path / name).is_file() and not (staging / name).exists():
                 shutil.copyfile(base.path / name, staging / name)
         staging.chmod(0o755)
-        _replace_dir(staging, out_dir)
+        replace_dir(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir

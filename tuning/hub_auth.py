@@ -32,6 +32,16 @@ def on_space() -> bool:
     return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
 
 
+def download_token(repo_id: str, owner_chosen: str | None = None) -> bool | None:
+    """The token for downloading repo_id: None lets huggingface_hub use HF_TOKEN / the login as usual;
+    False downloads anonymously. On a shared Space HF_TOKEN is the owner's secret: it may fetch the model
+    the owner configured (owner_chosen), never a repo a visitor typed in -- that would open the owner's
+    private and gated repos to every visitor."""
+    if on_space() and repo_id != owner_chosen:
+        return False
+    return None
+
+
 def resolve_token(token: str | None = None, allow_ambient: bool = True) -> str:
     """The token to use: the one given, else (allow_ambient) HF_TOKEN / the saved `hf auth login`.
 

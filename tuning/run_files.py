@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -21,6 +22,9 @@ DATA_FILE = "data.json"  # files, fingerprint and counts of the data the run saw
 ENVIRONMENT_FILE = "environment.json"  # library versions and hardware
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's checkpoints/checkpoint-<step>
+# The Trainer writes this last into a checkpoint: without it the save was cut short (a kill, a full disk).
+CHECKPOINT_STATE_FILE = "trainer_state.json"
 RUN_DATA_DIR = "data"  # copies of the exact train/validation rows, so the run can be redone anywhere
 RUN_TRAIN_FILE = "train.jsonl"
 RUN_VALIDATION_FILE = "validation.jsonl"
@@ -31,6 +35,7 @@ CARD_FILE = "README.md"
 # Status values, in the order a run passes through them.
 QUEUED, RUNNING, COMPLETED, STOPPED, FAILED = "queued", "running", "completed", "stopped", "failed"
 FINISHED_STATES = (COMPLETED, STOPPED, FAILED)
+SCORECARD_PHASE = "scorecard"  # a running run's phase once its adapter is saved and being scored
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
@@ -102,3 +107,37 @@ def read_log_tail(run_dir: str | os.PathLike, lines: int = 40) -> str:
 def has_adapter(run_dir: str | os.PathLike) -> bool:
     """True when the run saved a final adapter."""
     return (Path(run_dir) / ADAPTER_DIR / "adapter_config.json").is_file()
+
+
+def checkpoint_step(folder: str | os.PathLike) -> int | None:
+    """The step of a checkpoint-<step> folder (None for any other name)."""
+    name = Path(folder).name
+    suffix = name[len(CHECKPOINT_PREFIX):]
+    return int(suffix) if name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() else None
+
+
+def _checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's checkpoint folders, oldest step first."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    found = [p for p in folder.iterdir() if p.is_dir() and checkpoint_step(p) is not None] if folder.is_dir() else []
+    return sorted(found, key=checkpoint_step)
+
+
+def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
+    """True when the Trainer finished saving this checkpoint (its state file is there and whole)."""
+    state = Path(folder) / CHECKPOINT_STATE_FILE
+    return state.is_file() and read_json(state) is not None  # is_file: never read a device left in its place
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint that was saved whole; one cut short by a kill or a full disk is passed over."""
+    complete = [p for p in _checkpoints(run_dir) if is_complete_checkpoint(p)]
+    return complete[-1] if complete else None
+
+
+def remove_incomplete_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete checkpoints whose save was cut short (frees the space a full disk needs back); returns them."""
+    removed = [p for p in _checkpoints(run_dir) if not is_complete_checkpoint(p)]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed

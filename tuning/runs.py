@@ -21,17 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuning.config import RecipeConfig, save_recipe
+from tuning.errors import LOW_SPACE_BYTES, disk_full_error, free_bytes
 from tuning.run_files import (
     FAILED,
     FINISHED_STATES,
     QUEUED,
     RUNNING,
+    SCORECARD_PHASE,
     STOPPED,
+    checkpoint_step,
+    has_adapter,
+    latest_checkpoint,
     read_log_tail,
     read_metrics,
     read_status,
     write_status,
 )
+from tuning.run_owner import Owner, check_owner, may_open, record_owner
 
 REQUEST_FILE = "request.yaml"  # the recipe as asked for; the trainer writes the resolved config.yaml
 CONSOLE_FILE = "console.log"  # the process's own stdout/stderr: what train.log can't hold (a hard crash)
@@ -51,20 +57,47 @@ class RunView:
     queue_position: int | None = None  # 1 = next to start
     wait_s: float | None = None  # estimated time until a queued run starts
     error: str | None = None
-    phase: str | None = None  # "scorecard" while the finished model is being scored
+    phase: str | None = None  # SCORECARD_PHASE while the finished model is being scored
     metrics: list[dict] = field(default_factory=list)
     log_tail: str = ""
+    resumable: bool = False  # failed or stopped short with a checkpoint: `resume` continues from it
+    has_adapter: bool = False  # the final adapter is saved (a killed run may have none)
 
     @property
     def finished(self) -> bool:
         """True once the run completed, stopped or failed."""
         return self.state in FINISHED_STATES
 
+    @property
+    def adapter_ready(self) -> bool:
+        """True once there is an adapter to chat with: chat needn't wait for the scorecard that follows it."""
+        return self.has_adapter and (self.finished or self.phase == SCORECARD_PHASE)
+
 
 def make_run_id(label: str = "run") -> str:
     """A fresh, filesystem-safe run id; user text never becomes a path as-is."""
     safe = _SAFE_NAME.sub("-", label).strip("-")[:40] or "run"
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:6]}"
+
+
+def crash_reason(code: int, run_dir: Path) -> str:
+    """Why a trainer ended without recording its end, and how to go on from there."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        # The kernel's out-of-memory killer sends SIGKILL; so does `kill -9`.
+        why = f"killed by signal {-code} ({name}{', often out of memory' if -code == signal.SIGKILL else ''})"
+    else:
+        free = free_bytes(run_dir)
+        if free is not None and free < LOW_SPACE_BYTES:  # too full even for the trainer to record its failure
+            return str(disk_full_error(run_dir))
+        why = f"exit code {code}"
+    checkpoint = latest_checkpoint(run_dir)
+    then = (f"resume continues from step {checkpoint_step(checkpoint)} (its last checkpoint)" if checkpoint
+            else "no checkpoint was saved yet, so start it again")
+    return f"training process ended: {why} -- {then}"
 
 
 def _alive(pid: int | None) -> bool:
@@ -75,6 +108,18 @@ def _alive(pid: int | None) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def _record_failure(run_dir: Path, error: str) -> dict:
+    """Mark a run failed for a trainer that could not say so itself, in status.json and its console log."""
+    status = {**read_status(run_dir), "state": FAILED, "pid": None, "error": error}
+    try:
+        status = write_status(run_dir, FAILED, pid=None, error=error)
+        with open(run_dir / CONSOLE_FILE, "a", encoding="utf-8") as console:
+            console.write(f"[kantele] {error}\n")  # so the log tail the page shows says it too
+    except OSError:  # a full disk must not wedge the queue; the page still gets the failure from here
+        pass
+    return status
 
 
 class TrainingQueue:
@@ -88,6 +133,7 @@ class TrainingQueue:
         self._waiting: deque[str] = deque()
         self._process: subprocess.Popen | None = None
         self._current: str | None = None
+        self._resuming: set[str] = set()  # queued runs to relaunch with --resume
 
     def run_dir(self, run_id: str) -> Path:
         """The folder of a run id (ids are made by make_run_id, never taken from user paths)."""
@@ -95,11 +141,13 @@ class TrainingQueue:
             raise ValueError(f"not a run id: {run_id!r}")
         return self.runs_dir / run_id
 
-    def submit(self, recipe: RecipeConfig, label: str = "run") -> str:
-        """Queue a training run; it starts at once when nothing else is training."""
+    def submit(self, recipe: RecipeConfig, label: str = "run", owner: Owner | None = None) -> str:
+        """Queue a training run (private to `owner` when given); it starts at once when nothing else trains."""
         run_id = make_run_id(label)
         run_dir = self.run_dir(run_id)
         save_recipe(recipe, run_dir / REQUEST_FILE, header="recipe as requested from the app")
+        if owner is not None:
+            record_owner(run_dir, owner)
         write_status(run_dir, QUEUED, submitted=time.time())
         with self._lock:
             self._waiting.append(run_id)
@@ -110,6 +158,9 @@ class TrainingQueue:
         run_dir = self.run_dir(run_id)
         command = [sys.executable, "-m", "tuning", "train", "--config", str(run_dir / REQUEST_FILE),
                    "--output", str(run_dir)]
+        if run_id in self._resuming:
+            self._resuming.discard(run_id)
+            command.append("--resume")
         console = open(run_dir / CONSOLE_FILE, "ab")
         try:
             self._process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT,
@@ -127,11 +178,34 @@ class TrainingQueue:
                 run_dir = self.run_dir(self._current)
                 if read_status(run_dir).get("state") not in FINISHED_STATES:
                     # The trainer records its own end; no record means it was killed or crashed hard.
-                    reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-                    write_status(run_dir, FAILED, pid=None, error=f"training process ended: {reason}")
+                    _record_failure(run_dir, crash_reason(code, run_dir))
                 self._process, self._current = None, None
             if self._process is None and self._waiting:
                 self._launch(self._waiting.popleft())
+
+    def can_resume(self, run_id: str) -> bool:
+        """True for a failed or stopped run that ended short of its steps with a checkpoint saved."""
+        run_dir = self.run_dir(run_id)
+        status = read_status(run_dir)
+        done = status.get("total_steps") and (status.get("step") or 0) >= status["total_steps"]
+        return status.get("state") in (FAILED, STOPPED) and not done and latest_checkpoint(run_dir) is not None
+
+    def resume(self, run_id: str) -> None:
+        """Queue a failed or stopped run again, to continue from its last checkpoint (`train --resume`)."""
+        run_dir = self.run_dir(run_id)
+        with self._lock:
+            self.poll()
+            if run_id == self._current or run_id in self._waiting:
+                raise ValueError(f"run {run_id} is already training or queued")
+            state = read_status(run_dir).get("state")
+            if state not in (FAILED, STOPPED):
+                raise ValueError(f"run {run_id} is {state or 'not a run'}: only a failed or stopped run can resume")
+            if latest_checkpoint(run_dir) is None:
+                raise ValueError(f"run {run_id} saved no checkpoint to continue from -- start a new run")
+            write_status(run_dir, QUEUED, error=None, resumed=time.time())
+            self._resuming.add(run_id)
+            self._waiting.append(run_id)
+            self.poll()
 
     def stop(self, run_id: str) -> None:
         """Stop a run gracefully (SIGTERM: finish the step, save) or take it out of the queue."""
@@ -157,8 +231,7 @@ class TrainingQueue:
         if state == RUNNING and run_id != self._current and not _alive(status.get("pid")):
             # Started by an earlier app process that is gone, and the trainer died with it.
             state = FAILED
-            write_status(run_dir, FAILED, pid=None, error="training process is no longer running")
-            status = read_status(run_dir)
+            status = _record_failure(run_dir, "training process is no longer running")
         metrics = read_metrics(run_dir)
         last = metrics[-1] if metrics else {}
         step = status.get("step") if state in FINISHED_STATES and status.get("step") else last.get("step", 0)
@@ -167,6 +240,8 @@ class TrainingQueue:
                        elapsed_s=last.get("elapsed_s", 0.0), eta_s=last.get("eta_s"), error=status.get("error"),
                        phase=status.get("phase") if state == RUNNING else None,
                        metrics=metrics, log_tail=self._log_tail(run_dir, state, log_lines))
+        view.resumable = state in (FAILED, STOPPED) and self.can_resume(run_id)
+        view.has_adapter = has_adapter(run_dir)
         if state == QUEUED:
             view.queue_position, view.wait_s = self._queue_place(run_id)
             if view.queue_position is None:  # queued by an app process that has since restarted
@@ -181,8 +256,9 @@ class TrainingQueue:
                 console = (run_dir / CONSOLE_FILE).read_text(encoding="utf-8", errors="replace")
             except OSError:
                 console = ""
-            extra = "\n".join(console.splitlines()[-lines:])
-            if extra and extra not in tail:
+            known = set(tail.splitlines())  # the trainer logs to both files: show only what train.log lacks
+            extra = "\n".join(line for line in console.splitlines()[-lines:] if line not in known)
+            if extra:
                 tail = f"{tail}\n--- console ---\n{extra}".strip()
         return tail
 
@@ -212,3 +288,11 @@ class TrainingQueue:
         """Run ids on disk, newest first."""
         runs = [p.name for p in self.runs_dir.iterdir() if p.is_dir() and not _SAFE_NAME.search(p.name)]
         return sorted(runs, reverse=True)
+
+    def owned_runs(self, owner: Owner | None) -> list[str]:
+        """Run ids the asker may open (theirs and the ownerless ones), newest first."""
+        return [run_id for run_id in self.list_runs() if may_open(self.runs_dir / run_id, owner)]
+
+    def owned_run_dir(self, run_id: str, owner: Owner | None) -> Path:
+        """The folder of a run id a client sent, checked here on the server: RunAccessError unless it is theirs."""
+        return check_owner(self.run_dir(run_id), owner)

@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from tuning.atomic import staged_dir
 from tuning.config import RecipeConfig, save_recipe
 from tuning.curves import save_training_curves
 from tuning.data import (
@@ -22,6 +23,7 @@ from tuning.data import (
     split_examples,
     write_jsonl,
 )
+from tuning.errors import disk_full_error, is_disk_full
 from tuning.formatting import IGNORE_INDEX, encode_for_training, with_system_prompt
 from tuning.models import (
     display_name,
@@ -43,8 +45,11 @@ from tuning.run_files import (
     RUN_TRAIN_FILE,
     RUN_VALIDATION_FILE,
     RUNNING,
+    SCORECARD_PHASE,
     STOPPED,
+    latest_checkpoint,
     read_metrics,
+    remove_incomplete_checkpoints,
     truncate_metrics,
     write_json,
     write_status,
@@ -181,7 +186,7 @@ def write_scorecard(run_dir: Path) -> None:
     """Base vs tuned on the run's validation questions (eval.json); a failure here never fails the run."""
     from tuning.evaluate import evaluate_run, format_summary
 
-    write_status(run_dir, RUNNING, phase="scorecard")
+    write_status(run_dir, RUNNING, phase=SCORECARD_PHASE)
     log.info("scoring base vs tuned on the validation questions")
     try:
         log.info("scorecard:\n%s", format_summary(evaluate_run(run_dir)))
@@ -191,11 +196,9 @@ def write_scorecard(run_dir: Path) -> None:
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
-    """The newest checkpoint folder of a run, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = run_dir / CHECKPOINTS_DIR
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    """The newest checkpoint of a run that was saved whole (a kill mid-save leaves one that isn't), if any."""
+    found = latest_checkpoint(run_dir)
+    return str(found) if found else None
 
 
 def train(recipe: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False) -> Path:
@@ -206,8 +209,14 @@ def train(recipe: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False
     try:
         return _train(recipe, run_dir, resume)
     except BaseException as exc:
-        log.exception("training failed: %s", exc)
-        write_status(run_dir, FAILED, error=f"{type(exc).__name__}: {exc}", pid=None)
+        failure = disk_full_error(run_dir) if is_disk_full(exc, run_dir) else None  # says what's free now
+        if failure:
+            # The checkpoint the full disk cut short would only be passed over by --resume: give its space back.
+            remove_incomplete_checkpoints(run_dir)
+        log.exception("training failed: %s", failure or exc)
+        write_status(run_dir, FAILED, error=str(failure) if failure else f"{type(exc).__name__}: {exc}", pid=None)
+        if failure:
+            raise failure from exc
         raise
 
 
@@ -243,6 +252,14 @@ def build_trainer(recipe: RecipeConfig, run_dir: Path, model, tokenizer, train_s
     )
     trainer.remove_callback(PrinterCallback)  # MetricsCallback logs the same, once
     return trainer
+
+
+def save_adapter(model, tokenizer, adapter_dir: Path) -> None:
+    """Save the adapter and tokenizer into a temp folder renamed into place, so no one loads half an adapter."""
+    # has_adapter() and the chat look for adapter/adapter_config.json, which save_pretrained writes first
+    with staged_dir(adapter_dir) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)  # chat template travels with the adapter
 
 
 def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
@@ -282,8 +299,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
 
     step_reached, total_steps = trainer.state.global_step, trainer.state.max_steps
     adapter_dir = run_dir / ADAPTER_DIR
-    model.save_pretrained(adapter_dir, safe_serialization=True)
-    tokenizer.save_pretrained(adapter_dir)  # chat template travels with the adapter
+    save_adapter(model, tokenizer, adapter_dir)
     save_training_curves(run_dir)
     if recipe.training.scorecard and validation_set and not stopper.requested:
         del trainer, model  # the scorecard loads the base once more, with the adapter switchable

@@ -11,7 +11,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuning.atomic import staged_file
 from tuning.data import LoadedData, load_examples, read_jsonl, split_examples, write_jsonl
+from tuning.data_files import UploadLimits, check_size, upload_limits
 
 UPLOADS_DIR = "uploads"  # originals, untouched
 GENERATED_DIR = "generated"
@@ -40,24 +42,29 @@ def new_workspace(root: str | Path) -> Path:
     return folder
 
 
-def keep_uploads(workspace: Path, files: list[str | Path]) -> list[Path]:
-    """Copy uploaded files into the workspace as they are (the name kept, the path not trusted)."""
+def keep_uploads(workspace: Path, files: list[str | Path], limits: UploadLimits | None = None) -> list[Path]:
+    """Copy uploads into the workspace as they are (name kept, path not trusted); DataError if one is too big."""
+    limits = limits or upload_limits()
+    sources = [Path(source) for source in files]
+    for source in sources:
+        check_size(source, limits)
     kept = []
-    for number, source in enumerate(files, start=1):
-        source = Path(source)
+    for number, source in enumerate(sources, start=1):
         target = workspace / UPLOADS_DIR / f"{number:02d}-{Path(source.name).name}"
-        shutil.copyfile(source, target)
+        with staged_file(target) as temp:  # a crash mid-copy leaves no half original to load later
+            shutil.copyfile(source, temp)
         kept.append(target)
     return kept
 
 
 def prepare_dataset(workspace: Path, files: list[Path], validation_fraction: float, seed: int,
                     max_tokens: int | None = None, count_tokens=None,
-                    validation_files: list[Path] | None = None) -> PreparedData:
-    """Validate, dedupe and split the files into the workspace's cleaned train/validation JSONL."""
-    loaded = load_examples(files, max_tokens=max_tokens, count_tokens=count_tokens)
+                    validation_files: list[Path] | None = None, limits: UploadLimits | None = None) -> PreparedData:
+    """Validate, dedupe and split the files into the workspace's cleaned train/validation JSONL (within limits)."""
+    limits = limits or upload_limits()
+    loaded = load_examples(files, max_tokens=max_tokens, count_tokens=count_tokens, limits=limits)
     if validation_files:
-        train, validation = loaded.examples, load_examples(validation_files).examples
+        train, validation = loaded.examples, load_examples(validation_files, limits=limits).examples
     else:
         train, validation = split_examples(loaded.examples, validation_fraction, seed)
     train_file, validation_file = workspace / CLEAN_TRAIN, workspace / CLEAN_VALIDATION

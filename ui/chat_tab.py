@@ -7,6 +7,7 @@ import gradio as gr
 from tuning.chat import GenerationSettings
 from tuning.models import ModelLoadError, display_name
 from tuning.run_files import has_adapter
+from tuning.run_owner import Owner
 from ui.state import CHAT, QUEUE, RUNS_DIR
 
 BASE_ONLY = "(base model only)"
@@ -14,30 +15,30 @@ DEFAULT_EXAMPLES = ["Who compiled the Kalevala?", "What is the Sampo?", "Who is 
                     "When is Kalevala Day?", "How many poems are in the 1849 Kalevala?"]
 
 
-def finished_runs() -> list[str]:
-    """Run ids with a saved adapter, newest first."""
-    return [run_id for run_id in QUEUE.list_runs() if has_adapter(RUNS_DIR / run_id)]
+def finished_runs(owner: Owner | None) -> list[str]:
+    """The asker's run ids with a saved adapter, newest first."""
+    return [run_id for run_id in QUEUE.owned_runs(owner) if has_adapter(RUNS_DIR / run_id)]
 
 
-def adapter_choices(selected: str | None = None):
-    """Dropdown update listing finished runs."""
-    choices = [BASE_ONLY, *finished_runs()]
+def adapter_choices(owner: Owner | None, selected: str | None = None):
+    """Dropdown update listing the asker's finished runs."""
+    choices = [BASE_ONLY, *finished_runs(owner)]
     value = selected if selected in choices else (choices[1] if len(choices) > 1 else BASE_ONLY)
     return gr.update(choices=choices, value=value)
 
 
-def _select(adapter: str | None, hub_adapter: str | None = None):
+def _select(owner: Owner | None, adapter: str | None, hub_adapter: str | None = None):
     if hub_adapter:
         return CHAT.select_hub_adapter(hub_adapter)
     if adapter and adapter != BASE_ONLY:
-        return CHAT.select_run(QUEUE.run_dir(adapter))
+        return CHAT.select_run(QUEUE.owned_run_dir(adapter, owner))
     return CHAT.select_base()
 
 
-def describe_panes(adapter: str | None, hub_adapter: str | None = None) -> str:
+def describe_panes(owner: Owner | None, adapter: str | None, hub_adapter: str | None = None) -> str:
     """Which model and adapter each pane runs."""
     try:
-        chat, wanted = _select(adapter, hub_adapter)
+        chat, wanted = _select(owner, adapter, hub_adapter)
     except (ModelLoadError, ValueError) as error:
         return f"**Can't load that adapter:** {error}"
     name = display_name(chat.model_ref)
@@ -56,14 +57,15 @@ def _history_messages(history: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in history if isinstance(m.get("content"), str)]
 
 
-def ask_both(question: str, base_history: list, tuned_history: list, adapter: str, hub_adapter: str, *controls):
+def ask_both(question: str, base_history: list, tuned_history: list, owner: Owner | None, adapter: str,
+             hub_adapter: str, *controls):
     """Stream both answers at once (one batched generate), each pane keeping its own conversation."""
     question = (question or "").strip()
     if not question:
         yield base_history, tuned_history, ""
         return
     try:
-        chat, wanted = _select(adapter, hub_adapter)
+        chat, wanted = _select(owner, adapter, hub_adapter)
     except (ModelLoadError, ValueError) as error:
         raise gr.Error(str(error)) from None
     settings = _settings(*controls)
@@ -83,14 +85,14 @@ def ask_both(question: str, base_history: list, tuned_history: list, adapter: st
         yield base_history, tuned_history, ""
 
 
-def retry_last(base_history: list, tuned_history: list, adapter, hub_adapter, *controls):
+def retry_last(base_history: list, tuned_history: list, owner: Owner | None, adapter, hub_adapter, *controls):
     """Ask the last question again (useful with sampling on)."""
     last = next((m["content"] for m in reversed(base_history) if m["role"] == "user"), None)
     if last is None:
         yield base_history, tuned_history, ""
         return
     cut = max(i for i, m in enumerate(base_history) if m["role"] == "user")
-    yield from ask_both(last, base_history[:cut], tuned_history[:cut], adapter, hub_adapter, *controls)
+    yield from ask_both(last, base_history[:cut], tuned_history[:cut], owner, adapter, hub_adapter, *controls)
 
 
 def example_samples(dataset: dict) -> gr.Dataset:
@@ -99,13 +101,14 @@ def example_samples(dataset: dict) -> gr.Dataset:
     return gr.Dataset(samples=[[q] for q in questions[:8]])
 
 
-def build_chat_tab(dataset_state: gr.State) -> dict:
+def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
     """The Chat tab; returns the components other tabs hook into."""
     with gr.Tab("Chat", id="chat"):
         with gr.Row():
             adapter = gr.Dropdown([BASE_ONLY], value=BASE_ONLY, label="Adapter (finished runs)",
                                   elem_id="adapter-picker", scale=3)
-            hub_adapter = gr.Textbox(label="…or a Hub adapter id", placeholder="user/my-adapter", scale=2)
+            hub_adapter = gr.Textbox(label="…or a Hub adapter id", placeholder="user/my-adapter", scale=2,
+                                     elem_id="hub-adapter")
             refresh = gr.Button("Refresh runs", scale=1)
         note = gr.Markdown(elem_id="pane-note")
         with gr.Row():
@@ -130,16 +133,16 @@ def build_chat_tab(dataset_state: gr.State) -> dict:
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
                 repetition_penalty = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty")
         controls = [max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty]
-        inputs = [question, base_pane, tuned_pane, adapter, hub_adapter, *controls]
+        inputs = [question, base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls]
         outputs = [base_pane, tuned_pane, question]
 
         send.click(ask_both, inputs, outputs)
         question.submit(ask_both, inputs, outputs)
-        retry.click(retry_last, [base_pane, tuned_pane, adapter, hub_adapter, *controls], outputs)
+        retry.click(retry_last, [base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls], outputs)
         clear.click(lambda: ([], [], ""), None, outputs)
         examples.click(lambda sample: sample[0], examples, question)
-        refresh.click(adapter_choices, adapter, adapter)
-        adapter.change(describe_panes, [adapter, hub_adapter], note)
-        hub_adapter.submit(describe_panes, [adapter, hub_adapter], note)
+        refresh.click(adapter_choices, [owner_state, adapter], adapter)
+        adapter.change(describe_panes, [owner_state, adapter, hub_adapter], note)
+        hub_adapter.submit(describe_panes, [owner_state, adapter, hub_adapter], note)
         dataset_state.change(example_samples, dataset_state, examples)
     return {"adapter": adapter, "note": note, "question": question}

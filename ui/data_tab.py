@@ -58,9 +58,20 @@ def _stats(prepared, max_length: int) -> str:
 
 def _load(files, validation_files, validation_fraction, state: dict, name: str):
     workspace = Path(state.get("workspace") or new_workspace(WORKSPACES_DIR))
-    kept = keep_uploads(workspace, files)
-    kept_validation = keep_uploads(workspace, validation_files) if validation_files else []
+    try:
+        kept = keep_uploads(workspace, files)
+        kept_validation = keep_uploads(workspace, validation_files) if validation_files else []
+    except DataError as error:  # over the upload limits: nothing was copied
+        return _show_error(state, error)
     return prepare_and_show(workspace, kept, kept_validation, validation_fraction, state, name)
+
+
+def _show_error(state: dict, error: DataError):
+    shown = "\n".join(f"- {e}" for e in error.errors[:MAX_ERRORS_SHOWN])
+    more = f"\n- … and {len(error.errors) - MAX_ERRORS_SHOWN} more" if len(error.errors) > MAX_ERRORS_SHOWN else ""
+    what = "these rows" if shown else "this"
+    message = f"### Nothing was loaded: fix {what} and upload again\n{shown or error}{more}"
+    return (state, gr.update(), message, gr.update(), gr.update(), gr.update(), gr.update())
 
 
 def prepare_and_show(workspace: Path, kept: list[Path], kept_validation: list[Path], validation_fraction: float,
@@ -72,10 +83,7 @@ def prepare_and_show(workspace: Path, kept: list[Path], kept_validation: list[Pa
                                    max_tokens=DEFAULT_MAX_LENGTH, count_tokens=count,
                                    validation_files=kept_validation or None)
     except DataError as error:
-        shown = "\n".join(f"- {e}" for e in error.errors[:MAX_ERRORS_SHOWN])
-        more = f"\n- … and {len(error.errors) - MAX_ERRORS_SHOWN} more" if len(error.errors) > MAX_ERRORS_SHOWN else ""
-        message = f"### Nothing was loaded: fix these rows and upload again\n{shown or error}{more}"
-        return (state, gr.update(), message, gr.update(), gr.update(), gr.update(), gr.update())
+        return _show_error(state, error)
     rows = _preview_rows(prepared.loaded.examples)
     lengths = [count(e["messages"]) for e in prepared.loaded.examples]
     state = {"workspace": str(workspace), "train_file": str(prepared.train_file),

@@ -8,6 +8,7 @@ import gradio as gr
 
 from tuning.hub import HubError, plan_pushes, push_plans
 from tuning.hub_auth import on_space, resolve_token
+from tuning.run_owner import Owner
 from ui.chat_tab import finished_runs
 from ui.state import QUEUE
 
@@ -39,19 +40,23 @@ def dataset_repo_for(repo_id: str) -> str:
     return f"{repo_id.strip()}-data" if repo_id.strip() else ""
 
 
-def plan_for(run_id: str | None, repo_id: str, include: list[str], dataset_repo: str):
-    """The push plans for the current choices (HubError when something is missing)."""
+def plan_for(owner: Owner | None, run_id: str | None, repo_id: str, include: list[str], dataset_repo: str):
+    """The push plans for the current choices (HubError when something is missing or the run isn't theirs)."""
     if not run_id:
         raise HubError("finish a training run first: its adapter and card appear here")
-    return plan_pushes(QUEUE.run_dir(run_id), repo_id.strip() or REPO_PLACEHOLDER,
+    try:
+        run_dir = QUEUE.owned_run_dir(run_id, owner)
+    except ValueError as error:
+        raise HubError(str(error)) from None
+    return plan_pushes(run_dir, repo_id.strip() or REPO_PLACEHOLDER,
                        dataset_repo=dataset_repo.strip() if INCLUDE_DATASET in include else None,
                        merged=INCLUDE_MERGED in include)
 
 
-def show_plan(run_id, repo_id, include, dataset_repo):
+def show_plan(owner, run_id, repo_id, include, dataset_repo):
     """Dry run: every file each repository will receive, and the card as the Hub will show it."""
     try:
-        plans = plan_for(run_id, repo_id, include or [], dataset_repo or "")
+        plans = plan_for(owner, run_id, repo_id, include or [], dataset_repo or "")
     except HubError as error:
         return [], f"**{error}**"
     rows = [[plan.repo_type, plan.repo_id, name, size] for plan in plans for name, size in plan.describe()]
@@ -64,11 +69,11 @@ def card_preview(card: str) -> str:
     return f"**Card metadata**\n```yaml\n{front}```\n{body}"
 
 
-def push(run_id, repo_id, private, include, dataset_repo, pasted_token,
+def push(owner, run_id, repo_id, private, include, dataset_repo, pasted_token,
          oauth_token: gr.OAuthToken | None, progress=gr.Progress(track_tqdm=True)):
     """Check the token, then push; the result links to what was published. Errors never echo the token."""
     try:
-        plans = plan_for(run_id, repo_id, include or [], dataset_repo or "")
+        plans = plan_for(owner, run_id, repo_id, include or [], dataset_repo or "")
         if not repo_id.strip() or repo_id.strip() == REPO_PLACEHOLDER:
             raise HubError("name the repository first, e.g. your-name/kalevala-adapter")
         token = resolve_token(pasted_token or (oauth_token.token if oauth_token else None),
@@ -82,7 +87,7 @@ def push(run_id, repo_id, private, include, dataset_repo, pasted_token,
     return f"✅ Pushed{' (private)' if private else ''}:\n{links}"
 
 
-def export_for_ollama(run_id: str | None, progress=gr.Progress()):
+def export_for_ollama(owner: Owner | None, run_id: str | None, progress=gr.Progress()):
     """Merge + GGUF + Modelfile into the run's export/ folder; offer the GGUF and Modelfile for download."""
     from tuning.export import ExportError, export_run
 
@@ -90,21 +95,22 @@ def export_for_ollama(run_id: str | None, progress=gr.Progress()):
         return "Finish a training run first.", None
     progress(0, desc="merging the adapter into the base, then writing the GGUF")
     try:
-        result = export_run(QUEUE.run_dir(run_id), QUEUE.run_dir(run_id) / EXPORT_DIR)
-    except (ExportError, OSError) as error:
+        run_dir = QUEUE.owned_run_dir(run_id, owner)
+        result = export_run(run_dir, run_dir / EXPORT_DIR)
+    except (ExportError, OSError, ValueError) as error:
         return f"❌ Export failed: {error}", None
     return (f"✅ Exported in {sum(result.seconds.values()):.0f} s. Download both files into one folder, then:\n"
             f"```sh\nollama create {result.name} -f Modelfile\nollama run {result.name}\n```",
             [str(result.gguf), str(result.modelfile)])
 
 
-def refresh_runs(current: str | None):
-    """Dropdown update listing finished runs."""
-    runs = finished_runs()
+def refresh_runs(owner: Owner | None, current: str | None):
+    """Dropdown update listing the asker's finished runs."""
+    runs = finished_runs(owner)
     return gr.update(choices=runs, value=current if current in runs else (runs[0] if runs else None))
 
 
-def build_publish_tab() -> dict:
+def build_publish_tab(owner_state: gr.State) -> dict:
     """The Publish tab."""
     with gr.Tab("Publish", id="publish") as tab:
         with gr.Row():
@@ -131,12 +137,12 @@ def build_publish_tab() -> dict:
             export_button = gr.Button("Export GGUF + Modelfile", elem_id="export-button")
             export_status = gr.Markdown(elem_id="export-status")
             export_files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="export-files")
-        plan_inputs = [run, repo, include, dataset_repo]
-        tab.select(refresh_runs, run, run)
+        plan_inputs = [owner_state, run, repo, include, dataset_repo]
+        tab.select(refresh_runs, [owner_state, run], run)
         for trigger in (run.change, include.change, repo.submit, dataset_repo.blur):
             trigger(show_plan, plan_inputs, [files, card])
         repo.blur(lambda r, d: d or dataset_repo_for(r), [repo, dataset_repo], dataset_repo).then(
             show_plan, plan_inputs, [files, card])
-        push_button.click(push, [run, repo, private, include, dataset_repo, token], result)
-        export_button.click(export_for_ollama, run, [export_status, export_files])
+        push_button.click(push, [owner_state, run, repo, private, include, dataset_repo, token], result)
+        export_button.click(export_for_ollama, [owner_state, run], [export_status, export_files])
     return {"run": run}

@@ -6,6 +6,7 @@ import gradio as gr
 
 from tuning.evaluate import LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG
 from tuning.run_files import EVAL_FILE, read_json
+from tuning.run_owner import Owner
 from ui.plots import metrics_bar_chart
 from ui.state import QUEUE
 
@@ -14,9 +15,14 @@ VERDICT_CHOICES = [ALL_VERDICTS, LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_
 TABLE_COLUMNS = ["verdict", "question", "base", "tuned", "reference"]
 
 
-def read_scorecard(run_id: str | None) -> dict | None:
-    """The run's eval.json, when it has one."""
-    return read_json(QUEUE.run_dir(run_id) / EVAL_FILE) if run_id else None
+def read_scorecard(run_id: str | None, owner: Owner | None) -> dict | None:
+    """The asker's run's eval.json, when it has one."""
+    if not run_id:
+        return None
+    try:
+        return read_json(QUEUE.owned_run_dir(run_id, owner) / EVAL_FILE)
+    except ValueError:  # not theirs (or gone): the progress line already says so
+        return None
 
 
 def summary_markdown(report: dict) -> str:
@@ -39,9 +45,9 @@ def table_rows(report: dict | None, verdict: str) -> list[list]:
             if verdict in (None, ALL_VERDICTS) or r["verdict"] == verdict]
 
 
-def refresh_scorecard(run_id: str | None, shown: str | None, verdict: str):
+def refresh_scorecard(run_id: str | None, owner: Owner | None, shown: str | None, verdict: str):
     """Show the scorecard once the run has one (and only re-render when it is new)."""
-    report = read_scorecard(run_id)
+    report = read_scorecard(run_id, owner)
     if not report or run_id == shown:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     return (run_id, gr.update(value=summary_markdown(report), visible=True),
@@ -49,9 +55,9 @@ def refresh_scorecard(run_id: str | None, shown: str | None, verdict: str):
             gr.update(value=table_rows(report, verdict), visible=True), gr.update(visible=True))
 
 
-def filter_rows(run_id: str | None, verdict: str):
+def filter_rows(run_id: str | None, owner: Owner | None, verdict: str):
     """The table for one verdict."""
-    return table_rows(read_scorecard(run_id), verdict)
+    return table_rows(read_scorecard(run_id, owner), verdict)
 
 
 def picked_question(event: gr.SelectData) -> str:
@@ -59,7 +65,7 @@ def picked_question(event: gr.SelectData) -> str:
     return event.row_value[1]
 
 
-def build_scorecard(run_state) -> dict:
+def build_scorecard(run_state, owner_state) -> dict:
     """Scorecard components (hidden until a scorecard exists)."""
     shown = gr.State(None)
     summary = gr.Markdown(visible=False, elem_id="scorecard-summary")
@@ -67,6 +73,6 @@ def build_scorecard(run_state) -> dict:
     verdict = gr.Dropdown(VERDICT_CHOICES, value=ALL_VERDICTS, label="Show verdict", visible=False)
     table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True, visible=False,
                          elem_id="scorecard-table")
-    verdict.change(filter_rows, [run_state, verdict], table)
+    verdict.change(filter_rows, [run_state, owner_state, verdict], table)
     return {"shown": shown, "summary": summary, "chart": chart, "verdict": verdict, "table": table,
             "outputs": [shown, summary, chart, table, verdict]}

@@ -7,7 +7,8 @@ import gradio as gr
 from tuning.config import ConfigError, RecipeConfig, load_recipe
 from tuning.estimate import estimate_recipe
 from tuning.models import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
-from tuning.run_files import COMPLETED, QUEUED, RUNNING
+from tuning.run_files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
+from tuning.run_owner import Owner
 from ui.plots import curves_frame
 from ui.scorecard import build_scorecard, refresh_scorecard
 from ui.state import CHAT, CONFIGS_DIR, QUEUE, RUNS_DIR
@@ -61,8 +62,10 @@ def show_estimate(dataset: dict, *knobs) -> str:
         return f"Can't estimate yet: {error}"
 
 
-def start_training(dataset: dict, *knobs):
-    """Queue a run for this visitor; it starts at once when nothing else trains."""
+def start_training(dataset: dict, owner: Owner | None, *knobs):
+    """Queue a run for this visitor (theirs alone); it starts at once when nothing else trains."""
+    if owner is None:
+        return None, "**Not started:** this browser is not identified yet -- reload the page"
     try:
         recipe = build_recipe(*knobs, dataset)
     except (ConfigError, ValueError) as error:
@@ -70,16 +73,40 @@ def start_training(dataset: dict, *knobs):
     if has_gpu():
         # GPU memory is the scarce thing on a Space: drop the chat model; it reloads on the next question.
         CHAT.release()
-    run_id = QUEUE.submit(recipe, label=dataset.get("name") or "run")
+    run_id = QUEUE.submit(recipe, label=dataset.get("name") or "run", owner=owner)
     return run_id, f"Submitted run `{run_id}`."
 
 
-def stop_training(run_id: str | None) -> str:
+def stop_training(run_id: str | None, owner: Owner | None) -> str:
     """Ask this visitor's run to stop after the current step (the adapter is saved)."""
     if not run_id:
         return "No run of yours to stop."
+    try:
+        QUEUE.owned_run_dir(run_id, owner)
+    except ValueError as error:
+        return f"**Not stopped:** {error}"
     QUEUE.stop(run_id)
     return f"Stopping `{run_id}` after the current step; its adapter will be saved."
+
+
+def resume_training(run_id: str | None, owner: Owner | None) -> str:
+    """Continue this visitor's failed or stopped run from its last checkpoint."""
+    if not run_id:
+        return "No run of yours to resume."
+    try:
+        QUEUE.owned_run_dir(run_id, owner)
+        QUEUE.resume(run_id)
+    except ValueError as error:
+        return f"**Not resumed:** {error}"
+    return f"Resuming `{run_id}` from its last checkpoint."
+
+
+def show_resume(run_id: str | None, owner: Owner | None):
+    """The Resume button, shown while this visitor's run can continue from a checkpoint."""
+    try:
+        return gr.update(visible=bool(run_id) and QUEUE.owned_run_dir(run_id, owner) and QUEUE.can_resume(run_id))
+    except ValueError:  # not a run id, or not this visitor's
+        return gr.update(visible=False)
 
 
 def _minutes(seconds) -> str:
@@ -94,29 +121,43 @@ def _progress_text(view) -> str:
     percent = 100 * view.step / view.total_steps if view.total_steps else 0
     text = (f"**{head}** `{view.run_id}` — step {view.step}/{view.total_steps or '?'} ({percent:.0f}%), "
             f"elapsed {_minutes(view.elapsed_s)}, ETA {_minutes(view.eta_s)}")
-    if view.phase == "scorecard":
-        text += " — training done; scoring base vs tuned on the held-out questions…"
+    if view.phase == SCORECARD_PHASE:
+        text += (" — training done, the adapter is saved: compare it in Chat now; scoring base vs tuned on the "
+                 "held-out questions…")
     if view.error:
         text += f"\n\n**Error:** {view.error}"
     return text
 
 
-def poll_run(run_id: str | None):
+def _busy_note(active: str | None, run_id: str | None, owner: Owner | None) -> str:
+    """Who else trains now (another visitor's run id is theirs to know, not ours to show)."""
+    if not active or active == run_id:
+        return ""
+    try:
+        QUEUE.owned_run_dir(active, owner)
+    except ValueError:
+        return "Training now on this app: another visitor's run."
+    return f"Training now on this app: `{active}`."
+
+
+def poll_run(run_id: str | None, owner: Owner | None):
     """Refresh progress, curves and log of this visitor's run (and say who else is training)."""
-    active = QUEUE.active_run()
-    others = f"Training now on this app: `{active}`." if active and active != run_id else ""
+    if owner is None and run_id:  # the page's load event, which identifies the visitor, hasn't run yet
+        return (gr.skip(),) * 5
+    others = _busy_note(QUEUE.active_run(), run_id, owner)
     if not run_id:
         return (others or "No training started in this browser yet.", None, None, "", gr.update(visible=False))
     try:
+        QUEUE.owned_run_dir(run_id, owner)
         view = QUEUE.view(run_id)
-    except ValueError:
-        return ("That run is gone.", None, None, "", gr.update(visible=False))
+    except ValueError as error:
+        return (f"**Can't show that run:** {error}", None, None, "", gr.update(visible=False))
     text = _progress_text(view) + (f"\n\n{others}" if others else "")
     return (text, curves_frame(view.metrics, ("loss", "eval_loss")), curves_frame(view.metrics, ("learning_rate",)),
-            view.log_tail, gr.update(visible=view.state == COMPLETED or (view.finished and view.step > 0)))
+            view.log_tail, gr.update(visible=view.adapter_ready))
 
 
-def build_train_tab(dataset_state: gr.State, run_state) -> dict:
+def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -> dict:
     """The Train tab; returns the components other tabs hook into."""
     with gr.Tab("Train", id="train"):
         with gr.Row():
@@ -141,20 +182,24 @@ def build_train_tab(dataset_state: gr.State, run_state) -> dict:
             estimate_button = gr.Button("Estimate")
             start = gr.Button("Start training", variant="primary", elem_id="start-training")
             stop = gr.Button("Stop", variant="stop", elem_id="stop-training")
+            resume = gr.Button("Resume", visible=False, elem_id="resume-training")
         progress = gr.Markdown("No training started in this browser yet.", elem_id="train-progress")
         with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", elem_id="loss-plot")
             lr_plot = gr.LinePlot(x="step", y="value", color="series", title="Learning rate")
         log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True)
         compare = gr.Button("Compare in chat", visible=False, variant="primary", elem_id="compare-in-chat")
-        scorecard = build_scorecard(run_state)
+        scorecard = build_scorecard(run_state, owner_state)
         timer = gr.Timer(POLL_SECONDS)
 
         preset.change(preset_values, preset, knobs[1:])
         estimate_button.click(show_estimate, [dataset_state, *knobs], estimate)
-        start.click(start_training, [dataset_state, *knobs], [run_state, progress]).then(
+        start.click(start_training, [dataset_state, owner_state, *knobs], [run_state, progress]).then(
             show_estimate, [dataset_state, *knobs], estimate)
-        stop.click(stop_training, run_state, progress)
-        timer.tick(poll_run, run_state, [progress, loss_plot, lr_plot, log, compare])
-        timer.tick(refresh_scorecard, [run_state, scorecard["shown"], scorecard["verdict"]], scorecard["outputs"])
+        stop.click(stop_training, [run_state, owner_state], progress)
+        resume.click(resume_training, [run_state, owner_state], progress)
+        timer.tick(show_resume, [run_state, owner_state], resume)
+        timer.tick(poll_run, [run_state, owner_state], [progress, loss_plot, lr_plot, log, compare])
+        timer.tick(refresh_scorecard, [run_state, owner_state, scorecard["shown"], scorecard["verdict"]],
+                   scorecard["outputs"])
     return {"preset": preset, "knobs": knobs, "compare": compare, "scorecard_table": scorecard["table"]}

@@ -1,17 +1,12 @@
 """A real app server on 127.0.0.1 and a real headless Chromium driving it."""
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from fake_hub import CANARY, FakeHub
-from helpers import free_port
+from helpers import start_app_server, stop_process
+from leak_checks import SERVER_TOKEN_CANARY
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -29,34 +24,18 @@ def session_hub():
 def app_server(tmp_path_factory, session_hub):
     """`python app.py` with its own runs/ and workspaces/ folder; yields (url, home).
 
-    The Hub it talks to is the fake one (HF_ENDPOINT), online, with no token of its own (HF_HOME in tmp,
-    HF_TOKEN unset): Publish must use the token the visitor pastes."""
+    The Hub it talks to is the fake one (HF_ENDPOINT), online. The server's own HF_TOKEN is a second canary
+    that the fake Hub doesn't know (HF_HOME in tmp, no saved login): Publish must use the token the visitor
+    pastes, and neither token may show up anywhere. Gradio keeps its files in home/gradio (GRADIO_TEMP_DIR)."""
     home = tmp_path_factory.mktemp("app-home")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    env.update({"KANTELE_HOME": str(home), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-                "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": session_hub.url,
-                "HF_HOME": str(home / "hf-home")})
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("app did not start:\n" + (home / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-    yield url, home
-    server.terminate()
     try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
+        server, url = start_app_server(home, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": session_hub.url,
+                                              "HF_HOME": str(home / "hf-home"), "HF_TOKEN": SERVER_TOKEN_CANARY,
+                                              "GRADIO_TEMP_DIR": str(home / "gradio")})
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield url, home
+    stop_process(server)
 
 
 @pytest.fixture(scope="session")

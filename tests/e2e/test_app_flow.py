@@ -1,20 +1,27 @@
-"""The Kalevala flow in a real browser: load data -> train a few steps -> both panes answer -> publish view."""
+"""The Kalevala flow in a real browser: load data -> train a few steps -> both panes answer -> publish view,
+then the secrets sweep: the canary token, used through every flow, shows up nowhere."""
 
+import re
 import signal
 
-from browser_helpers import screenshot
+from browser_helpers import CAPTURE_RESPONSES_JS, captured_responses, screenshot
 from fake_hub import CANARY
+from fake_openai import FakeOpenAI
+from leak_checks import SERVER_TOKEN_CANARY, files_under, find_secrets
 from playwright.sync_api import expect
 
 from tuning.run_files import read_status
+from ui.generate_panel import OPENAI_CHOICE
 from ui.publish_tab import INCLUDE_DATASET
 
 TRAIN_TIMEOUT_MS = 600_000  # a 4-step run plus its 58-question scorecard; CI machines are slow
 ANSWER_TIMEOUT_MS = 180_000
 
 
-def open_app(browser, url):
+def open_app(browser, url, capture: bool = False):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    if capture:
+        page.add_init_script(CAPTURE_RESPONSES_JS)
     page.goto(url, wait_until="domcontentloaded")
     expect(page.get_by_role("tab", name="Chat")).to_be_visible(timeout=60_000)
     return page
@@ -62,7 +69,7 @@ def assistant_messages(page, pane: str):
 
 def test_kalevala_flow_end_to_end(browser, app_server, session_hub):
     url, home = app_server
-    page = open_app(browser, url)
+    page = open_app(browser, url, capture=True)
 
     load_kalevala(page)
     expect(page.locator("#data-preview")).to_contain_text("Lönnrot")
@@ -98,6 +105,9 @@ def test_kalevala_flow_end_to_end(browser, app_server, session_hub):
     screenshot(page, "chat")
 
     publish_to_the_fake_hub(page, session_hub, home)
+    chat_with_a_private_hub_adapter(page)
+    generate_with_a_remote_backend(page)
+    no_secret_anywhere(page, home)
     page.close()
 
 
@@ -134,6 +144,52 @@ def publish_to_the_fake_hub(page, hub, home):
     screenshot(page, "publish")
     assert CANARY not in page.content()
     assert CANARY not in (home / "server.log").read_text()
+
+
+def chat_with_a_private_hub_adapter(page):
+    """The adapter just pushed is private; asking for it by id goes to the (fake) Hub with the server's own
+    token -- the second canary -- and comes back refused, the refusal naming no token."""
+    page.get_by_role("tab", name="Chat").click()
+    hub_box = page.locator("#hub-adapter textarea, #hub-adapter input").first
+    hub_box.fill("alice/kalevala-e2e")
+    hub_box.press("Enter")
+    expect(page.locator("#pane-note")).to_contain_text(re.compile("not an adapter on the Hub|can't download"),
+                                                       timeout=60_000)
+    hub_box.fill("")
+
+
+def generate_with_a_remote_backend(page):
+    """Generate pairs with an OpenAI-compatible endpoint whose API key is the canary. The endpoint echoes the
+    key in its first reply's error (as careless servers do); the batch is retried and its pairs arrive."""
+    from test_generate_flow import fill, lonnrot_section
+
+    with FakeOpenAI(CANARY, echo_key_in_errors=1) as endpoint:
+        page.get_by_role("tab", name="Data").click()
+        page.get_by_text("Generate pairs from documents").click()
+        page.get_by_label(OPENAI_CHOICE).check()
+        fill(page, "#generate-base-url textarea", endpoint.url)
+        fill(page, "#generate-model textarea", "fake-qa")
+        fill(page, "#generate-key input", CANARY)
+        fill(page, "#generate-text textarea", lonnrot_section())
+        fill(page, "#generate-batches input", "1")
+        page.locator("#generate-start").click()
+        progress = page.locator("#generate-progress")
+        expect(progress).to_contain_text("Done", timeout=120_000)
+        expect(progress).to_contain_text("kept of")
+    assert len(endpoint.authorizations) >= 2, "the echoed error was retried"
+    assert set(endpoint.authorizations) == {f"Bearer {CANARY}"}, "the key typed in is the one the endpoint got"
+    screenshot(page, "generate-remote")
+
+
+def no_secret_anywhere(page, home):
+    """Both canaries -- the token typed into Publish and the generator's key field, and the server's own
+    HF_TOKEN -- in no file of the app's home (runs, workspaces, gradio's files, the server log), not in the
+    page, and not in any response the page received (raw, hex, url-encoded or base64 at any alignment)."""
+    files = files_under(home)
+    responses = captured_responses(page)
+    assert any("Pushed" in text for text in responses.values()), "the responses were captured"
+    hits = find_secrets([CANARY, SERVER_TOKEN_CANARY], files, {"page HTML": page.content(), **responses})
+    assert hits == [], f"secrets found in {len(hits)} places (of {len(files)} files, {len(responses)} responses)"
 
 
 def test_second_visitor_chats_while_first_trains_and_a_killed_run_is_reported(browser, app_server):
