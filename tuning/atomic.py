@@ -47,12 +47,12 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield staging
         staging.chmod(DIR_MODE)
-        replace_dir(staging, path)
+        _replace_dir(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def replace_dir(staging: str | os.PathLike, target: str | os.PathLike) -> None:
+def _replace_dir(staging: str | os.PathLike, target: str | os.PathLike) -> None:
     """Put a finished folder in place of target (an old one is moved aside first, then deleted)."""
     # POSIX can't rename a folder over a non-empty one; moving the old one aside keeps the gap to two
     # renames, during which target is missing (never half there).

@@ -12,12 +12,11 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuning.atomic import replace_dir
+from tuning.atomic import staged_dir
 from tuning.config import load_recipe, write_text_atomic
 from tuning.gguf_export import GGUFExportError, verify_gguf, write_gguf  # noqa: F401 (verify_gguf: API)
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, ENVIRONMENT_FILE, has_adapter, read_json
@@ -90,18 +89,12 @@ def merge_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     model = PeftModel.from_pretrained(model, str(run_dir / ADAPTER_DIR)).merge_and_unload()
     model = model.to(getattr(torch, stored) if stored in ("bfloat16", "float16") else torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
+    with staged_dir(out_dir) as staging:  # a crash mid-save leaves the previous merge, never half of one
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         for name in _TOKENIZER_SOURCES:
             if (base.path / name).is_file() and not (staging / name).exists():
                 shutil.copyfile(base.path / name, staging / name)
-        staging.chmod(0o755)
-        replace_dir(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 

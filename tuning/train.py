@@ -47,6 +47,7 @@ from tuning.run_files import (
     RUNNING,
     SCORECARD_PHASE,
     STOPPED,
+    checkpoint_step,
     latest_checkpoint,
     read_metrics,
     remove_incomplete_checkpoints,
@@ -195,12 +196,6 @@ def write_scorecard(run_dir: Path) -> None:
                       run_dir, exc)
 
 
-def last_checkpoint(run_dir: Path) -> str | None:
-    """The newest checkpoint of a run that was saved whole (a kill mid-save leaves one that isn't), if any."""
-    found = latest_checkpoint(run_dir)
-    return str(found) if found else None
-
-
 def train(recipe: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False) -> Path:
     """Fine-tune per the recipe into run_dir; returns the adapter folder. Signals stop it gracefully."""
     run_dir = Path(run_dir)
@@ -270,7 +265,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
     if recipe.training.threads:
         torch.set_num_threads(recipe.training.threads)
     stopper = GracefulStop()  # installed first: a signal during model loading still ends cleanly
-    checkpoint = last_checkpoint(run_dir) if resume else None
+    checkpoint = latest_checkpoint(run_dir) if resume else None  # saved whole: a kill mid-save is passed over
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint in %s, starting from the beginning", run_dir / CHECKPOINTS_DIR)
 
@@ -286,7 +281,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
 
     elapsed_before = 0.0
     if checkpoint:
-        step = int(Path(checkpoint).name.split("-")[-1])
+        step = checkpoint_step(checkpoint)
         truncate_metrics(run_dir, step)
         elapsed_before = max((r.get("elapsed_s", 0.0) for r in read_metrics(run_dir)), default=0.0)
         log.info("resuming from %s (step %d)", checkpoint, step)
@@ -295,7 +290,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
 
     trainer = build_trainer(recipe, run_dir, model, tokenizer, train_set, validation_set,
                             callbacks=[MetricsCallback(run_dir, elapsed_before), stopper])
-    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     step_reached, total_steps = trainer.state.global_step, trainer.state.max_steps
     adapter_dir = run_dir / ADAPTER_DIR
