@@ -76,6 +76,9 @@ def test_only_a_failed_or_stopped_run_with_a_checkpoint_resumes(queue):
     assert queue.view(bare.name).resumable
 
 
+RESUME_BUTTON = 5  # poll_run's outputs: progress, loss, learning rate, log, compare, resume
+
+
 def test_the_train_tab_offers_resume_for_a_resumable_run_of_the_visitors_own(queue, monkeypatch):
     from ui import train_tab
 
@@ -88,10 +91,10 @@ def test_the_train_tab_offers_resume_for_a_resumable_run_of_the_visitors_own(que
     run = queue.runs_dir / "20250101-000000-killed-cccccc"
     write_status(run, "failed", error="training process ended: killed by signal 9")
     record_owner(run, alice)
-    assert train_tab.show_resume(run.name, alice)["visible"] is False  # no checkpoint yet
+    assert train_tab.poll_run(run.name, alice)[RESUME_BUTTON]["visible"] is False  # no checkpoint yet
     write_checkpoint(run, 2, "{}")
-    assert train_tab.show_resume(run.name, alice)["visible"] is True
-    assert train_tab.show_resume(run.name, bob)["visible"] is False
+    assert train_tab.poll_run(run.name, alice)[RESUME_BUTTON]["visible"] is True
+    assert train_tab.poll_run(run.name, bob)[RESUME_BUTTON]["visible"] is False
     assert "Not resumed" in train_tab.resume_training(run.name, bob) and resumed == []
     assert "Resuming" in train_tab.resume_training(run.name, alice) and resumed == [run.name]
 

@@ -101,14 +101,6 @@ def resume_training(run_id: str | None, owner: Owner | None) -> str:
     return f"Resuming `{run_id}` from its last checkpoint."
 
 
-def show_resume(run_id: str | None, owner: Owner | None):
-    """The Resume button, shown while this visitor's run can continue from a checkpoint."""
-    try:
-        return gr.update(visible=bool(run_id) and QUEUE.owned_run_dir(run_id, owner) and QUEUE.can_resume(run_id))
-    except ValueError:  # not a run id, or not this visitor's
-        return gr.update(visible=False)
-
-
 def _minutes(seconds) -> str:
     return "–" if seconds is None else f"{seconds / 60:.1f} min"
 
@@ -141,20 +133,21 @@ def _busy_note(active: str | None, run_id: str | None, owner: Owner | None) -> s
 
 
 def poll_run(run_id: str | None, owner: Owner | None):
-    """Refresh progress, curves and log of this visitor's run (and say who else is training)."""
+    """Refresh progress, curves, log and buttons of this visitor's run (and say who else is training)."""
+    hidden = gr.update(visible=False)
     if owner is None and run_id:  # the page's load event, which identifies the visitor, hasn't run yet
-        return (gr.skip(),) * 5
+        return (gr.skip(),) * 6
     others = _busy_note(QUEUE.active_run(), run_id, owner)
     if not run_id:
-        return (others or "No training started in this browser yet.", None, None, "", gr.update(visible=False))
+        return (others or "No training started in this browser yet.", None, None, "", hidden, hidden)
     try:
         QUEUE.owned_run_dir(run_id, owner)
         view = QUEUE.view(run_id)
     except ValueError as error:
-        return (f"**Can't show that run:** {error}", None, None, "", gr.update(visible=False))
+        return (f"**Can't show that run:** {error}", None, None, "", hidden, hidden)
     text = _progress_text(view) + (f"\n\n{others}" if others else "")
     return (text, curves_frame(view.metrics, ("loss", "eval_loss")), curves_frame(view.metrics, ("learning_rate",)),
-            view.log_tail, gr.update(visible=view.adapter_ready))
+            view.log_tail, gr.update(visible=view.adapter_ready), gr.update(visible=view.resumable))
 
 
 def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -> dict:
@@ -198,8 +191,7 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
             show_estimate, [dataset_state, *knobs], estimate)
         stop.click(stop_training, [run_state, owner_state], progress)
         resume.click(resume_training, [run_state, owner_state], progress)
-        timer.tick(show_resume, [run_state, owner_state], resume)
-        timer.tick(poll_run, [run_state, owner_state], [progress, loss_plot, lr_plot, log, compare])
+        timer.tick(poll_run, [run_state, owner_state], [progress, loss_plot, lr_plot, log, compare, resume])
         timer.tick(refresh_scorecard, [run_state, owner_state, scorecard["shown"], scorecard["verdict"]],
                    scorecard["outputs"])
     return {"preset": preset, "knobs": knobs, "compare": compare, "scorecard_table": scorecard["table"]}
