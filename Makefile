@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test install install-dev browser
+.PHONY: run test install install-dev browser slurm
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,16 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 browser:
 	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# The cluster test submits configs/slurm/train.sbatch to a one-node SLURM that tests/local_slurm.py starts
+# (and stops) itself; installing the package starts nothing.
+slurm:
+	command -v sbatch >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm)
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
 	$(PY) app.py
 
-test: install-dev browser
+test: install-dev browser slurm
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 tests

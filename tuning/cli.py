@@ -1,4 +1,5 @@
-"""`python -m tuning {train,answer,eval,generate,push,export,deploy}`: everything the app does, from the shell."""
+"""`python -m tuning {train,answer,eval,generate,push,export,deploy,bundle,import-adapter}`: everything the app does,
+from the shell."""
 
 from __future__ import annotations
 
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_push_parser(commands)
     _add_export_parser(commands)
     _add_deploy_parser(commands)
+    _add_bundle_parser(commands)
+    _add_import_parser(commands)
     return parser
 
 
@@ -302,6 +305,49 @@ def _add_export_parser(commands) -> None:
     export.set_defaults(func=command_export)
 
 
+def command_bundle(args) -> int:
+    """Pack a run to train unchanged on a cluster: a zip (--out *.zip) or a folder."""
+    from tuning.cluster_bundle import plan_bundle, write_bundle_dir, write_bundle_zip
+
+    out = Path(args.out)
+    bundle = plan_bundle(args.run)
+    written = write_bundle_zip(bundle, out) if out.suffix.lower() == ".zip" else write_bundle_dir(bundle, out)
+    for note in bundle.notes:
+        print(f"note: {note}", file=sys.stderr)
+    unpack = f"unzip {written.name} && cd {bundle.name}" if out.suffix.lower() == ".zip" else f"cd {written}"
+    print(f"written: {written}\non the cluster: {unpack}, then see README.txt (N=4 bash train.sh, or sbatch train.sbatch)")
+    return 0
+
+
+def _add_bundle_parser(commands) -> None:
+    bundle = commands.add_parser("bundle", help="pack a run (recipe, exact data, code, launch scripts) for a cluster",
+                                 description="The bundle trains with `accelerate launch` on 1..N GPUs (train.sh) or "
+                                             "SLURM nodes (train.sbatch); README.txt inside says how.")
+    bundle.add_argument("--run", required=True, help="run folder (its config.yaml and data/ are bundled)")
+    bundle.add_argument("--out", required=True, help="FILE.zip, or a folder to create")
+    bundle.set_defaults(func=command_bundle)
+
+
+def command_import_adapter(args) -> int:
+    """Add an adapter trained elsewhere (a zip or folder of the adapter or its whole run) as a finished run."""
+    from tuning.adapter_import import import_adapter
+
+    imported = import_adapter(args.source, args.runs)
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"imported: {imported.run_dir} (base model {imported.base_model})")
+    return 0
+
+
+def _add_import_parser(commands) -> None:
+    importer = commands.add_parser("import-adapter", help="add an adapter trained elsewhere as a finished run",
+                                   description="Weights must be adapter_model.safetensors; the base model must "
+                                               "load on this machine.")
+    importer.add_argument("--source", required=True, help="a .zip or folder: the adapter folder or its whole run")
+    importer.add_argument("--runs", default=str(DEFAULT_RUNS_DIR), help="runs folder to add it to (default: runs)")
+    importer.set_defaults(func=command_import_adapter)
+
+
 def _add_generate_parser(commands) -> None:
     from tuning.qa_backends import DEFAULT_REMOTE_IN_FLIGHT
     from tuning.qa_validate import ValidationSettings
@@ -341,6 +387,8 @@ def _add_generate_parser(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line instead of a traceback."""
+    from tuning.adapter_import import AdapterImportError
+    from tuning.cluster_bundle import BundleError
     from tuning.config import ConfigError
     from tuning.data import DataError
     from tuning.errors import DiskFullError
@@ -356,6 +404,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DataError, ModelLoadError, TemplateError, FileNotFoundError, BackendError, HubError,
-            ExportError, DiskFullError) as exc:
+            ExportError, DiskFullError, BundleError, AdapterImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

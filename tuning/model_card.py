@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tuning.config import EMBEDDED_MODEL, load_recipe
 from tuning.curves import LOSS_PNG
+from tuning.distributed import effective_batch
 from tuning.run_files import (
     CONFIG_FILE,
     DATA_FILE,
@@ -74,6 +75,14 @@ def _scorecard(report: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _batch_row(batch_size: int, grad_accum: int, processes: int) -> str:
+    """The card's batch line; a distributed run shows its processes and the effective batch they make."""
+    if processes == 1:
+        return f"| batch x grad accumulation | {batch_size} x {grad_accum} |"
+    return (f"| batch x grad accumulation x processes | {batch_size} x {grad_accum} x {processes} = "
+            f"{effective_batch(batch_size, grad_accum, processes)} per step |")
+
+
 def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTER", license_name: str = "apache-2.0",
                       dataset_repo: str | None = None, merged: bool = False) -> str:
     """The adapter's model card as Markdown with YAML metadata; uses only what the run folder holds.
@@ -104,7 +113,7 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
              f"| target modules | {lora.target_modules} |",
              f"| epochs / max steps | {t.epochs} / {t.max_steps} |",
              f"| learning rate, schedule | {t.learning_rate}, {t.lr_scheduler} |",
-             f"| batch x grad accumulation | {t.batch_size} x {t.grad_accum} |",
+             _batch_row(t.batch_size, t.grad_accum, environment.get("processes", 1)),
              f"| max length | {recipe.data.max_length} tokens |", ""]
     if losses:
         lines.append(f"Training loss went from {losses[0]['loss']:.3f} to {losses[-1]['loss']:.3f} in "

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, LoraConfig, ModelConfig
+from tuning.distributed import Placement
 from tuning.errors import first_line
 from tuning.hub_auth import download_token
 
@@ -200,17 +201,22 @@ def torch_dtype(cfg: ModelConfig):
     return torch.float32
 
 
-def bnb_config(cfg: ModelConfig):
-    """The bitsandbytes 4-bit NF4 settings of a QLoRA recipe (None for full precision)."""
+def bnb_config(cfg: ModelConfig, sharded: bool = False):
+    """The bitsandbytes 4-bit NF4 settings of a QLoRA recipe (None for full precision).
+
+    sharded (FSDP): the packed 4-bit weights are stored in the compute dtype instead of uint8, because
+    FSDP flattens each wrapped block into one tensor of a single dtype (bitsandbytes' FSDP-QLoRA recipe)."""
     if not cfg.load_in_4bit:
         return None
     from transformers import BitsAndBytesConfig
 
+    extra = {"bnb_4bit_quant_storage": torch_dtype(cfg)} if sharded else {}
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=cfg.double_quant,
         bnb_4bit_compute_dtype=torch_dtype(cfg),
+        **extra,
     )
 
 
@@ -245,17 +251,21 @@ def load_tokenizer(path: Path):
     return tokenizer
 
 
-def load_base_model(path: Path, cfg: ModelConfig):
-    """Load the base weights in 4-bit NF4 (QLoRA) or full precision, on the GPU when there is one."""
+def load_base_model(path: Path, cfg: ModelConfig, placement: Placement | None = None):
+    """Load the base weights in 4-bit NF4 (QLoRA) or full precision, on the GPU when there is one.
+
+    In a distributed run (placement) each process takes its own GPU; under FSDP the weights are
+    loaded unplaced and FSDP shards them onto the GPUs."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    quantization = bnb_config(cfg)
+    placement = placement or Placement()
+    quantization = bnb_config(cfg, sharded=placement.fsdp)
     kwargs = {"dtype": torch_dtype(cfg)}
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-    if torch.cuda.is_available():
-        kwargs["device_map"] = {"": 0}
+    if torch.cuda.is_available() and not placement.fsdp:
+        kwargs["device_map"] = {"": placement.local_rank}
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:  # OSError, ValueError, safetensors' own error for a truncated file, ...

@@ -23,9 +23,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SPACE_SETTINGS_FILE = "spaces.yaml"
 TOKEN_SECRET = "HF_TOKEN"
 # What a Space needs to run the app: code, recipes and the worked example. Tests, benches, docs and
-# runs stay home (runs may hold a visitor's private data).
+# runs stay home (runs may hold a visitor's private data). The accelerate and SLURM files go into the
+# Train tab's cluster bundles.
 APP_FILE_PATTERNS = ("app.py", "requirements.txt", SPACE_SETTINGS_FILE, "tuning/*.py", "ui/*.py",
-                     "configs/*.yaml", "datasets/kalevala/*")
+                     "configs/*.yaml", "configs/accelerate/*.yaml", "configs/slurm/*.sbatch", "datasets/kalevala/*")
 # Visitors publish under their own name: "Sign in with Hugging Face" asks for these scopes.
 OAUTH_SCOPES = ("write-repos", "manage-repos")
 

@@ -23,6 +23,7 @@ from tuning.data import (
     split_examples,
     write_jsonl,
 )
+from tuning.distributed import Placement, effective_batch, read_placement
 from tuning.errors import disk_full_error, is_disk_full
 from tuning.formatting import IGNORE_INDEX, encode_for_training, with_system_prompt
 from tuning.models import (
@@ -58,9 +59,14 @@ from tuning.run_files import (
 
 log = logging.getLogger("tuning.train")
 
+SCORECARD_NICENESS = 10  # lower CPU priority for the scorecard, which runs beside the chat
 
-def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path) -> tuple[list[dict], list[dict]]:
-    """Load, validate, split and tokenize the recipe's data; record what was used in the run folder."""
+
+def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = True) -> tuple[list[dict], list[dict]]:
+    """Load, validate, split and tokenize the recipe's data; record what was used in the run folder.
+
+    Every training process prepares the same rows (the split is seeded); only the one with
+    record=True writes them, so a distributed run leaves one copy."""
     system = recipe.data.system_prompt
     max_length = recipe.data.max_length
 
@@ -81,20 +87,21 @@ def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path) -> tuple[list[d
     if leaked:
         log.warning("%d validation question(s) also appear in the training data (validation rows %s): their "
                     "scores measure memory, not learning -- remove them from one side", len(leaked), leaked[:20])
-    write_jsonl(train_rows, run_dir / RUN_DATA_DIR / RUN_TRAIN_FILE)
-    write_jsonl(validation_rows, run_dir / RUN_DATA_DIR / RUN_VALIDATION_FILE)
-    write_json(
-        run_dir / DATA_FILE,
-        {
-            "train_files": recipe.data.train,
-            "validation_files": recipe.data.validation,
-            "train_examples": len(train_rows),
-            "validation_examples": len(validation_rows),
-            "train_fingerprint": fingerprint_examples(train_rows),
-            "validation_fingerprint": fingerprint_examples(validation_rows),
-            "train_report": train.report.summary(),
-        },
-    )
+    if record:
+        write_jsonl(train_rows, run_dir / RUN_DATA_DIR / RUN_TRAIN_FILE)
+        write_jsonl(validation_rows, run_dir / RUN_DATA_DIR / RUN_VALIDATION_FILE)
+        write_json(
+            run_dir / DATA_FILE,
+            {
+                "train_files": recipe.data.train,
+                "validation_files": recipe.data.validation,
+                "train_examples": len(train_rows),
+                "validation_examples": len(validation_rows),
+                "train_fingerprint": fingerprint_examples(train_rows),
+                "validation_fingerprint": fingerprint_examples(validation_rows),
+                "train_report": train.report.summary(),
+            },
+        )
     return encode_rows(train_rows, tokenizer, recipe), encode_rows(validation_rows, tokenizer, recipe)
 
 
@@ -142,7 +149,10 @@ class PadToLongest:
 
 
 def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool):
-    """The recipe's training section as transformers TrainingArguments (the one place they meet)."""
+    """The recipe's training section as transformers TrainingArguments (the one place they meet).
+
+    Under `accelerate launch` the Trainer reads the launcher's environment itself (DDP, or FSDP from
+    the accelerate config): batch_size stays per process, so the effective batch grows with the processes."""
     import torch
     from transformers import TrainingArguments
 
@@ -174,6 +184,7 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
         bf16=use_bf16,
         fp16=on_gpu and not use_bf16 and dtype in ("auto", "float16"),
         use_cpu=not on_gpu,
+        ddp_find_unused_parameters=False,  # the frozen base has no gradients by design: nothing to search for
         train_sampling_strategy="group_by_length",
         remove_unused_columns=False,
         dataloader_pin_memory=on_gpu,
@@ -188,6 +199,8 @@ def write_scorecard(run_dir: Path) -> None:
     from tuning.evaluate import evaluate_run, format_summary
 
     write_status(run_dir, RUNNING, phase=SCORECARD_PHASE)
+    # The adapter is already open in Chat: on a shared CPU the person chatting goes first, the scorecard after.
+    os.nice(SCORECARD_NICENESS)
     log.info("scoring base vs tuned on the validation questions")
     try:
         log.info("scorecard:\n%s", format_summary(evaluate_run(run_dir)))
@@ -197,12 +210,17 @@ def write_scorecard(run_dir: Path) -> None:
 
 
 def train(recipe: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False) -> Path:
-    """Fine-tune per the recipe into run_dir; returns the adapter folder. Signals stop it gracefully."""
+    """Fine-tune per the recipe into run_dir; returns the adapter folder. Signals stop it gracefully.
+
+    Launched by `accelerate launch` / torchrun, every process calls this; only the main one writes the run folder."""
     run_dir = Path(run_dir)
-    setup_logging(run_dir)
+    placement = read_placement()
+    setup_logging(run_dir, to_file=placement.is_main)
+    if not placement.is_main:
+        return _train(recipe, run_dir, resume, placement)
     write_status(run_dir, RUNNING, pid=os.getpid(), started=time.time())
     try:
-        return _train(recipe, run_dir, resume)
+        return _train(recipe, run_dir, resume, placement)
     except BaseException as exc:
         failure = disk_full_error(run_dir) if is_disk_full(exc, run_dir) else None  # says what's free now
         if failure:
@@ -219,7 +237,7 @@ def load_model_for_training(recipe: RecipeConfig, model_path: Path):
     """The base model (4-bit NF4 for QLoRA) with the recipe's fresh LoRA adapter attached."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    model = load_base_model(model_path, recipe.model)
+    model = load_base_model(model_path, recipe.model, read_placement())
     if recipe.model.load_in_4bit:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
@@ -257,7 +275,22 @@ def save_adapter(model, tokenizer, adapter_dir: Path) -> None:
         tokenizer.save_pretrained(staging)  # chat template travels with the adapter
 
 
-def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
+def save_sharded_adapter(trainer, tokenizer, adapter_dir: Path, placement: Placement) -> None:
+    """FSDP: gather the full adapter state on the main process (Trainer.save_model does the gathering,
+    called on every process), into a staging folder the main process then moves into place."""
+    staging = adapter_dir.with_name(f".{adapter_dir.name}-gathering")
+    trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(staging))
+    trainer.accelerator.wait_for_everyone()
+    if placement.is_main:
+        with staged_dir(adapter_dir) as target:
+            for item in staging.iterdir():
+                item.rename(target / item.name)
+            tokenizer.save_pretrained(target)
+        staging.rmdir()
+
+
+def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placement) -> Path:
     import torch
 
     from tuning.train_callbacks import GracefulStop, MetricsCallback
@@ -270,31 +303,45 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool) -> Path:
         log.warning("--resume: no checkpoint in %s, starting from the beginning", run_dir / CHECKPOINTS_DIR)
 
     model_ref = resolve_model(recipe.model.name, recipe.model.revision)
+    t = recipe.training
+    batch = effective_batch(t.batch_size, t.grad_accum, placement.world_size)
     log.info("base model: %s (%s)", display_name(model_ref), model_ref.path)
-    save_recipe(recipe, run_dir / CONFIG_FILE, header=f"resolved recipe of this run; base model at {model_ref.path}")
-    write_json(run_dir / ENVIRONMENT_FILE, {**library_versions(), "base_model": {
-        "name": model_ref.name, "hub_id": model_ref.hub_id, "revision": model_ref.revision}})
+    log.info("effective batch: %d conversations per optimizer step (%d per process x %d accumulated x %d "
+             "process(es)%s)", batch, t.batch_size, t.grad_accum, placement.world_size, ", FSDP" if placement.fsdp else "")
+    if placement.is_main:
+        save_recipe(recipe, run_dir / CONFIG_FILE, header=f"resolved recipe of this run; base model at {model_ref.path}")
+        write_json(run_dir / ENVIRONMENT_FILE, {**library_versions(), "base_model": {
+            "name": model_ref.name, "hub_id": model_ref.hub_id, "revision": model_ref.revision},
+            "processes": placement.world_size, "fsdp": placement.fsdp, "effective_batch": batch})
 
     tokenizer = load_tokenizer(model_ref.path)
-    train_set, validation_set = prepare_data(recipe, tokenizer, run_dir)
+    train_set, validation_set = prepare_data(recipe, tokenizer, run_dir, record=placement.is_main)
     model = load_model_for_training(recipe, model_ref.path)
 
     elapsed_before = 0.0
     if checkpoint:
         step = checkpoint_step(checkpoint)
-        truncate_metrics(run_dir, step)
+        if placement.is_main:
+            truncate_metrics(run_dir, step)
         elapsed_before = max((r.get("elapsed_s", 0.0) for r in read_metrics(run_dir)), default=0.0)
         log.info("resuming from %s (step %d)", checkpoint, step)
-    elif not resume:
+    elif not resume and placement.is_main:
         truncate_metrics(run_dir, -1)
 
+    # Only the main process writes metrics.jsonl; every process honours a stop (at the same step).
+    callbacks = [MetricsCallback(run_dir, elapsed_before)] if placement.is_main else []
     trainer = build_trainer(recipe, run_dir, model, tokenizer, train_set, validation_set,
-                            callbacks=[MetricsCallback(run_dir, elapsed_before), stopper])
+                            callbacks=[*callbacks, stopper])
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     step_reached, total_steps = trainer.state.global_step, trainer.state.max_steps
     adapter_dir = run_dir / ADAPTER_DIR
-    save_adapter(model, tokenizer, adapter_dir)
+    if placement.fsdp:  # the adapter's weights are sharded: every process takes part in gathering them
+        save_sharded_adapter(trainer, tokenizer, adapter_dir, placement)
+    elif placement.is_main:
+        save_adapter(model, tokenizer, adapter_dir)
+    if not placement.is_main:  # the curves, scorecard and status are the main process's to write
+        return adapter_dir
     save_training_curves(run_dir)
     if recipe.training.scorecard and validation_set and not stopper.requested:
         del trainer, model  # the scorecard loads the base once more, with the adapter switchable

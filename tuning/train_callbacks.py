@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from tuning.distributed import any_process
 from tuning.run_files import append_metrics
 
 log = logging.getLogger("tuning.train")
@@ -86,6 +87,9 @@ class GracefulStop(TrainerCallback):
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
+        # Under DDP a signal may reach one process a step before the others: stopping alone would leave
+        # them waiting for its gradients forever, so all agree on it at every step.
+        self.requested = any_process(self.requested)
         if self.requested:
             control.should_training_stop = True
             control.should_save = True  # so --resume continues from exactly here

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from tuning.adapter_import import AdapterImportError, import_adapter
 from tuning.chat import GenerationSettings
 from tuning.models import ModelLoadError, display_name
 from tuning.run_files import has_adapter
@@ -11,6 +12,9 @@ from tuning.run_owner import Owner
 from ui.state import CHAT, QUEUE, RUNS_DIR
 
 BASE_ONLY = "(base model only)"
+IMPORT_HELP = ("A .zip of a run folder trained elsewhere -- a cluster bundle's `runs/NAME`, without checkpoints/ -- "
+               "or of its adapter folder (adapter_config.json + adapter_model.safetensors). It becomes a finished "
+               "run of yours, here and in Publish.")
 DEFAULT_EXAMPLES = ["Who compiled the Kalevala?", "What is the Sampo?", "Who is Väinämöinen?",
                     "When is Kalevala Day?", "How many poems are in the 1849 Kalevala?"]
 
@@ -51,6 +55,21 @@ def describe_panes(owner: Owner | None, adapter: str | None, hub_adapter: str | 
 def _settings(max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty) -> GenerationSettings:
     return GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=0.0 if greedy else float(temperature),
                               top_k=int(top_k), top_p=float(top_p), repetition_penalty=float(repetition_penalty))
+
+
+def import_trained_adapter(upload, owner: Owner | None):
+    """Add an uploaded adapter (or run) zip as a finished run of this visitor's, and select it."""
+    if owner is None:
+        return "**Not imported:** this browser is not identified yet -- reload the page", gr.skip()
+    if not upload:
+        return "", gr.skip()
+    try:
+        imported = import_adapter(getattr(upload, "name", upload), QUEUE.runs_dir, owner)
+    except AdapterImportError as error:
+        return f"**Not imported:** {error}", gr.skip()
+    notes = "".join(f" ({note})" for note in imported.notes)
+    return (f"Imported as `{imported.run_id}` on base model `{imported.base_model}`{notes}; selected above.",
+            adapter_choices(owner, imported.run_id))
 
 
 def _history_messages(history: list[dict]) -> list[dict]:
@@ -110,6 +129,11 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
             hub_adapter = gr.Textbox(label="…or a Hub adapter id", placeholder="user/my-adapter", scale=2,
                                      elem_id="hub-adapter")
             refresh = gr.Button("Refresh runs", scale=1)
+        with gr.Accordion("Import a trained adapter (.zip)", open=False):
+            gr.Markdown(IMPORT_HELP)
+            upload = gr.File(label="Adapter or run (.zip)", file_types=[".zip"], type="filepath",
+                             elem_id="import-adapter-file")
+            imported = gr.Markdown(elem_id="import-adapter-status")
         note = gr.Markdown(elem_id="pane-note")
         with gr.Row():
             base_pane = gr.Chatbot(label="Base model", elem_id="base-pane", height=360)
@@ -142,6 +166,7 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
         clear.click(lambda: ([], [], ""), None, outputs)
         examples.click(lambda sample: sample[0], examples, question)
         refresh.click(adapter_choices, [owner_state, adapter], adapter)
+        upload.upload(import_trained_adapter, [upload, owner_state], [imported, adapter])
         adapter.change(describe_panes, [owner_state, adapter, hub_adapter], note)
         hub_adapter.submit(describe_panes, [owner_state, adapter, hub_adapter], note)
         dataset_state.change(example_samples, dataset_state, examples)

@@ -9,6 +9,7 @@ from tuning.estimate import estimate_recipe
 from tuning.models import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
 from tuning.run_files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
 from tuning.run_owner import Owner
+from ui.cluster_export import build_export_panel
 from ui.plots import curves_frame
 from ui.scorecard import build_scorecard, refresh_scorecard
 from ui.state import CHAT, CONFIGS_DIR, QUEUE, RUNS_DIR
@@ -183,6 +184,7 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
         log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True)
         compare = gr.Button("Compare in chat", visible=False, variant="primary", elem_id="compare-in-chat")
         scorecard = build_scorecard(run_state, owner_state)
+        build_export_panel(run_state, owner_state)
         timer = gr.Timer(POLL_SECONDS)
 
         preset.change(preset_values, preset, knobs[1:])

@@ -1,0 +1,311 @@
+"""Bring a LoRA adapter trained elsewhere (a cluster, another machine) back in as a finished run.
+
+Takes a zip -- of an adapter folder, or of a whole run folder -- or a folder, checks it the way an
+upload on a shared Space must be checked (no paths out of the folder, no pickled weights, a size cap,
+a base model this machine can load), and writes a completed run folder that Chat, the scorecard and
+Publish use like any other. The run appears whole or not at all (staged, then renamed into place).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from tuning.atomic import staged_dir
+from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ConfigError, RecipeConfig, load_recipe, save_recipe
+from tuning.data_files import MAX_UPLOAD_MB_ENV, MB, DataError, UploadLimits, upload_limits
+from tuning.run_files import (
+    ADAPTER_DIR,
+    CARD_FILE,
+    CHECKPOINTS_DIR,
+    COMPLETED,
+    CONFIG_FILE,
+    DATA_FILE,
+    ENVIRONMENT_FILE,
+    EVAL_CSV_FILE,
+    EVAL_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    RUN_DATA_DIR,
+    RUN_TRAIN_FILE,
+    RUN_VALIDATION_FILE,
+    STATUS_FILE,
+    read_json,
+    write_status,
+)
+from tuning.run_owner import Owner, record_owner
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# torch.load of these runs code from the file: on a shared Space one visitor's upload would run on the server.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# What of an adapter folder is kept: its config and weights, and the tokenizer saved beside them.
+ADAPTER_KEEP_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model", ".md")
+# What of a run folder is kept; status and owner are the importer's to write, checkpoints are not needed.
+RUN_KEEP_FILES = (METRICS_FILE, EVAL_FILE, EVAL_CSV_FILE, DATA_FILE, ENVIRONMENT_FILE, LOG_FILE, CARD_FILE,
+                  "loss.png", "learning_rate.png", f"{RUN_DATA_DIR}/{RUN_TRAIN_FILE}",
+                  f"{RUN_DATA_DIR}/{RUN_VALIDATION_FILE}")
+IGNORED_FOLDERS = (CHECKPOINTS_DIR, "__MACOSX")  # resume state (pickles, and large), and macOS zip litter
+# tuning.models converts the embedded model into <cache>/models/<this>: a path that differs per machine.
+EMBEDDED_CACHE_FOLDER = "smollm2-135m-instruct"
+HUB_CACHE_PREFIX = "models--"  # the Hub cache's folder for owner/name is models--owner--name
+HOW_TO_ZIP = ("zip the run folder (without checkpoints/) or the adapter folder: adapter_config.json + "
+              "adapter_model.safetensors")
+
+
+class AdapterImportError(ValueError):
+    """An upload that can't become a run; the message names the file or field and the fix."""
+
+
+@dataclass
+class ImportedRun:
+    """The run an import made, and what the person should know about it."""
+
+    run_id: str
+    run_dir: Path
+    base_model: str
+    notes: list[str] = field(default_factory=list)
+
+
+def import_adapter(source: str | os.PathLike, runs_dir: str | os.PathLike, owner: Owner | None = None,
+                   limits: UploadLimits | None = None) -> ImportedRun:
+    """Check a zip or folder holding an adapter (or a whole run) and add it to runs_dir as a completed run."""
+    from tuning.runs import make_run_id
+
+    source, runs_dir = Path(source), Path(runs_dir)
+    limits = limits or _limits()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    # Unpacked beside the runs (a dotted name: never listed as a run), so the final rename stays on one disk.
+    with tempfile.TemporaryDirectory(dir=runs_dir, prefix=".import-") as scratch:
+        root = _unpack(source, Path(scratch), limits) if source.is_file() else _checked_folder(source, limits)
+        adapter = find_adapter(root, source.name)
+        adapter_config = read_adapter_config(adapter / ADAPTER_CONFIG)
+        check_weights(adapter)
+        run_root = adapter.parent if adapter.name == ADAPTER_DIR and (adapter.parent / CONFIG_FILE).is_file() else None
+        recipe, where = _recipe(run_root, adapter_config)
+        _check_base_model(recipe, where)
+        run_id = make_run_id(f"{_stem(source)}-imported")
+        with staged_dir(runs_dir / run_id) as staging:
+            _copy_adapter(adapter, staging / ADAPTER_DIR)
+            if run_root is not None:
+                _copy_run_files(run_root, staging)
+            save_recipe(recipe, staging / CONFIG_FILE, header=f"imported from {source.name}; {where}")
+            status = read_json(run_root / STATUS_FILE, {}) if run_root else {}
+            steps = {key: status[key] for key in ("step", "total_steps") if isinstance(status.get(key), int)}
+            write_status(staging, COMPLETED, pid=None, imported_from=source.name, imported=time.time(), **steps)
+            if owner is not None:
+                record_owner(staging, owner)
+    notes = [] if run_root else [f"a bare adapter: the recipe was rebuilt from {ADAPTER_CONFIG}; no metrics "
+                                 "or scorecard came with it"]
+    return ImportedRun(run_id, runs_dir / run_id, recipe.model.name, notes)
+
+
+def _limits() -> UploadLimits:
+    try:
+        return upload_limits()
+    except DataError as exc:
+        raise AdapterImportError(str(exc)) from None
+
+
+def _stem(source: Path) -> str:
+    return source.name[: -len(".zip")] if source.name.lower().endswith(".zip") else source.name
+
+
+def _too_big(name: str, size: int, limits: UploadLimits) -> AdapterImportError:
+    return AdapterImportError(
+        f"{name}: {size / MB:,.1f} MB, over the upload limit of {limits.max_bytes / MB:,.1f} MB -- leave out "
+        f"checkpoints/ (only the adapter and the run's small files are imported), or ask whoever runs the app "
+        f"to raise {MAX_UPLOAD_MB_ENV}")
+
+
+def _unpack(archive: Path, into: Path, limits: UploadLimits) -> Path:
+    """Extract a zip's entries that an import uses, refusing any that would land outside `into`."""
+    size = archive.stat().st_size
+    if limits.max_bytes is not None and size > limits.max_bytes:
+        raise _too_big(archive.name, size, limits)
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            entries = opened.infolist()
+            for entry in entries:
+                _check_entry(entry, archive.name)
+            wanted = [e for e in entries if not e.is_dir() and not _ignored(PurePosixPath(_entry_name(e)))]
+            unpacked = sum(e.file_size for e in wanted)  # zipfile never yields more than an entry declares
+            if limits.max_bytes is not None and unpacked > limits.max_bytes:
+                raise _too_big(f"{archive.name} (unpacked)", unpacked, limits)
+            for entry in wanted:
+                target = into.joinpath(*PurePosixPath(_entry_name(entry)).parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with opened.open(entry) as packed, open(target, "wb") as out:
+                    shutil.copyfileobj(packed, out)
+    except zipfile.BadZipFile as exc:
+        raise AdapterImportError(f"{archive.name}: not a readable zip ({exc}) -- {HOW_TO_ZIP}, and upload "
+                                 "that .zip") from None
+    return into
+
+
+def _entry_name(entry: zipfile.ZipInfo) -> str:
+    return entry.filename.replace("\\", "/")  # zips made on Windows may separate with backslashes
+
+
+def _check_entry(entry: zipfile.ZipInfo, archive: str) -> None:
+    """Refuse an entry that is absolute, climbs out with '..', or is a link (it could point anywhere)."""
+    name = _entry_name(entry)
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
+        raise AdapterImportError(f"{archive}: entry '{name}' points outside the folder (an absolute path or "
+                                 "'..') -- zip the folder again from inside its parent, with relative paths")
+    if stat.S_ISLNK(entry.external_attr >> 16):
+        raise AdapterImportError(f"{archive}: entry '{name}' is a symbolic link -- zip the real files instead")
+
+
+def _ignored(path: PurePosixPath) -> bool:
+    return any(part in IGNORED_FOLDERS for part in path.parts)
+
+
+def _checked_folder(folder: Path, limits: UploadLimits) -> Path:
+    """A folder to import from: no links out of it, and no bigger than an upload may be."""
+    if not folder.is_dir():
+        raise AdapterImportError(f"{folder}: no such file or folder -- give a .zip or the adapter's folder")
+    total = 0
+    for path in folder.rglob("*"):
+        if _ignored(PurePosixPath(path.relative_to(folder).as_posix())):
+            continue
+        if path.is_symlink():
+            raise AdapterImportError(f"{path}: a symbolic link -- copy the real file in its place")
+        total += path.stat().st_size if path.is_file() else 0
+    if limits.max_bytes is not None and total > limits.max_bytes:
+        raise _too_big(folder.name, total, limits)
+    return folder
+
+
+def find_adapter(root: Path, shown: str) -> Path:
+    """The one adapter folder in an upload (the shallowest adapter_config.json outside checkpoints/)."""
+    found = [p.parent for p in root.rglob(ADAPTER_CONFIG) if not _ignored(PurePosixPath(p.relative_to(root).as_posix()))]
+    if not found:
+        raise AdapterImportError(f"{shown}: no {ADAPTER_CONFIG} in it -- {HOW_TO_ZIP}")
+    depth = min(len(p.parts) for p in found)
+    shallowest = [p for p in found if len(p.parts) == depth]
+    if len(shallowest) > 1:
+        names = ", ".join(sorted(p.relative_to(root).as_posix() for p in shallowest))
+        raise AdapterImportError(f"{shown}: several adapters side by side ({names}) -- zip one of them")
+    return shallowest[0]
+
+
+def read_adapter_config(path: Path) -> dict:
+    """adapter_config.json, checked for what an import needs: a LoRA adapter naming its base model."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AdapterImportError(f"{ADAPTER_CONFIG} can't be read ({exc}) -- save the adapter again with "
+                                 "PEFT's save_pretrained") from None
+    if not isinstance(config, dict):
+        raise AdapterImportError(f"{ADAPTER_CONFIG}: expected a JSON object -- save the adapter again with "
+                                 "PEFT's save_pretrained")
+    if str(config.get("peft_type", "")).upper() != "LORA":
+        raise AdapterImportError(f"{ADAPTER_CONFIG}: peft_type is {config.get('peft_type')!r} -- only LoRA "
+                                 "adapters can be imported")
+    base = config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base.strip():
+        raise AdapterImportError(f"{ADAPTER_CONFIG}: base_model_name_or_path is missing -- set it to the base "
+                                 "model's Hub id (e.g. TinyLlama/TinyLlama-1.1B-Chat-v1.0)")
+    return config
+
+
+def check_weights(adapter: Path) -> None:
+    """The weights must be adapter_model.safetensors, readable; pickled weights are refused outright."""
+    pickled = sorted(p.name for p in adapter.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise AdapterImportError(
+            f"{pickled[0]}: pickled weights are refused (loading them can run any code on this server) -- "
+            f"save the adapter with save_pretrained(..., safe_serialization=True) to get {ADAPTER_WEIGHTS}")
+    weights = adapter / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        raise AdapterImportError(f"{ADAPTER_WEIGHTS} is missing beside {ADAPTER_CONFIG} -- {HOW_TO_ZIP}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(weights, framework="numpy") as opened:  # reads the header only: cheap
+            tensors = list(opened.keys())
+    except Exception as exc:  # safetensors raises its own error type for a damaged file
+        raise AdapterImportError(f"{ADAPTER_WEIGHTS} can't be read ({exc}) -- the file is cut short or not "
+                                 "safetensors; zip the adapter folder again") from None
+    if not tensors:
+        raise AdapterImportError(f"{ADAPTER_WEIGHTS} holds no tensors -- zip the adapter folder of a finished run")
+
+
+def _recipe(run_root: Path | None, adapter_config: dict) -> tuple[RecipeConfig, str]:
+    """The run's own recipe when the upload is a run folder, else one rebuilt from adapter_config.json."""
+    if run_root is not None:
+        try:
+            recipe = load_recipe(run_root / CONFIG_FILE)
+        except ConfigError as exc:
+            raise AdapterImportError(f"the run's {exc} -- fix {CONFIG_FILE} or zip the adapter folder alone") from None
+        if recipe.model.name == AUTO_MODEL:  # 'auto' here may be another model than it was there
+            used = ((read_json(run_root / ENVIRONMENT_FILE, {}) or {}).get("base_model") or {}).get("name")
+            recipe.model.name = used or portable_base_name(adapter_config["base_model_name_or_path"])
+        return recipe, f"{CONFIG_FILE}'s model.name"
+    recipe = RecipeConfig()
+    recipe.model.name = portable_base_name(adapter_config["base_model_name_or_path"])
+    recipe.model.revision = adapter_config.get("revision") or None
+    # Nothing says whether it trained on a 4-bit base: load the base as saved, as for a Hub adapter.
+    recipe.model.load_in_4bit = False
+    lora = recipe.lora
+    for key, attribute, kind in (("r", "r", int), ("lora_alpha", "alpha", int), ("lora_dropout", "dropout", float)):
+        value = adapter_config.get(key, getattr(lora, attribute))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AdapterImportError(f"{ADAPTER_CONFIG}: {key} should be a number, got {value!r} -- save the "
+                                     "adapter again with PEFT's save_pretrained")
+        setattr(lora, attribute, kind(value))
+    targets = adapter_config.get("target_modules")
+    if isinstance(targets, str) or (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        lora.target_modules = sorted(targets) if isinstance(targets, list) else targets
+    return recipe, f"{ADAPTER_CONFIG}'s base_model_name_or_path"
+
+
+def portable_base_name(name: str) -> str:
+    """A base model as the training machine wrote it, as this machine can name it.
+
+    A cache path from the other machine means the same model here: the embedded model's converted
+    folder is 'embedded', a Hub cache snapshot (.../models--owner--name/snapshots/REV) is owner/name."""
+    path = Path(name.strip())
+    if path.is_dir():
+        return str(path)
+    if path.name == EMBEDDED_CACHE_FOLDER and path.parent.name == "models":
+        return EMBEDDED_MODEL
+    for part in path.parts:
+        if part.startswith(HUB_CACHE_PREFIX) and part.count("--") >= 2:
+            return part[len(HUB_CACHE_PREFIX):].replace("--", "/", 1)
+    return name.strip()
+
+
+def _check_base_model(recipe: RecipeConfig, where: str) -> None:
+    """The base model must load here, or the run would only fail later, in Chat."""
+    from tuning.models import ModelLoadError, resolve_model
+
+    try:
+        resolve_model(recipe.model.name, recipe.model.revision)
+    except ModelLoadError as exc:
+        raise AdapterImportError(f"the base model '{recipe.model.name}' ({where}) can't be found here: {exc}") from None
+
+
+def _copy_adapter(adapter: Path, target: Path) -> None:
+    target.mkdir(parents=True)
+    for path in sorted(adapter.iterdir()):
+        if path.is_file() and path.suffix.lower() in ADAPTER_KEEP_SUFFIXES:
+            shutil.copyfile(path, target / path.name)
+
+
+def _copy_run_files(run_root: Path, target: Path) -> None:
+    """The run's metrics, scorecard, log, card and data rows (when it has them)."""
+    for name in RUN_KEEP_FILES:
+        path = run_root / name
+        if path.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target / name)
