@@ -86,6 +86,11 @@ def test_a_symbolic_link_entry_is_refused(adapter, runs, tmp_path):
     refused(upload, runs, "is a symbolic link -- zip the real files")
 
 
+def test_a_file_that_is_no_zip_is_refused(runs, tmp_path):
+    (tmp_path / "a.zip").write_bytes(b"PK but not really a zip")
+    refused(tmp_path / "a.zip", runs, "a.zip: not a readable zip .* zip the folder again")
+
+
 def test_a_zip_without_adapter_config_is_refused(adapter, runs, tmp_path):
     (adapter / "adapter_config.json").unlink()
     refused(zip_folder(adapter, tmp_path / "a.zip"), runs, "no adapter_config.json in it -- zip the run folder")

@@ -152,3 +152,14 @@ def test_train_sh_without_accelerate_says_how_to_set_up(run_dir, tmp_path):
     result = subprocess.run(["bash", "train.sh"], cwd=folder, env={"PATH": "/usr/bin:/bin"}, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 127 and "accelerate not found -- set up Python first" in result.stderr
+
+
+def test_the_app_offers_export_in_train_and_import_in_chat():
+    import gradio as gr
+    from app import build_app
+
+    events = {getattr(fn.fn, "__name__", ""): fn for fn in build_app().fns.values()}
+    export, upload = events["export_for_cluster"], events["import_trained_adapter"]
+    assert getattr(export.inputs[0], "storage_key", None) == "kantele-run" and isinstance(export.outputs[1], gr.File)
+    assert [block.elem_id for block in upload.inputs] == ["import-adapter-file", None]  # the file, the owner
+    assert [block.elem_id for block in upload.outputs] == ["import-adapter-status", "adapter-picker"]

@@ -113,3 +113,25 @@ def test_model_card_states_the_effective_batch_of_a_distributed_run(one_and_two_
     single, double, _ = one_and_two_process_runs
     assert "| batch x grad accumulation x processes | 2 x 1 x 2 = 4 per step |" in render_model_card(double)
     assert "| batch x grad accumulation | 4 x 1 |" in render_model_card(single)
+
+
+def _agree_on_stop(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    from tuning.distributed import any_process
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        # The signal reached rank 0 only: both must stop at this step, or rank 1 waits for rank 0 forever.
+        results[rank] = (any_process(rank == 0), any_process(False))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_stop_seen_by_one_process_stops_every_process():
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_agree_on_stop, args=(free_port(), results), nprocs=2, join=True)
+        assert dict(results) == {0: (True, False), 1: (True, False)}

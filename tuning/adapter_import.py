@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tuning.atomic import staged_dir
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ConfigError, RecipeConfig, load_recipe, save_recipe
-from tuning.data_files import MAX_UPLOAD_MB_ENV, MB, DataError, UploadLimits, upload_limits
+from tuning.data_files import DataError, UploadLimits, upload_limits
 from tuning.run_files import (
     ADAPTER_DIR,
     CARD_FILE,
@@ -41,6 +39,7 @@ from tuning.run_files import (
     write_status,
 )
 from tuning.run_owner import Owner, record_owner
+from tuning.upload_archive import ArchiveError, check_folder, skipped, unpack_zip
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -84,7 +83,7 @@ def import_adapter(source: str | os.PathLike, runs_dir: str | os.PathLike, owner
     runs_dir.mkdir(parents=True, exist_ok=True)
     # Unpacked beside the runs (a dotted name: never listed as a run), so the final rename stays on one disk.
     with tempfile.TemporaryDirectory(dir=runs_dir, prefix=".import-") as scratch:
-        root = _unpack(source, Path(scratch), limits) if source.is_file() else _checked_folder(source, limits)
+        root = _unpacked(source, Path(scratch), limits)
         adapter = find_adapter(root, source.name)
         adapter_config = read_adapter_config(adapter / ADAPTER_CONFIG)
         check_weights(adapter)
@@ -114,80 +113,24 @@ def _limits() -> UploadLimits:
         raise AdapterImportError(str(exc)) from None
 
 
+def _unpacked(source: Path, scratch: Path, limits: UploadLimits) -> Path:
+    """The upload as a folder: a zip unpacked into scratch, or the folder itself; checkpoints/ left out."""
+    hint = "leave out checkpoints/ (only the adapter and the run's small files are imported)"
+    try:
+        if source.is_file():
+            return unpack_zip(source, scratch, limits, IGNORED_FOLDERS, hint)
+        return check_folder(source, limits, IGNORED_FOLDERS, hint)
+    except ArchiveError as exc:
+        raise AdapterImportError(str(exc)) from None
+
+
 def _stem(source: Path) -> str:
     return source.name[: -len(".zip")] if source.name.lower().endswith(".zip") else source.name
 
 
-def _too_big(name: str, size: int, limits: UploadLimits) -> AdapterImportError:
-    return AdapterImportError(
-        f"{name}: {size / MB:,.1f} MB, over the upload limit of {limits.max_bytes / MB:,.1f} MB -- leave out "
-        f"checkpoints/ (only the adapter and the run's small files are imported), or ask whoever runs the app "
-        f"to raise {MAX_UPLOAD_MB_ENV}")
-
-
-def _unpack(archive: Path, into: Path, limits: UploadLimits) -> Path:
-    """Extract a zip's entries that an import uses, refusing any that would land outside `into`."""
-    size = archive.stat().st_size
-    if limits.max_bytes is not None and size > limits.max_bytes:
-        raise _too_big(archive.name, size, limits)
-    try:
-        with zipfile.ZipFile(archive) as opened:
-            entries = opened.infolist()
-            for entry in entries:
-                _check_entry(entry, archive.name)
-            wanted = [e for e in entries if not e.is_dir() and not _ignored(PurePosixPath(_entry_name(e)))]
-            unpacked = sum(e.file_size for e in wanted)  # zipfile never yields more than an entry declares
-            if limits.max_bytes is not None and unpacked > limits.max_bytes:
-                raise _too_big(f"{archive.name} (unpacked)", unpacked, limits)
-            for entry in wanted:
-                target = into.joinpath(*PurePosixPath(_entry_name(entry)).parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with opened.open(entry) as packed, open(target, "wb") as out:
-                    shutil.copyfileobj(packed, out)
-    except zipfile.BadZipFile as exc:
-        raise AdapterImportError(f"{archive.name}: not a readable zip ({exc}) -- {HOW_TO_ZIP}, and upload "
-                                 "that .zip") from None
-    return into
-
-
-def _entry_name(entry: zipfile.ZipInfo) -> str:
-    return entry.filename.replace("\\", "/")  # zips made on Windows may separate with backslashes
-
-
-def _check_entry(entry: zipfile.ZipInfo, archive: str) -> None:
-    """Refuse an entry that is absolute, climbs out with '..', or is a link (it could point anywhere)."""
-    name = _entry_name(entry)
-    parts = PurePosixPath(name).parts
-    if name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
-        raise AdapterImportError(f"{archive}: entry '{name}' points outside the folder (an absolute path or "
-                                 "'..') -- zip the folder again from inside its parent, with relative paths")
-    if stat.S_ISLNK(entry.external_attr >> 16):
-        raise AdapterImportError(f"{archive}: entry '{name}' is a symbolic link -- zip the real files instead")
-
-
-def _ignored(path: PurePosixPath) -> bool:
-    return any(part in IGNORED_FOLDERS for part in path.parts)
-
-
-def _checked_folder(folder: Path, limits: UploadLimits) -> Path:
-    """A folder to import from: no links out of it, and no bigger than an upload may be."""
-    if not folder.is_dir():
-        raise AdapterImportError(f"{folder}: no such file or folder -- give a .zip or the adapter's folder")
-    total = 0
-    for path in folder.rglob("*"):
-        if _ignored(PurePosixPath(path.relative_to(folder).as_posix())):
-            continue
-        if path.is_symlink():
-            raise AdapterImportError(f"{path}: a symbolic link -- copy the real file in its place")
-        total += path.stat().st_size if path.is_file() else 0
-    if limits.max_bytes is not None and total > limits.max_bytes:
-        raise _too_big(folder.name, total, limits)
-    return folder
-
-
 def find_adapter(root: Path, shown: str) -> Path:
     """The one adapter folder in an upload (the shallowest adapter_config.json outside checkpoints/)."""
-    found = [p.parent for p in root.rglob(ADAPTER_CONFIG) if not _ignored(PurePosixPath(p.relative_to(root).as_posix()))]
+    found = [p.parent for p in root.rglob(ADAPTER_CONFIG) if not skipped(p.relative_to(root).as_posix(), IGNORED_FOLDERS)]
     if not found:
         raise AdapterImportError(f"{shown}: no {ADAPTER_CONFIG} in it -- {HOW_TO_ZIP}")
     depth = min(len(p.parts) for p in found)
