@@ -37,5 +37,8 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(PY) app.py
 
+# Two workers, one thread each: most tests are small CPU-bound models, browsers and servers that wait,
+# and two torch processes with two threads each on two cores slow each other down far more than that.
+# Each test file runs whole in one worker (its module fixtures, servers and ports stay its own).
 test: install-dev browser slurm
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 tests
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests
