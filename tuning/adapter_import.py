@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tuning.atomic import staged_dir
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ConfigError, RecipeConfig, load_recipe, save_recipe
+from tuning.curves import LEARNING_RATE_PNG, LOSS_PNG
 from tuning.data_files import DataError, UploadLimits, upload_limits
 from tuning.run_files import (
     ADAPTER_DIR,
@@ -38,6 +39,7 @@ from tuning.run_files import (
     read_json,
     write_status,
 )
+from tuning.models import EMBEDDED_CACHE_FOLDER
 from tuning.run_owner import Owner, record_owner
 from tuning.upload_archive import ArchiveError, check_folder, skipped, unpack_zip
 
@@ -49,11 +51,9 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 ADAPTER_KEEP_SUFFIXES = (".json", ".safetensors", ".jinja", ".txt", ".model", ".md")
 # What of a run folder is kept; status and owner are the importer's to write, checkpoints are not needed.
 RUN_KEEP_FILES = (METRICS_FILE, EVAL_FILE, EVAL_CSV_FILE, DATA_FILE, ENVIRONMENT_FILE, LOG_FILE, CARD_FILE,
-                  "loss.png", "learning_rate.png", f"{RUN_DATA_DIR}/{RUN_TRAIN_FILE}",
+                  LOSS_PNG, LEARNING_RATE_PNG, f"{RUN_DATA_DIR}/{RUN_TRAIN_FILE}",
                   f"{RUN_DATA_DIR}/{RUN_VALIDATION_FILE}")
 IGNORED_FOLDERS = (CHECKPOINTS_DIR, "__MACOSX")  # resume state (pickles, and large), and macOS zip litter
-# tuning.models converts the embedded model into <cache>/models/<this>: a path that differs per machine.
-EMBEDDED_CACHE_FOLDER = "smollm2-135m-instruct"
 HUB_CACHE_PREFIX = "models--"  # the Hub cache's folder for owner/name is models--owner--name
 HOW_TO_ZIP = ("zip the run folder (without checkpoints/) or the adapter folder: adapter_config.json + "
               "adapter_model.safetensors")

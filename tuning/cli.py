@@ -312,11 +312,16 @@ def command_bundle(args) -> int:
     out = Path(args.out)
     bundle = plan_bundle(args.run)
     written = write_bundle_zip(bundle, out) if out.suffix.lower() == ".zip" else write_bundle_dir(bundle, out)
-    for note in bundle.notes:
-        print(f"note: {note}", file=sys.stderr)
+    _print_notes(bundle.notes)
     unpack = f"unzip {written.name} && cd {bundle.name}" if out.suffix.lower() == ".zip" else f"cd {written}"
     print(f"written: {written}\non the cluster: {unpack}, then see README.txt (N=4 bash train.sh, or sbatch train.sbatch)")
     return 0
+
+
+def _print_notes(notes: list[str]) -> None:
+    """What the person should know about a result, on stderr beside the result itself."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _add_bundle_parser(commands) -> None:
@@ -333,8 +338,7 @@ def command_import_adapter(args) -> int:
     from tuning.adapter_import import import_adapter
 
     imported = import_adapter(args.source, args.runs)
-    for note in imported.notes:
-        print(f"note: {note}", file=sys.stderr)
+    _print_notes(imported.notes)
     print(f"imported: {imported.run_dir} (base model {imported.base_model})")
     return 0
 

