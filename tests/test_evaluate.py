@@ -13,7 +13,9 @@ from tuning.evaluate import (
     bleu,
     exact_match,
     has_key_facts,
+    questions_phrase,
     rouge_l,
+    sample_examples,
     score_answer,
     summarize,
     token_f1,
@@ -77,3 +79,17 @@ def test_answer_budget_is_twice_the_longest_reference_within_bounds():
     assert answer_budget(tokenizer, ["Yes.", longest]) == 2 * length
     assert answer_budget(tokenizer, ["Yes."]) == MIN_ANSWER_TOKENS
     assert answer_budget(tokenizer, [longest * 10]) == MAX_ANSWER_TOKENS
+
+
+def test_a_sampled_scorecard_is_seeded_in_file_order_and_says_of_how_many():
+    examples = [{"prompt": f"q{i}"} for i in range(58)]
+    sample = sample_examples(examples, 8, seed=42)
+    assert len(sample) == 8 and len({e["prompt"] for e in sample}) == 8
+    assert sample == sorted(sample, key=examples.index), "file order kept"
+    assert sample == sample_examples(examples, 8, seed=42), "a rerun scores the same questions"
+    assert sample != sample_examples(examples, 8, seed=7)
+    assert sample != examples[:8], "spread over the file, not its head"
+    assert sample_examples(examples, 0, 42) == examples and sample_examples(examples, 99, 42) == examples
+    assert questions_phrase({"questions": 8, "held_out": 58}) == "8 of 58 held-out questions"
+    assert questions_phrase({"questions": 58, "held_out": 58}) == "58 held-out questions"
+    assert questions_phrase({"questions": 2}) == "2 held-out questions", "eval.json written before sampling"

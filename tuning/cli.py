@@ -101,7 +101,7 @@ def command_eval(args) -> int:
     from tuning.curves import save_training_curves
     from tuning.evaluate import evaluate_run, format_summary
 
-    report = evaluate_run(args.run, args.data, settings=_settings(args))
+    report = evaluate_run(args.run, args.data, settings=_settings(args), max_questions=args.sample)
     save_training_curves(args.run)
     print(format_summary(report))
     return 0
@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="base vs tuned scorecard on held-out questions")
     evaluate.add_argument("--run", required=True, help="run folder with an adapter")
     evaluate.add_argument("--data", help="questions with references (default: the run's validation split)")
+    evaluate.add_argument("--sample", type=int, default=0, metavar="N",
+                          help="score a seeded sample of N questions, kept in file order (default: all)")
     _add_generation_flags(evaluate)
     evaluate.set_defaults(func=command_eval)
 

@@ -68,6 +68,7 @@ class TrainingConfig:
     eval_each_epoch: bool = field(default=True, metadata={"help": "validation loss at the end of every epoch"})
     seed: int = field(default=42, metadata={"help": "data order, split and adapter init"})
     scorecard: bool = field(default=True, metadata={"help": "after training, score base vs tuned on the validation questions (eval.json)"})
+    scorecard_questions: int = field(default=0, metadata={"help": "validation questions the scorecard answers (0: all; fewer: a seeded sample, quicker)"})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: all cores)"})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import random
 import re
 import string
 import unicodedata
@@ -138,15 +139,32 @@ def answer_budget(tokenizer, references: list[str]) -> int:
     return min(MAX_ANSWER_TOKENS, max(MIN_ANSWER_TOKENS, 2 * longest))
 
 
-def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, settings=None, chat=None) -> dict:
-    """Answer the held-out questions with and without the adapter, score both, write RUN_DIR/eval.json."""
+def sample_examples(examples: list[dict], limit: int, seed: int) -> list[dict]:
+    """At most `limit` examples (0: all), a seeded sample kept in file order so reruns score the same ones."""
+    if limit <= 0 or limit >= len(examples):
+        return examples
+    picked = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[index] for index in picked]
+
+
+def questions_phrase(summary: dict) -> str:
+    """'58 held-out questions', or '8 of 58 held-out questions' for a sampled scorecard."""
+    scored, held_out = summary["questions"], summary.get("held_out", summary["questions"])
+    return f"{scored} held-out questions" if scored == held_out else f"{scored} of {held_out} held-out questions"
+
+
+def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, settings=None, chat=None,
+                 max_questions: int = 0, seed: int = 42) -> dict:
+    """Answer the held-out questions (all, or a seeded sample of max_questions) with and without the adapter,
+    score both, write RUN_DIR/eval.json."""
     from tuning.chat import GenerationSettings, SideBySideChat, describe_settings
 
     run_dir = Path(run_dir)
     data_file = Path(data_file) if data_file else run_dir / RUN_DATA_DIR / RUN_VALIDATION_FILE
-    examples = load_examples(data_file).examples
-    if not examples:
+    held_out = load_examples(data_file).examples
+    if not held_out:
         raise ValueError(f"{data_file}: no questions to evaluate")
+    examples = sample_examples(held_out, max_questions, seed)
     chat = chat or SideBySideChat.from_run(run_dir, dequantize=False)
     references = reference_answers(examples)
     settings = settings or GenerationSettings(max_new_tokens=answer_budget(chat.tokenizer, references))
@@ -163,7 +181,7 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, setti
                      "tuned": tuned, "base_scores": base_scores, "tuned_scores": tuned_scores,
                      "verdict": verdict(base_scores, tuned_scores)})
     report = {"data_file": str(data_file), "base_model": chat.base_name, "settings": describe_settings(settings),
-              "summary": summarize(rows), "questions": rows}
+              "summary": {**summarize(rows), "held_out": len(held_out)}, "questions": rows}
     write_json(run_dir / EVAL_FILE, report)
     write_text_atomic(run_dir / EVAL_CSV_FILE, format_csv(rows))
     return report
@@ -185,7 +203,7 @@ def format_csv(rows: list[dict]) -> str:
 def format_summary(report: dict) -> str:
     """A plain-text table of base vs tuned per metric, plus the verdict counts."""
     summary = report["summary"]
-    lines = [f"{summary['questions']} held-out questions ({report['data_file']})",
+    lines = [f"{questions_phrase(summary)} ({report['data_file']})",
              f"{'metric':<12} {'base':>8} {'tuned':>8} {'delta':>8}"]
     for metric, values in summary["metrics"].items():
         lines.append(f"{metric:<12} {values['base']:>8.3f} {values['tuned']:>8.3f} {values['delta']:>+8.3f}")

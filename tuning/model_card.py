@@ -7,6 +7,7 @@ from pathlib import Path
 from tuning.config import EMBEDDED_MODEL, load_recipe
 from tuning.curves import LOSS_PNG
 from tuning.distributed import effective_batch
+from tuning.evaluate import questions_phrase
 from tuning.run_files import (
     CONFIG_FILE,
     DATA_FILE,
@@ -63,7 +64,7 @@ print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_to
 def _scorecard(report: dict) -> list[str]:
     summary = report["summary"]
     lines = ["## Before / after", "",
-             f"Base and tuned answered the same {summary['questions']} held-out questions (greedy decoding).", "",
+             f"Base and tuned answered the same {questions_phrase(summary)} (greedy decoding).", "",
              "| metric | base | tuned | change |", "|---|---|---|---|"]
     for metric, values in summary["metrics"].items():
         lines.append(f"| {metric} | {values['base']:.3f} | {values['tuned']:.3f} | {values['delta']:+.3f} |")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tuning.atomic import staged_dir
-from tuning.config import RecipeConfig, save_recipe
+from tuning.config import RecipeConfig, TrainingConfig, save_recipe
 from tuning.curves import save_training_curves
 from tuning.data import (
     find_overlap,
@@ -194,7 +194,7 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
     )
 
 
-def write_scorecard(run_dir: Path) -> None:
+def write_scorecard(run_dir: Path, training: TrainingConfig) -> None:
     """Base vs tuned on the run's validation questions (eval.json); a failure here never fails the run."""
     from tuning.evaluate import evaluate_run, format_summary
 
@@ -203,7 +203,8 @@ def write_scorecard(run_dir: Path) -> None:
     os.nice(SCORECARD_NICENESS)
     log.info("scoring base vs tuned on the validation questions")
     try:
-        log.info("scorecard:\n%s", format_summary(evaluate_run(run_dir)))
+        report = evaluate_run(run_dir, max_questions=training.scorecard_questions, seed=training.seed)
+        log.info("scorecard:\n%s", format_summary(report))
     except Exception as exc:  # the adapter is saved and good; say why the scorecard is missing
         log.exception("scorecard failed (the adapter is fine; rerun `python -m tuning eval --run %s`): %s",
                       run_dir, exc)
@@ -345,7 +346,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
     save_training_curves(run_dir)
     if recipe.training.scorecard and validation_set and not stopper.requested:
         del trainer, model  # the scorecard loads the base once more, with the adapter switchable
-        write_scorecard(run_dir)
+        write_scorecard(run_dir, recipe.training)
     state = STOPPED if stopper.requested else COMPLETED
     write_status(run_dir, state, pid=None, phase=None, step=step_reached, total_steps=total_steps)
     log.info("%s at step %d; adapter saved to %s", state, step_reached, adapter_dir)

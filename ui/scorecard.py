@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tuning.evaluate import LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG
+from tuning.evaluate import LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG, questions_phrase
 from tuning.run_files import EVAL_FILE, read_json
 from tuning.run_owner import Owner
 from ui.plots import metrics_bar_chart
@@ -28,7 +28,7 @@ def read_scorecard(run_id: str | None, owner: Owner | None) -> dict | None:
 def summary_markdown(report: dict) -> str:
     """Totals per metric and the verdict counts."""
     summary = report["summary"]
-    lines = [f"### Scorecard: {summary['questions']} held-out questions, base vs tuned", "",
+    lines = [f"### Scorecard: {questions_phrase(summary)}, base vs tuned", "",
              "| metric | base | tuned | change |", "|---|---|---|---|"]
     for metric, values in summary["metrics"].items():
         lines.append(f"| {metric.replace('_', ' ')} | {values['base']:.2f} | {values['tuned']:.2f} | "

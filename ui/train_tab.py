@@ -34,11 +34,11 @@ def preset_values(name: str) -> list:
     recipe = load_recipe(CONFIGS_DIR / f"{name}.yaml")
     t, lora = recipe.training, recipe.lora
     return [recipe.model.name, t.epochs, t.max_steps, t.learning_rate, lora.r, lora.alpha, lora.dropout,
-            t.batch_size, t.grad_accum, recipe.data.max_length, recipe.model.load_in_4bit]
+            t.batch_size, t.grad_accum, recipe.data.max_length, recipe.model.load_in_4bit, t.scorecard_questions]
 
 
 def build_recipe(preset, model, epochs, max_steps, lr, r, alpha, dropout, batch, accum, max_length, four_bit,
-                 dataset: dict) -> RecipeConfig:
+                 scorecard_questions, dataset: dict) -> RecipeConfig:
     """The preset with the knobs applied and the session's dataset as its data."""
     if not dataset.get("train_file"):
         raise ConfigError("load a dataset first (Data tab: 'Load the Kalevala example' or your files)")
@@ -47,6 +47,7 @@ def build_recipe(preset, model, epochs, max_steps, lr, r, alpha, dropout, batch,
     recipe.training.epochs, recipe.training.max_steps = float(epochs), int(max_steps or -1)
     recipe.training.learning_rate, recipe.training.batch_size = float(lr), int(batch)
     recipe.training.grad_accum = int(accum)
+    recipe.training.scorecard_questions = max(0, int(scorecard_questions or 0))
     recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout = int(r), int(alpha), float(dropout)
     recipe.data.max_length = int(max_length)
     recipe.data.train, recipe.data.validation = [dataset["train_file"]], [dataset["validation_file"]]
@@ -170,7 +171,11 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
             alpha = gr.Number(label="LoRA alpha", precision=0, minimum=1)
             dropout = gr.Number(label="LoRA dropout", minimum=0, maximum=0.9)
             max_length = gr.Number(label="Max length (tokens)", precision=0, minimum=16)
-        knobs = [preset, model, epochs, max_steps, lr, r, alpha, dropout, batch, accum, max_length, four_bit]
+            # The scorecard answers every question twice after training: a sample makes a quick run's quick.
+            scorecard_questions = gr.Number(label="Scorecard questions (0: all held-out)", precision=0, minimum=0,
+                                            elem_id="scorecard-questions")
+        knobs = [preset, model, epochs, max_steps, lr, r, alpha, dropout, batch, accum, max_length, four_bit,
+                 scorecard_questions]
         estimate = gr.Markdown(elem_id="estimate")
         with gr.Row():
             estimate_button = gr.Button("Estimate")

@@ -14,7 +14,8 @@ from tuning.run_files import read_status
 from ui.generate_panel import OPENAI_CHOICE
 from ui.publish_tab import INCLUDE_DATASET
 
-TRAIN_TIMEOUT_MS = 600_000  # a 4-step run plus its 58-question scorecard; CI machines are slow
+TRAIN_TIMEOUT_MS = 600_000  # a 4-step run plus its 8-question scorecard, niced beside other tests; CI is slow
+SCORECARD_SAMPLE = 8  # of the 58 held-out questions: the full scorecard is for real runs, not a 4-step one
 ANSWER_TIMEOUT_MS = 180_000
 
 
@@ -35,9 +36,10 @@ def load_kalevala(page):
 
 def start_short_training(page, steps: int):
     page.get_by_role("tab", name="Train").click()
-    steps_box = page.locator("#max-steps input")
-    steps_box.fill(str(steps))
-    steps_box.press("Tab")
+    for knob, value in (("#max-steps", steps), ("#scorecard-questions", SCORECARD_SAMPLE)):
+        box = page.locator(f"{knob} input")
+        box.fill(str(value))
+        box.press("Tab")
     page.locator("#start-training").click()
     expect(page.locator("#train-progress")).to_contain_text("step", timeout=120_000)
 
@@ -79,13 +81,14 @@ def test_kalevala_flow_end_to_end(browser, app_server, session_hub):
     expect(page.locator("#train-progress")).to_contain_text("Finished", timeout=TRAIN_TIMEOUT_MS)
     expect(page.locator("#loss-plot")).to_be_visible()
     expect(page.locator("#estimate")).to_contain_text("trainable parameters")
-    expect(page.locator("#scorecard-summary")).to_contain_text("Scorecard: 58 held-out questions", timeout=60_000)
+    expect(page.locator("#scorecard-summary")).to_contain_text(
+        f"Scorecard: {SCORECARD_SAMPLE} of 58 held-out questions", timeout=60_000)
     expect(page.locator("#scorecard-summary")).to_contain_text("key fact")
     expect(page.locator("#scorecard-table")).to_contain_text("Lönnrot")
     screenshot(page, "train")
 
     # A scorecard row opens its question in Chat.
-    first_question = "Which nineteenth-century physician stitched folk songs together into Finland's great epic?"
+    first_question = "In which northern town did the Kalevala's compiler practise medicine?"  # the seeded sample's first
     page.locator("#scorecard-table [data-testid='cell-0-1']").click()
     expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true", timeout=30_000)
     expect(page.locator("#chat-input textarea")).to_have_value(first_question)
