@@ -23,12 +23,25 @@ def tiny_data(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, tiny_data) -> Path:
-    """A real QLoRA run of the embedded model (6 steps), trained once for the whole session."""
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    result = subprocess.run(train_command(run_dir, tiny_data), cwd=REPO, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+def trained_run(tmp_path_factory) -> Path:
+    """A real QLoRA run of the embedded model (6 steps), trained once for the whole session -- once for all
+    pytest-xdist workers too: the first to get here trains under a file lock, the others wait and reuse it.
+    Tests only read it (one that writes takes a copy)."""
+    from filelock import FileLock
+
+    from tuning.run_files import read_status
+
+    basetemp = tmp_path_factory.getbasetemp()
+    shared = (basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp) / "shared-trained-run"
+    shared.mkdir(exist_ok=True)
+    run_dir = shared / "runs" / "tiny"
+    with FileLock(str(shared / "train.lock")):
+        if read_status(run_dir).get("state") != "completed":
+            data = {"train": write_jsonl(shared / "train.jsonl", TINY_TRAIN),
+                    "validation": write_jsonl(shared / "validation.jsonl", TINY_VALIDATION)}
+            result = subprocess.run(train_command(run_dir, data), cwd=REPO, capture_output=True, text=True,
+                                    timeout=600)
+            assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
 
