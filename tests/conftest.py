@@ -14,6 +14,20 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+# The longest test files first (work seconds measured with --durations, one thread each): `--dist loadfile` hands
+# files to the two workers in collection order, and a long file started last leaves one worker running it alone.
+LONGEST_FIRST = ["test_generate_remote.py", "e2e/test_app_flow.py", "test_fuzz_input.py", "test_faults.py",
+                 "test_generate_local.py", "test_hub.py", "test_runs.py", "test_export.py", "test_cluster_roundtrip.py",
+                 "test_concurrent_visitors.py", "test_app_faults.py", "test_distributed.py", "e2e/test_generate_flow.py",
+                 "test_train.py", "test_cli.py", "test_chat.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    tests_dir = Path(__file__).parent
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(tests_dir).as_posix(), len(rank)))  # stable
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict:
     """Paths of a tiny train/validation pair."""
