@@ -37,6 +37,7 @@ from tuning.run_files import (
     RUN_VALIDATION_FILE,
     STATUS_FILE,
     read_json,
+    recorded_base_model,
     write_status,
 )
 from tuning.models import EMBEDDED_CACHE_FOLDER
@@ -191,7 +192,7 @@ def _recipe(run_root: Path | None, adapter_config: dict) -> tuple[RecipeConfig, 
         except ConfigError as exc:
             raise AdapterImportError(f"the run's {exc} -- fix {CONFIG_FILE} or zip the adapter folder alone") from None
         if recipe.model.name == AUTO_MODEL:  # 'auto' here may be another model than it was there
-            used = ((read_json(run_root / ENVIRONMENT_FILE, {}) or {}).get("base_model") or {}).get("name")
+            used = recorded_base_model(run_root).get("name")
             recipe.model.name = used or portable_base_name(adapter_config["base_model_name_or_path"])
         return recipe, f"{CONFIG_FILE}'s model.name"
     recipe = RecipeConfig()

@@ -19,11 +19,10 @@ from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ConfigError, RecipeConfig,
 from tuning.models import EMBEDDED_INSTALL_HINT
 from tuning.run_files import (
     CONFIG_FILE,
-    ENVIRONMENT_FILE,
     RUN_DATA_DIR,
     RUN_TRAIN_FILE,
     RUN_VALIDATION_FILE,
-    read_json,
+    recorded_base_model,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +145,7 @@ def _portable_model(recipe: RecipeConfig, run_dir: Path) -> tuple[str, str | Non
     name = recipe.model.name
     if name == AUTO_MODEL:
         # 'auto' means another model on a GPU node than on this CPU: pin the one this run actually used.
-        used = ((read_json(run_dir / ENVIRONMENT_FILE, {}) or {}).get("base_model") or {}).get("name")
+        used = recorded_base_model(run_dir).get("name")
         if used:
             return used, f"model.name 'auto' is pinned to '{used}', the model this run trained"
         from tuning.models import default_model_name

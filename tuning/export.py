@@ -19,7 +19,7 @@ from pathlib import Path
 from tuning.atomic import staged_dir
 from tuning.config import load_recipe, write_text_atomic
 from tuning.gguf_export import GGUFExportError, verify_gguf, write_gguf  # noqa: F401 (verify_gguf: API)
-from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, ENVIRONMENT_FILE, has_adapter, read_json
+from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, has_adapter, recorded_base_model
 
 MERGED_DIR = "merged"
 MODELFILE = "Modelfile"
@@ -60,7 +60,7 @@ def _base_model(run_dir: Path, recipe):
     """The run's base model folder: the recipe's model, at the Hub commit the run recorded when it has one."""
     from tuning.models import resolve_model
 
-    recorded = (read_json(run_dir / ENVIRONMENT_FILE, {}) or {}).get("base_model") or {}
+    recorded = recorded_base_model(run_dir)
     revision = recipe.model.revision
     if revision is None and recorded.get("name") == recipe.model.name and recorded.get("hub_id"):
         revision = recorded.get("revision")

@@ -20,11 +20,10 @@ from tuning.run_files import (
     ADAPTER_DIR,
     CARD_FILE,
     CHECKPOINTS_DIR,
-    ENVIRONMENT_FILE,
     RUN_DATA_DIR,
     RUN_TRAIN_FILE,
     RUN_VALIDATION_FILE,
-    read_json,
+    recorded_base_model,
 )
 
 MODEL, DATASET, SPACE = "model", "dataset", "space"
@@ -90,7 +89,7 @@ def _adapter_config_for_hub(run_dir: Path) -> Path | str:
     import json
 
     path = run_dir / ADAPTER_DIR / ADAPTER_CONFIG
-    base = (read_json(run_dir / ENVIRONMENT_FILE, {}) or {}).get("base_model") or {}
+    base = recorded_base_model(run_dir)
     config = json.loads(path.read_text(encoding="utf-8"))
     if not base.get("hub_id") or config.get("base_model_name_or_path") == base["hub_id"]:
         return path
