@@ -312,10 +312,11 @@ def command_bundle(args) -> int:
     from tuning.cluster_bundle import plan_bundle, write_bundle_dir, write_bundle_zip
 
     out = Path(args.out)
+    as_zip = out.suffix.lower() == ".zip"
     bundle = plan_bundle(args.run)
-    written = write_bundle_zip(bundle, out) if out.suffix.lower() == ".zip" else write_bundle_dir(bundle, out)
+    written = write_bundle_zip(bundle, out) if as_zip else write_bundle_dir(bundle, out)
     _print_notes(bundle.notes)
-    unpack = f"unzip {written.name} && cd {bundle.name}" if out.suffix.lower() == ".zip" else f"cd {written}"
+    unpack = f"unzip {written.name} && cd {bundle.name}" if as_zip else f"cd {written}"
     print(f"written: {written}\non the cluster: {unpack}, then see README.txt (N=4 bash train.sh, or sbatch train.sbatch)")
     return 0
 
