@@ -81,3 +81,18 @@ def online(hub, monkeypatch, tmp_path):
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN", CANARY)
     return hub
+
+
+@pytest.fixture(scope="session")
+def shared_app(tmp_path_factory):
+    """`python app.py` as a shared app (KANTELE_SHARED=1, the caps of tuning/shared_space.py) with the owner's
+    HF_TOKEN set to the canary: hostile-visitor tests attack it through its HTTP API (gradio_client).
+    One per pytest worker; tests must leave it serving. Yields (url, home)."""
+    from helpers import start_app_server, stop_process
+
+    home = tmp_path_factory.mktemp("shared-app")
+    server, url = start_app_server(home, {"KANTELE_SHARED": "1", "HF_TOKEN": CANARY, "KANTELE_EXAMPLE": "off"})
+    try:
+        yield url, home
+    finally:
+        stop_process(server)

@@ -35,7 +35,7 @@ def test_greedy_is_deterministic_and_batches_keep_question_order(chat):
     assert len(batched) == 3 and all(batched)
     # Left padding changes the 4-bit arithmetic slightly, so a padded batch may word an answer
     # differently from a lone question; the longest prompt has no padding and must match exactly.
-    longest = max(range(3), key=lambda i: len(chat._prompt_ids(questions[i])))
+    longest = max(range(3), key=lambda i: len(chat.fit(questions[i]).ids))
     assert batched[longest] == chat.answer(questions[longest], adapter_on=True, settings=SHORT)
 
 
@@ -85,7 +85,7 @@ def test_without_an_adapter_the_tuned_side_says_what_to_do():
 def next_token_logits(chat, adapter):
     import torch
 
-    ids = torch.tensor([chat._prompt_ids(QUESTION)])
+    ids = torch.tensor([chat.fit(QUESTION).ids])
     with chat._generation_context(True, adapter), torch.inference_mode():
         return chat.model(input_ids=ids).logits[0, -1].float()
 

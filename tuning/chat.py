@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+from tuning.chat_context import FittedPrompt, fit_prompt, prompt_budget
 from tuning.config import ModelConfig, load_recipe
-from tuning.formatting import encode_prompt, with_system_prompt
+from tuning.formatting import with_system_prompt
 from tuning.models import (
     ResolvedModel,
     display_name,
@@ -20,6 +21,7 @@ from tuning.models import (
 )
 from tuning.row_streamer import RowsStreamer
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE
+from tuning.shared_space import caps
 
 TUNED_ADAPTER = "tuned"  # PEFT's name for the adapter in use
 
@@ -136,8 +138,11 @@ class SideBySideChat:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
 
-    def _prompt_ids(self, question: str | list[dict]) -> list[int]:
-        return encode_prompt(self.tokenizer, with_system_prompt(_as_messages(question), self.system_prompt))
+    def fit(self, question: str | list[dict], settings: GenerationSettings | None = None) -> FittedPrompt:
+        """The prompt the model will read for this question (or conversation), cut to fit its context."""
+        settings = settings or GenerationSettings()
+        budget = prompt_budget(self.model, settings.max_new_tokens, caps().chat_prompt_tokens)
+        return fit_prompt(self.tokenizer, with_system_prompt(_as_messages(question), self.system_prompt), budget)
 
     def answer_many(
         self, questions: list, adapter_on: bool, settings: GenerationSettings | None = None, batch_size: int = 8,
@@ -147,7 +152,7 @@ class SideBySideChat:
         import torch
 
         settings = settings or GenerationSettings()
-        prompts = [self._prompt_ids(q) for q in questions]
+        prompts = [self.fit(q, settings).ids for q in questions]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
         answers: list[str] = [""] * len(prompts)
         pad = self.tokenizer.pad_token_id
@@ -197,7 +202,7 @@ class SideBySideChat:
         import torch
 
         settings = settings or GenerationSettings()
-        prompts = [self._prompt_ids(q) for q in questions]
+        prompts = [self.fit(q, settings).ids for q in questions]
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)

@@ -5,16 +5,24 @@ from __future__ import annotations
 import gradio as gr
 
 from tuning.adapter_import import AdapterImportError, import_adapter
+from tuning.admission import PerVisitorLimit
 from tuning.chat import GenerationSettings
 from tuning.models import ModelLoadError, display_name
 from tuning.run_files import has_adapter
 from tuning.run_owner import Owner
+from tuning.shared_space import caps
 from ui.state import CHAT, QUEUE, RUNS_DIR
+from ui.untrusted import inert_markdown, original_text
 
 BASE_ONLY = "(base model only)"
 IMPORT_HELP = ("A .zip of a run folder trained elsewhere -- a cluster bundle's `runs/NAME`, without checkpoints/ -- "
                "or of its adapter folder (adapter_config.json + adapter_model.safetensors). It becomes a finished "
                "run of yours, here and in Publish.")
+CUT_NOTE_TITLE = "Conversation cut to fit"
+# Both chat events share one gradio concurrency group this wide: each visitor's question gets into its handler
+# (and waits for the one model there), while CHAT_SLOTS turns away a visitor's second question at once.
+CHAT_CONCURRENCY = 8
+CHAT_SLOTS = PerVisitorLimit(lambda: caps().chats_per_visitor, "questions")
 DEFAULT_EXAMPLES = ["Who compiled the Kalevala?", "What is the Sampo?", "Who is Väinämöinen?",
                     "When is Kalevala Day?", "How many poems are in the 1849 Kalevala?"]
 
@@ -48,8 +56,10 @@ def describe_panes(owner: Owner | None, adapter: str | None, hub_adapter: str | 
     name = display_name(chat.model_ref)
     quant = chat.precision
     label = hub_adapter if hub_adapter else adapter
-    tuned = f"`{label}`" if wanted else "(no adapter selected)"
-    return f"**Left:** {name} ({quant}), untouched. **Right:** the same weights + LoRA adapter {tuned}."
+    # Names can come from an imported adapter's config or a Hub id: shown inert, like any text we didn't write.
+    tuned = f"**{inert_markdown(label)}**" if wanted else "(no adapter selected)"
+    return (f"**Left:** {inert_markdown(name)} ({quant}), untouched. **Right:** the same weights + LoRA adapter "
+            f"{tuned}.")
 
 
 def _settings(max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty) -> GenerationSettings:
@@ -72,46 +82,88 @@ def import_trained_adapter(upload, owner: Owner | None):
             adapter_choices(owner, imported.run_id))
 
 
+def message_text(content) -> str:
+    """A Chatbot message's text: this gradio sends content as a list of typed parts ({"type": "text", ...})."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text") or "" if content.get("type", "text") == "text" else ""
+    if isinstance(content, (list, tuple)):
+        return "".join(message_text(part) for part in content)
+    return ""
+
+
+def _is_note(message: dict) -> bool:
+    return bool((message.get("metadata") or {}).get("title"))
+
+
 def _history_messages(history: list[dict]) -> list[dict]:
-    return [{"role": m["role"], "content": m["content"]} for m in history if isinstance(m.get("content"), str)]
+    """A pane's conversation as the model's messages: every turn's text as written, the app's notes left out."""
+    return [{"role": m["role"], "content": original_text(message_text(m.get("content")))} for m in history
+            if m.get("role") in ("user", "assistant") and not _is_note(m)]
+
+
+def _shown(role: str, text: str) -> dict:
+    return {"role": role, "content": inert_markdown(text)}
+
+
+def _cut_note(chat, messages: list[dict], settings: GenerationSettings) -> list[dict]:
+    """A note for the pane when the conversation had to be cut to fit the model; none otherwise."""
+    fitted = chat.fit(messages, settings)
+    return [{"role": "assistant", "content": fitted.note(), "metadata": {"title": CUT_NOTE_TITLE}}] \
+        if fitted.was_cut else []
 
 
 def ask_both(question: str, base_history: list, tuned_history: list, owner: Owner | None, adapter: str,
-             hub_adapter: str, *controls):
-    """Stream both answers at once (one batched generate), each pane keeping its own conversation."""
+             hub_adapter: str, max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty,
+             request: gr.Request = None):
+    """Stream both answers at once (one batched generate), each pane keeping its own conversation.
+    One question per visitor at a time: another is refused at once rather than queued ahead of others."""
     question = (question or "").strip()
     if not question:
         yield base_history, tuned_history, ""
         return
     try:
-        chat, wanted = _select(owner, adapter, hub_adapter)
-    except (ModelLoadError, ValueError) as error:
+        with CHAT_SLOTS.hold(getattr(request, "session_hash", None)):
+            settings = _settings(max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty)
+            yield from _answer_both(question, base_history, tuned_history, owner, adapter, hub_adapter, settings)
+    except (ModelLoadError, ValueError) as error:  # CapError is a ValueError
         raise gr.Error(str(error)) from None
-    settings = _settings(*controls)
-    user = {"role": "user", "content": question}
-    base_history = [*base_history, user, {"role": "assistant", "content": ""}]
-    tuned_history = [*tuned_history, user, {"role": "assistant", "content": ""}]
+
+
+def _answer_both(question: str, base_history: list, tuned_history: list, owner: Owner | None, adapter: str,
+                 hub_adapter: str, settings: GenerationSettings):
+    chat, wanted = _select(owner, adapter, hub_adapter)
+    base_messages = [*_history_messages(base_history), {"role": "user", "content": question}]
+    tuned_messages = [*_history_messages(tuned_history), {"role": "user", "content": question}]
+    base_history = [*base_history, _shown("user", question), *_cut_note(chat, base_messages, settings),
+                    _shown("assistant", "")]
+    tuned_history = [*tuned_history, _shown("user", question), *_cut_note(chat, tuned_messages, settings),
+                     _shown("assistant", "")]
     if wanted is None:
-        tuned_history[-1] = {"role": "assistant", "content": "No adapter selected: pick a finished run above."}
-        for text in chat.stream(_history_messages(base_history[:-1]), adapter_on=False, settings=settings):
-            base_history[-1] = {"role": "assistant", "content": text}
+        tuned_history[-1] = _shown("assistant", "No adapter selected: pick a finished run above.")
+        for text in chat.stream(base_messages, adapter_on=False, settings=settings):
+            base_history[-1] = _shown("assistant", text)
             yield base_history, tuned_history, ""
         return
-    for base_text, tuned_text in chat.stream_both(_history_messages(base_history[:-1]),
-                                                  _history_messages(tuned_history[:-1]), settings, adapter=wanted):
-        base_history[-1] = {"role": "assistant", "content": base_text}
-        tuned_history[-1] = {"role": "assistant", "content": tuned_text}
+    for base_text, tuned_text in chat.stream_both(base_messages, tuned_messages, settings, adapter=wanted):
+        base_history[-1] = _shown("assistant", base_text)
+        tuned_history[-1] = _shown("assistant", tuned_text)
         yield base_history, tuned_history, ""
 
 
-def retry_last(base_history: list, tuned_history: list, owner: Owner | None, adapter, hub_adapter, *controls):
+def retry_last(base_history: list, tuned_history: list, owner: Owner | None, adapter, hub_adapter, max_new_tokens,
+               greedy, temperature, top_k, top_p, repetition_penalty, request: gr.Request = None):
     """Ask the last question again (useful with sampling on)."""
-    last = next((m["content"] for m in reversed(base_history) if m["role"] == "user"), None)
-    if last is None:
+    users = [i for i, m in enumerate(base_history) if m["role"] == "user"]
+    if not users:
         yield base_history, tuned_history, ""
         return
-    cut = max(i for i, m in enumerate(base_history) if m["role"] == "user")
-    yield from ask_both(last, base_history[:cut], tuned_history[:cut], owner, adapter, hub_adapter, *controls)
+    cut = users[-1]
+    last = original_text(message_text(base_history[cut].get("content")))
+    tuned_cut = max((i for i, m in enumerate(tuned_history) if m["role"] == "user"), default=len(tuned_history))
+    yield from ask_both(last, base_history[:cut], tuned_history[:tuned_cut], owner, adapter, hub_adapter,
+                        max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty, request)
 
 
 def example_samples(dataset: dict) -> gr.Dataset:
@@ -160,9 +212,11 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
         inputs = [question, base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls]
         outputs = [base_pane, tuned_pane, question]
 
-        send.click(ask_both, inputs, outputs)
-        question.submit(ask_both, inputs, outputs)
-        retry.click(retry_last, [base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls], outputs)
+        chat_events = {"concurrency_limit": CHAT_CONCURRENCY, "concurrency_id": "chat"}
+        send.click(ask_both, inputs, outputs, **chat_events)
+        question.submit(ask_both, inputs, outputs, **chat_events)
+        retry.click(retry_last, [base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls], outputs,
+                    **chat_events)
         clear.click(lambda: ([], [], ""), None, outputs)
         examples.click(lambda sample: sample[0], examples, question)
         refresh.click(adapter_choices, [owner_state, adapter], adapter)

@@ -11,6 +11,7 @@ from tuning.hub_auth import on_space, resolve_token
 from tuning.run_owner import Owner
 from ui.chat_tab import finished_runs
 from ui.state import QUEUE
+from ui.untrusted import inert_markdown
 
 INCLUDE_DATASET = "Dataset (the run's train/validation rows + dataset card)"
 INCLUDE_MERGED = "Merged full model (adapter folded into the base)"
@@ -64,9 +65,11 @@ def show_plan(owner, run_id, repo_id, include, dataset_repo):
 
 
 def card_preview(card: str) -> str:
-    """The card as a page shows it on the Hub: metadata in a box, then the rendered body."""
+    """The card as a page shows it on the Hub: metadata in a box, then the body -- inert, since its answers
+    and names come from the run (an imported one's scorecard too): images and HTML show as their source."""
     _, front, body = card.split("---\n", 2)
-    return f"**Card metadata**\n```yaml\n{front}```\n{body}"
+    front = front.replace("`", "'")  # a name holding ``` would end the code box early
+    return f"**Card metadata**\n```yaml\n{front}```\n{inert_markdown(body)}"
 
 
 def push(owner, run_id, repo_id, private, include, dataset_repo, pasted_token,

@@ -9,6 +9,7 @@ from tuning.run_files import EVAL_FILE, read_json
 from tuning.run_owner import Owner
 from ui.plots import metrics_bar_chart
 from ui.state import QUEUE
+from ui.untrusted import inert_markdown
 
 ALL_VERDICTS = "all"
 VERDICT_CHOICES = [ALL_VERDICTS, LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG]
@@ -26,14 +27,14 @@ def read_scorecard(run_id: str | None, owner: Owner | None) -> dict | None:
 
 
 def summary_markdown(report: dict) -> str:
-    """Totals per metric and the verdict counts."""
+    """Totals per metric and the verdict counts (an imported run's eval.json names them: shown inert)."""
     summary = report["summary"]
     lines = [f"### Scorecard: {questions_phrase(summary)}, base vs tuned", "",
              "| metric | base | tuned | change |", "|---|---|---|---|"]
     for metric, values in summary["metrics"].items():
-        lines.append(f"| {metric.replace('_', ' ')} | {values['base']:.2f} | {values['tuned']:.2f} | "
+        lines.append(f"| {inert_markdown(str(metric).replace('_', ' '))} | {values['base']:.2f} | {values['tuned']:.2f} | "
                      f"{values['delta']:+.2f} |")
-    counts = ", ".join(f"**{v}** {k}" for k, v in summary["verdicts"].items())
+    counts = ", ".join(f"**{inert_markdown(str(v))}** {inert_markdown(str(k))}" for k, v in summary["verdicts"].items())
     return "\n".join([*lines, "", f"Verdicts: {counts}. Click a question to ask it again in Chat."])
 
 
