@@ -1,6 +1,8 @@
 """Concurrent visitors, measured (issue 8): side-by-side chat latency alone vs with five visitors chatting at
-once while a training run goes on and another visitor's run waits in the queue -- on a real app server
-(`python app.py` on 127.0.0.1, a fresh home), through its HTTP API (gradio_client), one session per visitor.
+once while a training run goes on and another visitor's run waits in the queue; then one visitor flooding
+the chat with questions while another asks one -- on a real app server run as a shared Space would run it
+(`python app.py` on 127.0.0.1, KANTELE_SHARED=1, a fresh home), through its HTTP API (gradio_client), one
+session per visitor.
 
 `measure()` returns (figure, value) pairs for docs/RELIABILITY.md; run as a script it prints them.
 
@@ -25,10 +27,12 @@ from visitors import (  # noqa: E402
     Visitor,
     chat_concurrently,
     cross_talk,
+    flood,
     percentiles,
 )
 
 CHATTERS = 5
+FLOOD = 20  # questions one visitor sends at once (what the hostile-visitor report tried)
 TRAINING_STEPS = 400  # outlasts the chats; stopped at the end
 DEFAULT_RUN = ROOT / "runs" / "kalevala-cpu"
 
@@ -43,7 +47,7 @@ def measure(run_dir: Path = DEFAULT_RUN, tokens: int = 32) -> list[tuple[str, st
     with tempfile.TemporaryDirectory(prefix="kantele-load-") as tmp:
         home = Path(tmp)
         shutil.copytree(run_dir, home / "runs" / run_dir.name)  # a finished run from the shell: open to all
-        server, url = start_app_server(home, {"HF_HUB_OFFLINE": "1"})
+        server, url = start_app_server(home, {"HF_HUB_OFFLINE": "1", "KANTELE_SHARED": "1"})
         try:
             chatters = [Visitor(url, f"chatter {n}") for n in range(1, CHATTERS + 1)]
             chatters[0].ask(QUESTIONS[0], ([], []), run_dir.name, 16)  # load the model once, untimed
@@ -57,6 +61,7 @@ def measure(run_dir: Path = DEFAULT_RUN, tokens: int = 32) -> list[tuple[str, st
             still_training = trainer.progress()
             queuer.stop()
             trainer.stop()
+            flooded, victim_idle, victim_flooded = _flood_case(url, run_dir.name, tokens)
         finally:
             stop_process(server)
     problems = cross_talk(results)
@@ -72,8 +77,27 @@ def measure(run_dir: Path = DEFAULT_RUN, tokens: int = 32) -> list[tuple[str, st
         ("chat latency under load", _latency_text(load_stats)),
         ("p50 under load / alone", f"{load_stats['p50'] / alone_stats['p50']:.1f}x"),
         ("p95 under load / alone", f"{load_stats['p95'] / alone_stats['p95']:.1f}x"),
+        ("one visitor floods", f"{FLOOD} questions at once: {flooded['answered']} answered, {flooded['refused']} "
+                               f"turned away ({'; '.join(flooded['reasons']) or 'none'})"),
+        ("another visitor's answer, idle app / during the flood",
+         f"{victim_idle:.1f} s / {victim_flooded:.1f} s = {victim_flooded / victim_idle:.1f}x"),
         ("wall time", f"{time.monotonic() - started:.0f} s"),
     ]
+
+
+def _flood_case(url: str, adapter: str, tokens: int) -> tuple[dict, float, float]:
+    """A flooder's burst of questions and another visitor's one question asked during it, vs on an idle app."""
+    import threading
+
+    flooder, victim = Visitor(url, "flooder"), Visitor(url, "victim")
+    idle = victim.ask(QUESTIONS[1], ([], []), adapter, tokens)[2]
+    burst: dict = {}
+    thread = threading.Thread(target=lambda: burst.update(flood(flooder, QUESTIONS[0], adapter, tokens, FLOOD)))
+    thread.start()
+    time.sleep(1.0)  # the flood is in before the other visitor asks
+    during = victim.ask(QUESTIONS[1], ([], []), adapter, tokens)[2]
+    thread.join()
+    return burst, idle, during
 
 
 if __name__ == "__main__":

@@ -122,10 +122,10 @@ def test_later_rounds_show_the_questions_already_made():
 
 
 def test_plan_spreads_fewer_batches_over_the_source_and_wraps_for_more():
-    assert [c.chunk_id for c in plan_batches(CHUNKS, 3)[0]] == [0, round(len(CHUNKS) / 3), round(2 * len(CHUNKS) / 3)]
-    rounds = plan_batches(CHUNKS[:4], 10)
+    assert [c.chunk_id for c in next(plan_batches(CHUNKS, 3))] == [0, round(len(CHUNKS) / 3), round(2 * len(CHUNKS) / 3)]
+    rounds = list(plan_batches(CHUNKS[:4], 10))
     assert [len(r) for r in rounds] == [4, 4, 2]
-    assert plan_batches([], 5) == []
+    assert list(plan_batches([], 5)) == []
 
 
 def test_several_batches_are_in_flight_at_once_for_a_remote_backend():

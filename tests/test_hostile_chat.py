@@ -178,3 +178,26 @@ def test_answers_reach_the_panes_inert_and_come_back_exact(owned_run, monkeypatc
     for pane in (base, tuned):
         assert pane[-1]["content"] == inert_markdown(beacon) != beacon
         assert chat_tab._history_messages(as_sent_by_the_browser(pane))[-1]["content"] == beacon
+
+
+def test_a_flood_from_one_visitor_is_turned_away_and_another_visitor_is_answered(shared_app):
+    """Through the running shared app's API: one session sends six questions at once; all but the one it may
+    have in flight are refused at once, and a second session's question is answered meanwhile."""
+    import sys
+    import threading
+
+    from helpers import REPO
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from visitors import Visitor, flood
+
+    url, _ = shared_app
+    flooder, other = Visitor(url, "flooder"), Visitor(url, "other")
+    burst = {}
+    thread = threading.Thread(target=lambda: burst.update(flood(flooder, "Who is Aino?", chat_tab.BASE_ONLY, 16, 6)))
+    thread.start()
+    base, _, _ = other.ask("What is the Sampo?", ([], []), chat_tab.BASE_ONLY, 16)
+    thread.join(timeout=600)
+    assert burst["answered"] >= 1 and burst["refused"] >= 1, burst
+    assert all("in progress" in reason for reason in burst["reasons"]), burst
+    assert base[-1]["role"] == "assistant"

@@ -57,6 +57,17 @@ def test_on_a_space_the_owners_token_is_not_used_for_a_visitor(monkeypatch, fini
     assert "hf_SpaceOwners" not in message
 
 
+def test_on_any_shared_app_the_owners_token_is_not_used_for_a_visitor(monkeypatch, finished_run):
+    """KANTELE_SHARED=1 (a shared machine that isn't a Space) keeps the owner's HF_TOKEN to the owner too."""
+    for name in ("SYSTEM", "SPACE_ID", "OAUTH_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KANTELE_SHARED", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_SharedOwnersSecretToken00000000")
+    message = publish_tab.push(VISITOR, finished_run, "visitor/adapter", True, [], "", "", None)
+    assert message.startswith("❌") and "paste a write token" in message and "hf_SharedOwners" not in message
+    assert "Paste a write token" in publish_tab.ambient_token_note()
+
+
 def test_a_repository_name_is_required(monkeypatch, finished_run):
     message = publish_tab.push(VISITOR, finished_run, "", True, [], "", "hf_x", None)
     assert "name the repository first" in message

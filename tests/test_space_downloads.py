@@ -10,10 +10,14 @@ from tuning.models import ModelLoadError, resolve_model
 PRIVATE = "alice/private-adapter"
 
 
-@pytest.fixture
-def on_space(monkeypatch):
-    monkeypatch.setenv("SYSTEM", "spaces")
-    monkeypatch.setenv("SPACE_ID", "alice/kantele")
+@pytest.fixture(params=["space", "KANTELE_SHARED=1"])
+def on_space(monkeypatch, request):
+    """A shared app: a Hugging Face Space, or any machine whose owner set KANTELE_SHARED=1."""
+    if request.param == "space":
+        monkeypatch.setenv("SYSTEM", "spaces")
+        monkeypatch.setenv("SPACE_ID", "alice/kantele")
+    else:
+        monkeypatch.setenv("KANTELE_SHARED", "1")
 
 
 def test_visitor_named_repos_never_carry_the_owners_token_on_a_space(online, on_space):

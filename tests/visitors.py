@@ -100,6 +100,21 @@ def chat_concurrently(chatters: list[Visitor], adapter: str, max_new_tokens: int
     return results
 
 
+def flood(visitor: Visitor, question: str, adapter: str, max_new_tokens: int, count: int) -> dict:
+    """`count` questions from one session at once (what a script can do): how many were answered and how many
+    turned away, and the errors' first words."""
+    jobs = [visitor.client.submit(question, [], [], adapter, "", max_new_tokens, True, 0.7, 50, 1.0, 1.0,
+                                  api_name="/ask_both") for _ in range(count)]
+    answered, refused = 0, []
+    for job in jobs:
+        try:
+            job.result()
+            answered += 1
+        except Exception as error:  # gradio_client raises the app's gr.Error (or "queue is full") here
+            refused.append(str(error).splitlines()[0][:160])
+    return {"answered": answered, "refused": len(refused), "reasons": sorted(set(refused))}
+
+
 def cross_talk(results: list[dict]) -> list[str]:
     """Problems: a visitor not answered, or a history holding anything but that visitor's own questions."""
     problems = []

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuning.atomic import staged_dir
-from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ConfigError, RecipeConfig, load_recipe, save_recipe
+from tuning.config import AUTO_MODEL, ConfigError, RecipeConfig, load_recipe, save_recipe
 from tuning.curves import LEARNING_RATE_PNG, LOSS_PNG
 from tuning.data_files import DataError, UploadLimits, upload_limits
 from tuning.run_files import (
@@ -40,7 +40,8 @@ from tuning.run_files import (
     recorded_base_model,
     write_status,
 )
-from tuning.models import EMBEDDED_CACHE_FOLDER
+from tuning.model_names import ModelNameError, base_model_of, check_revision
+from tuning.model_names import portable_base_name  # noqa: F401 (its old home: imports from here keep working)
 from tuning.run_owner import Owner, record_owner
 from tuning.upload_archive import ArchiveError, check_folder, skipped, unpack_zip
 
@@ -55,7 +56,6 @@ RUN_KEEP_FILES = (METRICS_FILE, EVAL_FILE, EVAL_CSV_FILE, DATA_FILE, ENVIRONMENT
                   LOSS_PNG, LEARNING_RATE_PNG, f"{RUN_DATA_DIR}/{RUN_TRAIN_FILE}",
                   f"{RUN_DATA_DIR}/{RUN_VALIDATION_FILE}")
 IGNORED_FOLDERS = (CHECKPOINTS_DIR, "__MACOSX")  # resume state (pickles, and large), and macOS zip litter
-HUB_CACHE_PREFIX = "models--"  # the Hub cache's folder for owner/name is models--owner--name
 HOW_TO_ZIP = ("zip the run folder (without checkpoints/) or the adapter folder: adapter_config.json + "
               "adapter_model.safetensors")
 
@@ -193,10 +193,11 @@ def _recipe(run_root: Path | None, adapter_config: dict) -> tuple[RecipeConfig, 
             raise AdapterImportError(f"the run's {exc} -- fix {CONFIG_FILE} or zip the adapter folder alone") from None
         if recipe.model.name == AUTO_MODEL:  # 'auto' here may be another model than it was there
             used = recorded_base_model(run_root).get("name")
-            recipe.model.name = used or portable_base_name(adapter_config["base_model_name_or_path"])
+            recorded = isinstance(used, str) and used.strip()
+            recipe.model.name = used if recorded else adapter_config["base_model_name_or_path"]
         return recipe, f"{CONFIG_FILE}'s model.name"
     recipe = RecipeConfig()
-    recipe.model.name = portable_base_name(adapter_config["base_model_name_or_path"])
+    recipe.model.name = adapter_config["base_model_name_or_path"]  # made portable by _check_base_model
     recipe.model.revision = adapter_config.get("revision") or None
     # Nothing says whether it trained on a 4-bit base: load the base as saved, as for a Hub adapter.
     recipe.model.load_in_4bit = False
@@ -213,26 +214,16 @@ def _recipe(run_root: Path | None, adapter_config: dict) -> tuple[RecipeConfig, 
     return recipe, f"{ADAPTER_CONFIG}'s base_model_name_or_path"
 
 
-def portable_base_name(name: str) -> str:
-    """A base model as the training machine wrote it, as this machine can name it.
-
-    A cache path from the other machine means the same model here: the embedded model's converted
-    folder is 'embedded', a Hub cache snapshot (.../models--owner--name/snapshots/REV) is owner/name."""
-    path = Path(name.strip())
-    if path.is_dir():
-        return str(path)
-    if path.name == EMBEDDED_CACHE_FOLDER and path.parent.name == "models":
-        return EMBEDDED_MODEL
-    for part in path.parts:
-        if part.startswith(HUB_CACHE_PREFIX) and part.count("--") >= 2:
-            return part[len(HUB_CACHE_PREFIX):].replace("--", "/", 1)
-    return name.strip()
-
-
 def _check_base_model(recipe: RecipeConfig, where: str) -> None:
-    """The base model must load here, or the run would only fail later, in Chat."""
+    """The base model must be one this app may load (checked before the disk is looked at) and load here,
+    or the run would only fail later, in Chat."""
     from tuning.models import ModelLoadError, resolve_model
 
+    try:
+        recipe.model.name = base_model_of(recipe.model.name)
+        recipe.model.revision = check_revision(recipe.model.revision)
+    except ModelNameError as exc:
+        raise AdapterImportError(f"the base model ({where}): {exc}") from None
     try:
         resolve_model(recipe.model.name, recipe.model.revision)
     except ModelLoadError as exc:

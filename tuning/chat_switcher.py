@@ -12,12 +12,15 @@ from pathlib import Path
 from tuning.chat import SideBySideChat
 from tuning.config import ModelConfig, RecipeConfig, load_recipe
 from tuning.hub_auth import download_token
+from tuning.model_names import ModelNameError, base_model_of, is_hub_id
 from tuning.models import ModelLoadError, resolve_model
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, has_adapter
+from tuning.shared_space import MAX_NAME_CHARS
 
 
 def fetch_hub_adapter(repo_id: str) -> tuple[Path, str]:
-    """Download a LoRA adapter from the Hub; returns its folder and its base model id."""
+    """Download a LoRA adapter from the Hub; returns its folder and its base model, checked for this app
+    (on a shared app an adapter may not name a local folder as its base: tuning.model_names)."""
     import json
 
     from huggingface_hub import snapshot_download
@@ -27,6 +30,8 @@ def fetch_hub_adapter(repo_id: str) -> tuple[Path, str]:
         RepositoryNotFoundError,
     )
 
+    if not is_hub_id(repo_id):  # checked before the Hub cache on disk is looked at; a long id is not quoted whole
+        raise ModelLoadError(f"'{repo_id[:MAX_NAME_CHARS]}' is not an adapter on the Hub -- check the id (owner/name)")
     try:
         folder = Path(snapshot_download(repo_id, allow_patterns=["adapter_config.json", "*.safetensors", "*.json"],
                                         token=download_token(repo_id)))
@@ -37,7 +42,17 @@ def fetch_hub_adapter(repo_id: str) -> tuple[Path, str]:
     config = folder / "adapter_config.json"
     if not config.is_file():
         raise ModelLoadError(f"'{repo_id}' has no adapter_config.json -- it is not a PEFT LoRA adapter")
-    return folder, json.loads(config.read_text())["base_model_name_or_path"]
+    try:
+        recorded = json.loads(config.read_text())["base_model_name_or_path"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelLoadError(f"'{repo_id}' has a damaged {config.name}: no base_model_name_or_path -- it is not a "
+                             "PEFT LoRA adapter") from None
+    if not isinstance(recorded, str):
+        raise ModelLoadError(f"'{repo_id}': base_model_name_or_path is not a model name -- fix its {config.name}")
+    try:
+        return folder, base_model_of(recorded)
+    except ModelNameError as exc:
+        raise ModelLoadError(f"the base model of '{repo_id}' ({config.name}): {exc}") from None
 
 
 def why_not_downloaded(exc: BaseException) -> str:
@@ -84,10 +99,11 @@ class ChatSwitcher:
 
     def select_hub_adapter(self, repo_id: str) -> tuple[SideBySideChat, Path]:
         """The chat for an adapter from the Hub (on its own base model) and the adapter's folder."""
-        folder, base = fetch_hub_adapter(repo_id.strip())
+        repo_id = repo_id.strip()
+        folder, base = fetch_hub_adapter(repo_id)  # base: checked for this app before any model is loaded
         with self._lock:
             chat = self._ensure_base(base, ModelConfig(load_in_4bit=False), None)
-            chat.use_adapter(folder, label=repo_id.strip())  # no-op when already attached
+            chat.use_adapter(folder, label=repo_id)  # no-op when already attached
             return chat, folder
 
     def select_base(self, recipe: RecipeConfig | None = None) -> tuple[SideBySideChat, None]:

@@ -115,12 +115,12 @@ def command_generate(args) -> int:
     from tuning.generate_qa import QASettings, failure_rows, generate_qa, summarize
     from tuning.qa_backends import LocalBackend, RemoteBackend
     from tuning.qa_validate import ValidationSettings
-    from tuning.source_text import PASTED_SOURCE, chunk_text, read_source
+    from tuning.source_text import read_documents
 
-    chunks = []
-    for source in args.source:
-        text, name = (sys.stdin.read(), PASTED_SOURCE) if source == "-" else (read_source(source), Path(source).name)
-        chunks += chunk_text(text, name, args.chunk_chars, args.overlap_chars)
+    # One request's caps over every document, as in the app; "-" reads the text from stdin.
+    pasted = sys.stdin.read() if "-" in args.source else ""
+    chunks = read_documents([source for source in args.source if source != "-"], pasted, args.chunk_chars,
+                            args.overlap_chars)
     if args.backend == "local":
         backend = LocalBackend(args.model or "auto")
     else:

@@ -6,6 +6,7 @@ Time comes from throughput measured by earlier runs of the same model on this ma
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,8 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
     t = recipe.training
     per_step = t.batch_size * t.grad_accum
     steps_per_epoch = max(1, -(-len(lengths) // per_step))
-    steps = t.max_steps if t.max_steps > 0 else int(round(steps_per_epoch * t.epochs))
+    # As the Trainer counts them (ceil of epochs x steps per epoch): the steps a cap on them must see.
+    steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     tokens_per_epoch = sum(lengths)
     total_tokens = int(tokens_per_epoch * steps / steps_per_epoch)
     rates, runs = measured_tokens_per_s(runs_dir, recipe.model.name) if runs_dir else ([], 0)

@@ -36,6 +36,7 @@ from tuning.qa_validate import (
     form_flags,
     grounding_score,
 )
+from tuning.shared_space import CAP_ENV_PREFIX, caps, check_cap
 from tuning.source_text import Chunk
 
 FACT, OFF_TOPIC = "fact", "off-topic"
@@ -65,14 +66,16 @@ class QASettings:
         """max_tokens of a generation request."""
         return self.max_reply_tokens or pair_budget(self.pairs_per_batch)
 
-    def check(self) -> None:
-        """Raise ConfigError naming the setting that is out of range."""
+    def check(self, chunk_count: int | None = None) -> None:
+        """Raise ConfigError naming the setting that is out of range, CapError when the plan (batches, or one per
+        passage of chunk_count when batches is 0) is over this app's cap."""
         if not MIN_PAIRS <= self.pairs_per_batch <= MAX_PAIRS:
             raise ConfigError(f"pairs per batch must be {MIN_PAIRS}-{MAX_PAIRS}, got {self.pairs_per_batch}")
         if self.batches < 0 or self.off_topic < 0 or self.max_reply_tokens < 0:
             raise ConfigError("batches, off-topic prompts and reply tokens can't be negative")
         if not 0.0 < self.validation.duplicate_similarity <= 1.0:
             raise ConfigError(f"the duplicate threshold must be in (0, 1], got {self.validation.duplicate_similarity}")
+        _check_batch_cap(self.batches, chunk_count)
 
 
 @dataclass
@@ -145,18 +148,22 @@ class GenerationSummary:
                 f"({self.flagged} flagged for review), duplicates removed {self.duplicates}, invalid {self.invalid}")
 
 
-def plan_batches(chunks: list[Chunk], batches: int = 0) -> list[list[Chunk]]:
+def count_batches(chunk_count: int, batches: int = 0) -> int:
+    """How many batches plan_batches makes, by arithmetic: a plan's size must cost nothing to know."""
+    return (batches or chunk_count) if chunk_count else 0
+
+
+def plan_batches(chunks: list[Chunk], batches: int = 0) -> Iterator[list[Chunk]]:
     """Rounds of chunks, one batch each: all chunks once (batches=0), an even spread over the source
-    when fewer batches are wanted, and further rounds over the chunks when more are."""
+    when fewer batches are wanted, and further rounds over the chunks when more are. Lazy: a round is
+    made when the previous one is done, so planning a huge count allocates nothing."""
     if not chunks:
-        return []
-    total = batches or len(chunks)
-    rounds = []
+        return
+    total = count_batches(len(chunks), batches)
     for start in range(0, total, len(chunks)):
         size = min(len(chunks), total - start)
         picks = sorted({round(i * len(chunks) / size) for i in range(size)}) if size < len(chunks) else range(len(chunks))
-        rounds.append([chunks[i] for i in picks])
-    return rounds
+        yield [chunks[i] for i in picks]
 
 
 def summarize(results: Iterable[BatchResult]) -> GenerationSummary:
@@ -179,7 +186,7 @@ def generate_qa(chunks: list[Chunk], backend, settings: QASettings | None = None
     """Yield each batch's result as it completes; up to backend.max_in_flight batches run at once.
     Stopping (should_stop, or closing the iterator) lets running requests finish unread."""
     settings = settings or QASettings()
-    settings.check()
+    settings.check(len(chunks))
     duplicates = DuplicateIndex(list(existing_questions), settings.validation.duplicate_similarity)
     asked: dict[tuple[str, int], list[str]] = {}  # questions made per chunk, shown to its next batch
     number = 0
@@ -220,6 +227,17 @@ def failure_rows(results: Iterable[BatchResult]) -> list[dict]:
             chunk = result.chunk.provenance() if result.chunk else {}
             rows.append({"failed_batch": result.number, **chunk, "error": result.error, "raw_reply": result.raw_reply})
     return rows
+
+
+def _check_batch_cap(batches: int, chunk_count: int | None) -> None:
+    """CapError when the batches asked for (or one per passage, when 0) are over caps().generate_batches."""
+    cap = caps().generate_batches
+    hint = f" (whoever runs the app can raise {CAP_ENV_PREFIX}GENERATE_BATCHES)"
+    if batches:
+        check_cap(batches, cap, "batches", f"ask for {cap} or fewer: fewer batches spread evenly over the source{hint}")
+    elif chunk_count is not None:
+        check_cap(count_batches(chunk_count), cap, "batches (one per passage of the source)",
+                  f"set Batches to {cap} or fewer to spread them over the source, or give a shorter source{hint}")
 
 
 def _chunk_key(chunk: Chunk) -> tuple[str, int]:

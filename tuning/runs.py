@@ -37,7 +37,9 @@ from tuning.run_files import (
     read_status,
     write_status,
 )
-from tuning.run_owner import Owner, check_owner, may_open, record_owner
+from tuning.run_caps import check_recipe_caps
+from tuning.run_owner import Owner, check_owner, may_open, read_owner, record_owner
+from tuning.shared_space import CapError, caps
 
 REQUEST_FILE = "request.yaml"  # the recipe as asked for; the trainer writes the resolved config.yaml
 CONSOLE_FILE = "console.log"  # the process's own stdout/stderr: what train.log can't hold (a hard crash)
@@ -142,17 +144,36 @@ class TrainingQueue:
         return self.runs_dir / run_id
 
     def submit(self, recipe: RecipeConfig, label: str = "run", owner: Owner | None = None) -> str:
-        """Queue a training run (private to `owner` when given); it starts at once when nothing else trains."""
-        run_id = make_run_id(label)
-        run_dir = self.run_dir(run_id)
-        save_recipe(recipe, run_dir / REQUEST_FILE, header="recipe as requested from the app")
-        if owner is not None:
-            record_owner(run_dir, owner)
-        write_status(run_dir, QUEUED, submitted=time.time())
-        with self._lock:
+        """Queue a training run (private to `owner` when given); it starts at once when nothing else trains.
+
+        CapError, before anything is written, for a recipe over the caps or an owner at their cap of runs."""
+        check_recipe_caps(recipe)
+        with self._lock:  # the count and the append are one step: two quick clicks can't both pass
+            self.check_room(owner)
+            run_id = make_run_id(label)
+            run_dir = self.run_dir(run_id)
+            save_recipe(recipe, run_dir / REQUEST_FILE, header="recipe as requested from the app")
+            if owner is not None:
+                record_owner(run_dir, owner)
+            write_status(run_dir, QUEUED, submitted=time.time())
             self._waiting.append(run_id)
             self.poll()
         return run_id
+
+    def check_room(self, owner: Owner | None) -> None:
+        """CapError naming the asker's run when they already have caps().runs_per_visitor queued or training."""
+        limit = caps().runs_per_visitor
+        if owner is None or limit is None:  # the shell, or an app on your own machine
+            return
+        with self._lock:
+            self.poll()
+            active = ([self._current] if self._current else []) + list(self._waiting)
+            theirs = [run_id for run_id in active if read_owner(self.run_dir(run_id)) in owner.digests()]
+            state = "training" if theirs and theirs[0] == self._current else "queued"
+        if len(theirs) >= limit:
+            runs = "one run" if limit == 1 else f"{limit} runs"
+            raise CapError(f"your run `{theirs[0]}` is still {state}, and this app trains {runs} per visitor at a "
+                           "time -- stop it (Stop) or let it finish, then start this one")
 
     def _launch(self, run_id: str) -> None:
         run_dir = self.run_dir(run_id)
@@ -190,8 +211,9 @@ class TrainingQueue:
         done = status.get("total_steps") and (status.get("step") or 0) >= status["total_steps"]
         return status.get("state") in (FAILED, STOPPED) and not done and latest_checkpoint(run_dir) is not None
 
-    def resume(self, run_id: str) -> None:
-        """Queue a failed or stopped run again, to continue from its last checkpoint (`train --resume`)."""
+    def resume(self, run_id: str, owner: Owner | None = None) -> None:
+        """Queue a failed or stopped run again, to continue from its last checkpoint (`train --resume`);
+        it counts as `owner`'s run queued (check_room)."""
         run_dir = self.run_dir(run_id)
         with self._lock:
             self.poll()
@@ -202,6 +224,7 @@ class TrainingQueue:
                 raise ValueError(f"run {run_id} is {state or 'not a run'}: only a failed or stopped run can resume")
             if latest_checkpoint(run_dir) is None:
                 raise ValueError(f"run {run_id} saved no checkpoint to continue from -- start a new run")
+            self.check_room(owner)
             write_status(run_dir, QUEUED, error=None, resumed=time.time())
             self._resuming.add(run_id)
             self._waiting.append(run_id)

@@ -14,6 +14,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from tuning.config import ConfigError
 from tuning.hub_auth import on_space
 
 SHARED_ENV = "KANTELE_SHARED"
@@ -21,8 +22,9 @@ CAP_ENV_PREFIX = "KANTELE_CAP_"
 MAX_NAME_CHARS = 200  # a model / adapter name: Hub ids are at most 96 + 1 + 96; longer is not a name
 
 
-class CapError(ValueError):
-    """A visitor asked for more than this app allows; the message names the cap and what to ask for."""
+class CapError(ConfigError):
+    """A visitor asked for more than this app allows; the message names the cap and what to ask for.
+    A ConfigError, so every front end that reports a bad setting reports this too."""
 
 
 def is_shared() -> bool:

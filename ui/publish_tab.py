@@ -9,6 +9,7 @@ import gradio as gr
 from tuning.hub import HubError, plan_pushes, push_plans
 from tuning.hub_auth import on_space, resolve_token
 from tuning.run_owner import Owner
+from tuning.shared_space import is_shared
 from ui.chat_tab import finished_runs
 from ui.state import QUEUE
 from ui.untrusted import inert_markdown
@@ -30,9 +31,11 @@ def sign_in_available() -> bool:
 
 def ambient_token_note() -> str:
     """Where a push's token comes from when the visitor gives none."""
-    if on_space():
-        return ("Sign in with Hugging Face (button) or paste a write token: adapters are published under "
-                "your name, never the Space owner's.")
+    if is_shared():
+        how = "Sign in with Hugging Face (button) or paste a write token" if sign_in_available() \
+            else "Paste a write token"
+        owner = "Space owner" if on_space() else "app's owner"
+        return f"{how}: adapters are published under your name, never the {owner}'s."
     return ("No token pasted: the push uses `HF_TOKEN` or your `hf auth login` from the machine running the app.")
 
 
@@ -80,7 +83,7 @@ def push(owner, run_id, repo_id, private, include, dataset_repo, pasted_token,
         if not repo_id.strip() or repo_id.strip() == REPO_PLACEHOLDER:
             raise HubError("name the repository first, e.g. your-name/kalevala-adapter")
         token = resolve_token(pasted_token or (oauth_token.token if oauth_token else None),
-                              allow_ambient=not on_space())
+                              allow_ambient=not is_shared())
         urls = push_plans(plans, token=token, private=bool(private),
                           progress=lambda done, total, what: progress((done, total), desc=what))
     except HubError as error:

@@ -6,17 +6,24 @@ import gradio as gr
 
 from tuning.config import ConfigError, RecipeConfig, load_recipe
 from tuning.estimate import estimate_recipe
+from tuning.model_names import check_model_name
 from tuning.models import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
+from tuning.run_caps import check_estimate_caps, check_recipe_caps, preflight
 from tuning.run_files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
 from tuning.run_owner import Owner
+from tuning.shared_space import CapError, is_shared
 from ui.cluster_export import build_export_panel
 from ui.plots import curves_frame
 from ui.scorecard import build_scorecard, refresh_scorecard
 from ui.state import CHAT, CONFIGS_DIR, QUEUE, RUNS_DIR
 
 MODEL_CHOICES = ["auto", "embedded", GPU_DEFAULT_MODEL]
+MODEL_LABEL = "Base model (Hub id, local folder, 'embedded'; auto = by hardware)"
+SHARED_MODEL_LABEL = "Base model (Hub id or 'embedded'; auto = by hardware)"  # no local folders on a shared app
 POLL_SECONDS = 2.0
 SHORT_RUN_STEPS = 50
+# What a knob a visitor typed can raise (int(inf) is an OverflowError): each is shown, none is a crash.
+KNOB_ERRORS = (ConfigError, ModelLoadError, ValueError, OverflowError)
 
 
 def preset_names() -> list[str]:
@@ -42,6 +49,7 @@ def build_recipe(preset, model, epochs, max_steps, lr, r, alpha, dropout, batch,
     """The preset with the knobs applied and the session's dataset as its data."""
     if not dataset.get("train_file"):
         raise ConfigError("load a dataset first (Data tab: 'Load the Kalevala example' or your files)")
+    model = check_model_name(model)  # before anything reads the disk: a shared app names no local folder
     recipe = load_recipe(CONFIGS_DIR / f"{preset}.yaml")
     recipe.model.name, recipe.model.load_in_4bit = model, bool(four_bit)
     recipe.training.epochs, recipe.training.max_steps = float(epochs), int(max_steps or -1)
@@ -59,9 +67,21 @@ def build_recipe(preset, model, epochs, max_steps, lr, r, alpha, dropout, batch,
 def show_estimate(dataset: dict, *knobs) -> str:
     """The pre-flight estimate for the current settings."""
     try:
-        return estimate_recipe(build_recipe(*knobs, dataset), RUNS_DIR).summary()
-    except (ConfigError, ModelLoadError, ValueError) as error:
+        recipe = build_recipe(*knobs, dataset)
+        estimate = estimate_recipe(recipe, RUNS_DIR)
+    except KNOB_ERRORS as error:
         return f"Can't estimate yet: {error}"
+    return estimate.summary() + over_caps_note(recipe, estimate)
+
+
+def over_caps_note(recipe: RecipeConfig, estimate) -> str:
+    """What Start would refuse about these settings on this app ('' when nothing)."""
+    try:
+        check_recipe_caps(recipe)
+        check_estimate_caps(estimate)
+    except CapError as error:
+        return f"\n\n**Over this app's limits:** {error}"
+    return ""
 
 
 def start_training(dataset: dict, owner: Owner | None, *knobs):
@@ -70,12 +90,14 @@ def start_training(dataset: dict, owner: Owner | None, *knobs):
         return None, "**Not started:** this browser is not identified yet -- reload the page"
     try:
         recipe = build_recipe(*knobs, dataset)
-    except (ConfigError, ValueError) as error:
+        QUEUE.check_room(owner)  # cheap, so before the estimate; submit checks it again, atomically
+        preflight(recipe, RUNS_DIR)
+        if has_gpu():
+            # GPU memory is the scarce thing on a Space: drop the chat model; it reloads on the next question.
+            CHAT.release()
+        run_id = QUEUE.submit(recipe, label=dataset.get("name") or "run", owner=owner)
+    except KNOB_ERRORS as error:
         return None, f"**Not started:** {error}"
-    if has_gpu():
-        # GPU memory is the scarce thing on a Space: drop the chat model; it reloads on the next question.
-        CHAT.release()
-    run_id = QUEUE.submit(recipe, label=dataset.get("name") or "run", owner=owner)
     return run_id, f"Submitted run `{run_id}`."
 
 
@@ -97,7 +119,7 @@ def resume_training(run_id: str | None, owner: Owner | None) -> str:
         return "No run of yours to resume."
     try:
         QUEUE.owned_run_dir(run_id, owner)
-        QUEUE.resume(run_id)
+        QUEUE.resume(run_id, owner)
     except ValueError as error:
         return f"**Not resumed:** {error}"
     return f"Resuming `{run_id}` from its last checkpoint."
@@ -158,7 +180,7 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
         with gr.Row():
             preset = gr.Dropdown(preset_names(), value=default_preset(), label="Recipe preset")
             model = gr.Dropdown(MODEL_CHOICES, value="auto", allow_custom_value=True,
-                                label="Base model (Hub id, local folder, 'embedded'; auto = by hardware)")
+                                label=SHARED_MODEL_LABEL if is_shared() else MODEL_LABEL)
             four_bit = gr.Checkbox(value=True, label="4-bit base weights (QLoRA)")
         with gr.Row():
             epochs = gr.Number(label="Epochs", minimum=0.1)

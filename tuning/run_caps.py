@@ -1,0 +1,65 @@
+"""What one training run may cost: its recipe and its pre-flight estimate checked against caps() before it is
+queued. One slot trains for everyone on a shared app, so a run sized for a week would hold it for a week.
+
+On your own machine no cap is set (unless the owner sets KANTELE_CAP_*), and nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from tuning.config import RecipeConfig
+from tuning.estimate import Estimate, estimate_recipe
+from tuning.shared_space import CapError, Caps, caps, check_cap
+
+STEPS_FIX = "lower max steps, or set it to -1 and let the epochs decide"
+EPOCHS_FIX = "lower the epochs (or set max steps)"
+BATCH_FIX = "lower the batch size; grad accumulation gives the same effective batch"
+LENGTH_FIX = "lower max length; longer conversations are cut to it"
+PLANNED_STEPS_FIX = "lower the epochs, raise the batch size, or set max steps"
+MINUTES_FIX = "fewer steps or epochs, a shorter max length, or a smaller model (or train on your own machine)"
+
+
+def _finite(value: float, what: str) -> None:
+    if not math.isfinite(value):  # NaN compares as under any cap
+        raise CapError(f"{what} is {value} -- set a number")
+
+
+def check_recipe_caps(recipe: RecipeConfig, limits: Caps | None = None) -> None:
+    """CapError when a knob is over its cap; reads nothing from disk, so it can run before anything else."""
+    limits = limits or caps()
+    t = recipe.training
+    for value, what in ((t.epochs, "epochs"), (t.max_steps, "max steps"), (t.batch_size, "batch size"),
+                        (recipe.data.max_length, "max length")):
+        _finite(float(value), what)
+    if t.max_steps > 0:
+        check_cap(t.max_steps, limits.training_steps, "max steps", STEPS_FIX)
+    else:  # epochs count only when max steps doesn't override them
+        check_cap(t.epochs, limits.training_epochs, "epochs", EPOCHS_FIX)
+    check_cap(t.batch_size, limits.batch_size, "batch size", BATCH_FIX)
+    check_cap(recipe.data.max_length, limits.max_length, "max length", LENGTH_FIX)
+
+
+def needs_estimate(limits: Caps) -> bool:
+    """True when a cap can only be checked against the estimate (the steps epochs make, the minutes)."""
+    return limits.training_steps is not None or limits.run_minutes is not None
+
+
+def check_estimate_caps(estimate: Estimate, limits: Caps | None = None) -> None:
+    """CapError when the steps that will run, or the estimated minutes, are over their caps."""
+    limits = limits or caps()
+    check_cap(estimate.steps, limits.training_steps, "the optimizer steps this run will take", PLANNED_STEPS_FIX)
+    check_cap(estimate.seconds / 60, limits.run_minutes, "the estimated training time (minutes)", MINUTES_FIX)
+
+
+def preflight(recipe: RecipeConfig, runs_dir: Path | None = None) -> Estimate | None:
+    """Check a run against the caps in force, the knobs first (no disk), then its estimate when a cap needs
+    one; returns that estimate (None when no cap needed it). CapError or the estimate's own error if not."""
+    limits = caps()
+    check_recipe_caps(recipe, limits)
+    if not needs_estimate(limits):
+        return None
+    estimate = estimate_recipe(recipe, runs_dir)
+    check_estimate_caps(estimate, limits)
+    return estimate
