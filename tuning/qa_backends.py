@@ -1,13 +1,20 @@
 """LLM backends for QA generation, one interface: a local transformers model, or a remote chat endpoint
-(any OpenAI-compatible server, or Hugging Face Inference Providers) through huggingface_hub.InferenceClient."""
+(any OpenAI-compatible server, or Hugging Face Inference Providers) through huggingface_hub.InferenceClient.
+
+On a shared app (tuning/shared_space.py) a visitor's base URL must be a public address (tuning/safe_url.py),
+and Inference Providers take the visitor's own token: the app's HF_TOKEN and OpenAI settings are the owner's."""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from tuning.config import AUTO_MODEL, ModelConfig
-from tuning.errors import first_line
+from tuning.errors import _chain, first_line
+from tuning.shared_space import is_shared
 
 LOCAL, REMOTE = "local", "remote"
 DEFAULT_REMOTE_IN_FLIGHT = 4  # chunks in flight at once: enough to hide latency, few enough not to be throttled
@@ -16,6 +23,8 @@ DEFAULT_TIMEOUT_S = 180.0
 # Sent as the key to an endpoint the user gave no key for. Without it, InferenceClient sends the
 # locally saved Hugging Face token (HF_TOKEN / `hf auth login`) to whatever base URL it was given.
 NO_KEY = "EMPTY"
+TOKENS_PAGE = "https://huggingface.co/settings/tokens"
+OPENAI_HEADERS_ENV = "OPENAI_CUSTOM_HEADERS"  # extra headers the openai client adds to every request it sends
 LOCAL_REPETITION_PENALTY = 1.1  # small models loop on lists of pairs without it
 
 
@@ -110,19 +119,29 @@ class RemoteBackend:
             raise BackendError(f"base URL '{self.base_url}' must start with http:// or https://")
         self.provider = provider
         self.max_in_flight = max_in_flight
-        self._token = (token or "").strip() or None
+        self._shared = is_shared()
+        if self.base_url and self._shared:
+            _check_public(self.base_url)
+        self._token = (token or "").strip() or (None if self.base_url else _providers_token(self._shared))
         self._client = self._make_client(timeout)
 
     def _make_client(self, timeout: float):
         if self.base_url:
             # The openai client, not InferenceClient: InferenceClient sends the saved Hugging Face token to
             # any URL when no key is given, and refuses even a loopback server when HF_HUB_OFFLINE is set.
-            from openai import OpenAI
+            from openai import DefaultHttpxClient, OpenAI
 
-            return OpenAI(base_url=self.base_url, api_key=self._token or NO_KEY, timeout=timeout, max_retries=1)
+            from tuning.safe_url import PublicOnlyTransport
+
+            # Shared: every request (and redirect) is checked to go to a public address, see tuning/safe_url.py.
+            http_client = DefaultHttpxClient(transport=PublicOnlyTransport()) if self._shared else None
+            key = self._token or NO_KEY
+            return OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=1, http_client=http_client,
+                          default_headers=_no_ambient_headers(key) if self._shared else None)
         from huggingface_hub import InferenceClient
 
-        # Inference Providers: the Hugging Face token (given, or HF_TOKEN / the saved login) is the key.
+        # Inference Providers: the token is always passed -- with None, InferenceClient would take HF_TOKEN,
+        # which on a shared app is the owner's, and bill every visitor's batches to the owner.
         return InferenceClient(provider=self.provider or "auto", api_key=self._token, timeout=timeout)
 
     @property
@@ -144,19 +163,40 @@ class RemoteBackend:
                 reply = self._client.chat_completion(**options)
         except Exception as exc:  # every transport and HTTP error becomes one clear message
             raise BackendError(self._explain(exc)) from None
-        content = reply.choices[0].message.content if reply.choices else None
+        return self._reply_text(reply)
+
+    def _reply_text(self, reply) -> str:
+        """The text of a chat completion; BackendError when the endpoint answered something else."""
+        where = self.base_url or "Hugging Face Inference Providers"
+        try:  # a server may answer 200 with an HTML page, or JSON of any shape
+            content = reply.choices[0].message.content
+        except (AttributeError, IndexError, KeyError, TypeError):
+            raise BackendError(f"{where}: {_not_a_completion('no choices[0].message.content')}") from None
+        if content is not None and not isinstance(content, str):
+            raise BackendError(f"{where}: {_not_a_completion(f'its message content is {type(content).__name__}')}")
         return content or ""
 
     def _explain(self, exc: Exception) -> str:
+        from tuning.safe_url import AddressRefused
+
         where = self.base_url or "Hugging Face Inference Providers"
         status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
         name = type(exc).__name__.lower()
-        if status in (401, 403):
+        refused = next((link for link in _chain(exc) if isinstance(link, AddressRefused)), None)
+        if refused is not None:  # a redirect, or a DNS answer that changed since the base URL was checked
+            why = str(refused)
+        elif status in (401, 403):
             why = f"the endpoint refused the key (HTTP {status}) -- check the token and its permissions"
         elif status == 404:
             why = f"HTTP 404 -- check the base URL (it usually ends in /v1) and that '{self.model}' is served there"
+        elif status == 429:
+            why = "HTTP 429 (Too Many Requests) -- the endpoint is rate-limiting; try fewer batches in flight"
         elif status is not None:
-            why = f"HTTP {status}: {first_line(exc)}"
+            # The status only, never the body: a server's error page may hold anything (its secrets, an echoed key).
+            what = "refused the request" if 400 <= status < 500 else "failed"
+            why = f"HTTP {status} ({_reason(status)}) -- the endpoint {what}; its own log says why"
+        elif isinstance(exc, json.JSONDecodeError):
+            why = _not_a_completion("its JSON is cut off or invalid")
         elif "offline" in name:
             why = "HF_HUB_OFFLINE is set, so the Hub can't be reached -- unset it, or use the local model"
         elif isinstance(exc, TimeoutError) or "timeout" in name:
@@ -170,3 +210,58 @@ class RemoteBackend:
     def _scrub(self, text: str) -> str:
         """Never let a token reach a message, even if a library echoed it."""
         return text.replace(self._token, "***") if self._token else text
+
+
+def _providers_token(shared: bool) -> str:
+    """The token for Inference Providers when none was given: this machine's own (HF_TOKEN / `hf auth login`),
+    but never on a shared app, where it is the owner's and every visitor's batches would be billed to it."""
+    if shared:
+        raise BackendError("Inference Providers need your own Hugging Face token on this shared app -- paste a "
+                           f"token that may call Inference Providers ({TOKENS_PAGE}), or sign in with Hugging Face "
+                           "where the app offers it")
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise BackendError("no Hugging Face token for Inference Providers -- set HF_TOKEN, run `hf auth login`, "
+                           f"or paste a token that may call Inference Providers ({TOKENS_PAGE})")
+    return token
+
+
+def _no_ambient_headers(key: str) -> dict:
+    """Headers that replace those the openai client takes from this machine's environment (OPENAI_CUSTOM_HEADERS,
+    OPENAI_ORG_ID, OPENAI_PROJECT_ID): on a shared app they are the owner's, and would go to a visitor's URL --
+    an Authorization among them even in place of the visitor's key."""
+    from openai import omit
+
+    lines = os.environ.get(OPENAI_HEADERS_ENV, "").splitlines()
+    names = [line.split(":", 1)[0].strip() for line in lines if ":" in line]
+    # An explicit Authorization makes the client drop the environment's (in any letter case).
+    names = [name for name in names if name.lower() != "authorization"]
+    return {**dict.fromkeys(names, omit), "OpenAI-Organization": omit, "OpenAI-Project": omit,
+            "Authorization": f"Bearer {key}"}
+
+
+def _check_public(base_url: str) -> None:
+    """BackendError unless base_url's host is a public address (or one the owner allowed); connects nowhere."""
+    from tuning.safe_url import AddressRefused, check_url
+
+    try:
+        check_url(base_url)
+    except AddressRefused as error:
+        raise BackendError(f"base URL {base_url}: {error}") from None
+    except (OSError, ValueError) as error:  # no such host, or a URL httpx can't parse
+        raise BackendError(f"base URL {base_url}: can't find the host ({first_line(error)}) -- check the URL") from None
+
+
+def _not_a_completion(detail: str) -> str:
+    return (f"the reply is not a chat completion ({detail}) -- check that the base URL is an OpenAI-compatible "
+            "API (it usually ends in /v1)")
+
+
+def _reason(status: int) -> str:
+    """The standard phrase of an HTTP status ('Internal Server Error'), or 'unknown status'."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "unknown status"

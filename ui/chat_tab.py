@@ -11,6 +11,7 @@ from tuning.models import ModelLoadError, display_name
 from tuning.run_files import has_adapter
 from tuning.run_owner import Owner
 from tuning.shared_space import caps
+from ui.messages import for_visitor
 from ui.state import CHAT, QUEUE, RUNS_DIR
 from ui.untrusted import inert_markdown, original_text
 
@@ -52,7 +53,7 @@ def describe_panes(owner: Owner | None, adapter: str | None, hub_adapter: str | 
     try:
         chat, wanted = _select(owner, adapter, hub_adapter)
     except (ModelLoadError, ValueError) as error:
-        return f"**Can't load that adapter:** {error}"
+        return f"**Can't load that adapter:** {for_visitor(error)}"
     name = display_name(chat.model_ref)
     quant = chat.precision
     label = hub_adapter if hub_adapter else adapter
@@ -76,7 +77,7 @@ def import_trained_adapter(upload, owner: Owner | None):
     try:
         imported = import_adapter(getattr(upload, "name", upload), QUEUE.runs_dir, owner)
     except AdapterImportError as error:
-        return f"**Not imported:** {error}", gr.skip()
+        return f"**Not imported:** {for_visitor(error)}", gr.skip()
     notes = "".join(f" ({note})" for note in imported.notes)
     return (f"Imported as `{imported.run_id}` on base model `{imported.base_model}`{notes}; selected above.",
             adapter_choices(owner, imported.run_id))
@@ -128,7 +129,7 @@ def ask_both(question: str, base_history: list, tuned_history: list, owner: Owne
             settings = _settings(max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty)
             yield from _answer_both(question, base_history, tuned_history, owner, adapter, hub_adapter, settings)
     except (ModelLoadError, ValueError) as error:  # CapError is a ValueError
-        raise gr.Error(str(error)) from None
+        raise gr.Error(for_visitor(error)) from None
 
 
 def _answer_both(question: str, base_history: list, tuned_history: list, owner: Owner | None, adapter: str,

@@ -6,6 +6,7 @@ import gradio as gr
 
 from tuning.cluster_bundle import BundleError, plan_bundle, write_bundle_zip
 from tuning.run_owner import Owner
+from ui.messages import for_visitor
 from ui.state import QUEUE
 
 CLUSTER_EXPORT_DIR = "cluster"  # inside the run folder: the bundle belongs to its run
@@ -23,7 +24,7 @@ def export_for_cluster(run_id: str | None, owner: Owner | None):
         bundle = plan_bundle(run_dir)
         path = write_bundle_zip(bundle, run_dir / CLUSTER_EXPORT_DIR / f"{bundle.name}.zip")
     except (BundleError, OSError, ValueError) as error:
-        return f"**Not exported:** {error}", None
+        return f"**Not exported:** {for_visitor(error)}", None
     notes = "".join(f"\n\n**Note:** {note}" for note in bundle.notes)
     return (f"Bundle of `{run_id}` ready. On the cluster:\n```sh\nunzip {path.name} && cd {bundle.name}\n"
             f"N=4 bash train.sh        # or: sbatch train.sbatch\n```{notes}"), str(path)

@@ -10,21 +10,22 @@ import gradio as gr
 
 from tuning.config import ConfigError
 from tuning.data import DataError, read_jsonl, user_prompts
-from tuning.generate_qa import GeneratedPair, QASettings, failure_rows, generate_qa, plan_batches, summarize
+from tuning.generate_qa import GeneratedPair, QASettings, count_batches, failure_rows, generate_qa, summarize
 from tuning.models import ModelLoadError
 from tuning.qa_backends import DEFAULT_REMOTE_IN_FLIGHT, MAX_REMOTE_IN_FLIGHT, BackendError, RemoteBackend
 from tuning.qa_prompts import MAX_PAIRS, MIN_PAIRS
 from tuning.qa_review import KEEP, REVIEW_COLUMNS, accept_unflagged, accepted_pairs, is_ticked, review_table
 from tuning.qa_validate import ValidationSettings
-from tuning.source_text import PASTED_SOURCE, chunk_text, read_source
+from tuning.source_text import read_documents
 from tuning.workspace import add_accepted, new_workspace, save_review
+from ui.messages import hide_paths
 from ui.state import WORKSPACES_DIR, local_generator
 
 LOCAL_CHOICE = "Local model (runs here, offline)"
 OPENAI_CHOICE = "OpenAI-compatible endpoint"
 PROVIDERS_CHOICE = "Hugging Face Inference Providers"
 REMOVED_COLUMNS = ["question", "answer", "why removed", "from"]
-USER_ERRORS = (DataError, BackendError, ConfigError, ModelLoadError)
+USER_ERRORS = (DataError, BackendError, ConfigError, ModelLoadError)  # caps' CapError is a ConfigError
 
 
 def empty_review() -> dict:
@@ -33,26 +34,22 @@ def empty_review() -> dict:
 
 
 def read_chunks(files, pasted: str) -> list:
-    """Chunks of every uploaded document and of the pasted text."""
-    chunks = []
-    for file in files or []:
-        path = Path(getattr(file, "name", file))
-        chunks += chunk_text(read_source(path), path.name)
-    if pasted and pasted.strip():
-        chunks += chunk_text(pasted, PASTED_SOURCE)
-    if not chunks:
-        raise DataError("no source text: upload a .txt, .md or .pdf document or paste some text")
-    return chunks
+    """Chunks of every uploaded document and of the pasted text, within this app's caps on reading them."""
+    return read_documents([Path(getattr(file, "name", file)) for file in files or []], pasted or "")
 
 
-def make_backend(choice: str, base_url: str, model: str, api_key: str, in_flight: float):
-    """The backend the visitor picked; the key is used for requests only, never kept or shown."""
+def make_backend(choice: str, base_url: str, model: str, api_key: str, in_flight: float,
+                 signed_in_token: str | None = None):
+    """The backend the visitor picked; the key is used for requests only, never kept or shown. Inference
+    Providers take the key typed in, else the visitor's "Sign in with Hugging Face" token."""
     if choice == LOCAL_CHOICE:
         return local_generator()
-    if choice == OPENAI_CHOICE and not (base_url or "").strip():
-        raise BackendError("give the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")
-    return RemoteBackend(model, base_url=base_url if choice == OPENAI_CHOICE else None, token=api_key,
-                         max_in_flight=int(in_flight))
+    if choice == OPENAI_CHOICE:
+        if not (base_url or "").strip():
+            raise BackendError("give the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")
+        # Never the Hugging Face sign-in token here: it would go to whatever server the URL names.
+        return RemoteBackend(model, base_url=base_url, token=api_key, max_in_flight=int(in_flight))
+    return RemoteBackend(model, token=(api_key or "").strip() or signed_in_token, max_in_flight=int(in_flight))
 
 
 def dataset_questions(dataset: dict, review: dict) -> list[str]:
@@ -97,24 +94,28 @@ def removed_table(review: dict) -> list[list]:
 
 
 def generate(files, pasted, choice, base_url, model, api_key, in_flight, per_batch, batches, off_topic, topic,
-             judge, min_judge, duplicate_threshold, dataset: dict, review: dict):
-    """Run the batches, streaming progress and the growing review table; pairs made so far are kept."""
+             judge, min_judge, duplicate_threshold, dataset: dict, review: dict,
+             oauth_token: gr.OAuthToken | None = None):
+    """Run the batches, streaming progress and the growing review table; pairs made so far are kept.
+    gradio fills oauth_token when the visitor signed in with Hugging Face (on a Space), else None."""
     review = {"rows": list(review["rows"]), "removed": list(review["removed"])}
     dataset = dict(dataset)
     try:
-        chunks = read_chunks(files, pasted)
-        backend = make_backend(choice, base_url, model, api_key, in_flight)
         settings = QASettings(pairs_per_batch=int(per_batch), batches=int(batches or 0), off_topic=int(off_topic or 0),
                               topic=topic or "", judge=bool(judge),
                               validation=ValidationSettings(duplicate_similarity=float(duplicate_threshold),
                                                             min_judge_score=int(min_judge)))
-        settings.check()
+        settings.check()  # the settings' own caps before reading anything: reading a PDF can take its budget
+        backend = make_backend(choice, base_url, model, api_key, in_flight, oauth_token.token if oauth_token else None)
+        chunks = read_chunks(files, pasted)
+        settings.check(len(chunks))
     except USER_ERRORS as error:
-        yield dataset, review, progress_html([], 0, f"Nothing generated: {error}"), gr.update(), gr.update()
+        yield dataset, review, progress_html([], 0, f"Nothing generated: {hide_paths(error)}"), gr.update(), \
+            gr.update()
         return
     workspace = Path(dataset.get("workspace") or new_workspace(WORKSPACES_DIR))
     dataset["workspace"] = str(workspace)
-    planned = sum(len(r) for r in plan_batches(chunks, settings.batches)) + (1 if settings.off_topic else 0)
+    planned = count_batches(len(chunks), settings.batches) + (1 if settings.off_topic else 0)
     results = []
     yield dataset, review, progress_html(results, planned, f"{len(chunks)} chunks; asking {backend.label}…"), \
         gr.update(), gr.update()
@@ -126,7 +127,8 @@ def generate(files, pasted, choice, base_url, model, api_key, in_flight, per_bat
             save_review(workspace, review["rows"])
             yield dataset, review, progress_html(results, planned), review_table(_pairs(review)), removed_table(review)
     except USER_ERRORS as error:
-        yield dataset, review, progress_html(results, planned, f"Stopped: {error}"), gr.update(), gr.update()
+        yield dataset, review, progress_html(results, planned, f"Stopped: {hide_paths(error)}"), gr.update(), \
+            gr.update()
         return
     yield dataset, review, progress_html(results, planned, "Done. Review the pairs below, then add them."), \
         review_table(_pairs(review)), removed_table(review)

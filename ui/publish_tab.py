@@ -11,6 +11,7 @@ from tuning.hub_auth import on_space, resolve_token
 from tuning.run_owner import Owner
 from tuning.shared_space import is_shared
 from ui.chat_tab import finished_runs
+from ui.messages import for_visitor
 from ui.state import QUEUE
 from ui.untrusted import inert_markdown
 
@@ -62,7 +63,7 @@ def show_plan(owner, run_id, repo_id, include, dataset_repo):
     try:
         plans = plan_for(owner, run_id, repo_id, include or [], dataset_repo or "")
     except HubError as error:
-        return [], f"**{error}**"
+        return [], f"**{for_visitor(error)}**"
     rows = [[plan.repo_type, plan.repo_id, name, size] for plan in plans for name, size in plan.describe()]
     return rows, card_preview(plans[0].card())
 
@@ -87,7 +88,7 @@ def push(owner, run_id, repo_id, private, include, dataset_repo, pasted_token,
         urls = push_plans(plans, token=token, private=bool(private),
                           progress=lambda done, total, what: progress((done, total), desc=what))
     except HubError as error:
-        return f"❌ Not pushed: {error}"
+        return f"❌ Not pushed: {for_visitor(error)}"
     links = "\n".join(f"- [{plan.repo_id}]({plan.repo_url()}) — [this commit]({url})"
                       for plan, url in zip(plans, urls))
     return f"✅ Pushed{' (private)' if private else ''}:\n{links}"
@@ -104,7 +105,7 @@ def export_for_ollama(owner: Owner | None, run_id: str | None, progress=gr.Progr
         run_dir = QUEUE.owned_run_dir(run_id, owner)
         result = export_run(run_dir, run_dir / EXPORT_DIR)
     except (ExportError, OSError, ValueError) as error:
-        return f"❌ Export failed: {error}", None
+        return f"❌ Export failed: {for_visitor(error)}", None
     return (f"✅ Exported in {sum(result.seconds.values()):.0f} s. Download both files into one folder, then:\n"
             f"```sh\nollama create {result.name} -f Modelfile\nollama run {result.name}\n```",
             [str(result.gguf), str(result.modelfile)])

@@ -15,6 +15,7 @@ from tuning.shared_space import CapError, is_shared
 from ui.cluster_export import build_export_panel
 from ui.plots import curves_frame
 from ui.scorecard import build_scorecard, refresh_scorecard
+from ui.messages import for_visitor, hide_paths
 from ui.state import CHAT, CONFIGS_DIR, QUEUE, RUNS_DIR
 
 MODEL_CHOICES = ["auto", "embedded", GPU_DEFAULT_MODEL]
@@ -70,7 +71,7 @@ def show_estimate(dataset: dict, *knobs) -> str:
         recipe = build_recipe(*knobs, dataset)
         estimate = estimate_recipe(recipe, RUNS_DIR)
     except KNOB_ERRORS as error:
-        return f"Can't estimate yet: {error}"
+        return f"Can't estimate yet: {for_visitor(error)}"
     return estimate.summary() + over_caps_note(recipe, estimate)
 
 
@@ -80,7 +81,7 @@ def over_caps_note(recipe: RecipeConfig, estimate) -> str:
         check_recipe_caps(recipe)
         check_estimate_caps(estimate)
     except CapError as error:
-        return f"\n\n**Over this app's limits:** {error}"
+        return f"\n\n**Over this app's limits:** {for_visitor(error)}"
     return ""
 
 
@@ -97,7 +98,7 @@ def start_training(dataset: dict, owner: Owner | None, *knobs):
             CHAT.release()
         run_id = QUEUE.submit(recipe, label=dataset.get("name") or "run", owner=owner)
     except KNOB_ERRORS as error:
-        return None, f"**Not started:** {error}"
+        return None, f"**Not started:** {for_visitor(error)}"
     return run_id, f"Submitted run `{run_id}`."
 
 
@@ -108,7 +109,7 @@ def stop_training(run_id: str | None, owner: Owner | None) -> str:
     try:
         QUEUE.owned_run_dir(run_id, owner)
     except ValueError as error:
-        return f"**Not stopped:** {error}"
+        return f"**Not stopped:** {for_visitor(error)}"
     QUEUE.stop(run_id)
     return f"Stopping `{run_id}` after the current step; its adapter will be saved."
 
@@ -121,7 +122,7 @@ def resume_training(run_id: str | None, owner: Owner | None) -> str:
         QUEUE.owned_run_dir(run_id, owner)
         QUEUE.resume(run_id, owner)
     except ValueError as error:
-        return f"**Not resumed:** {error}"
+        return f"**Not resumed:** {for_visitor(error)}"
     return f"Resuming `{run_id}` from its last checkpoint."
 
 
@@ -141,7 +142,7 @@ def _progress_text(view) -> str:
         text += (" — training done, the adapter is saved: compare it in Chat now; scoring base vs tuned on the "
                  "held-out questions…")
     if view.error:
-        text += f"\n\n**Error:** {view.error}"
+        text += f"\n\n**Error:** {for_visitor(view.error)}"
     return text
 
 
@@ -168,10 +169,11 @@ def poll_run(run_id: str | None, owner: Owner | None):
         QUEUE.owned_run_dir(run_id, owner)
         view = QUEUE.view(run_id)
     except ValueError as error:
-        return (f"**Can't show that run:** {error}", None, None, "", hidden, hidden)
+        return (f"**Can't show that run:** {for_visitor(error)}", None, None, "", hidden, hidden)
     text = _progress_text(view) + (f"\n\n{others}" if others else "")
     return (text, curves_frame(view.metrics, ("loss", "eval_loss")), curves_frame(view.metrics, ("learning_rate",)),
-            view.log_tail, gr.update(visible=view.adapter_ready), gr.update(visible=view.resumable))
+            hide_paths(view.log_tail), gr.update(visible=view.adapter_ready),
+            gr.update(visible=view.resumable))
 
 
 def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -> dict:
