@@ -11,11 +11,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from tuning.shared_space import caps  # noqa: E402
 from ui.chat_tab import adapter_choices, build_chat_tab, describe_panes  # noqa: E402
 from ui.data_tab import build_data_tab, empty_dataset_state  # noqa: E402
 from ui.publish_tab import build_publish_tab  # noqa: E402
 from ui.scorecard import picked_question  # noqa: E402
 from ui.train_tab import build_train_tab, preset_values  # noqa: E402
+from ui.upload_guard import cache_cleaning, launch_guards  # noqa: E402
 from ui.visitor import BROWSER_SECRET, build_identity, identify  # noqa: E402
 
 INTRO = ("# Kantele\nFine-tune a small chat model on your own questions and answers: **Data → Train → "
@@ -24,7 +26,7 @@ INTRO = ("# Kantele\nFine-tune a small chat model on your own questions and answ
 
 def build_app() -> gr.Blocks:
     """The whole app as a gr.Blocks."""
-    with gr.Blocks(title="Kantele") as demo:
+    with gr.Blocks(title="Kantele", delete_cache=cache_cleaning()) as demo:
         gr.Markdown(INTRO)
         dataset_state = gr.State(empty_dataset_state())
         # The visitor's run id lives in the browser, so a reload re-attaches to the running job.
@@ -43,6 +45,8 @@ def build_app() -> gr.Blocks:
         demo.load(identify, visitor_state, [visitor_state, owner_state]).then(
             adapter_choices, owner_state, chat["adapter"]).then(
             describe_panes, [owner_state, chat["adapter"]], chat["note"])
+    # On a shared app a flood is turned away at the door ("queue is full") instead of growing without end.
+    demo.queue(max_size=caps().queue_size)
     return demo
 
 
@@ -58,4 +62,4 @@ def import_heavy_libraries() -> None:
 
 if __name__ == "__main__":
     import_heavy_libraries()
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), **launch_guards())

@@ -59,3 +59,18 @@ def test_system_prompt_is_added_only_when_missing():
     own = [{"role": "system", "content": "mine"}, *user]
     assert with_system_prompt(own, "S") == own
     assert with_system_prompt(user, None) == user
+
+
+def test_the_cheap_token_count_equals_the_training_encoding(tokenizer):
+    from tuning.formatting import count_tokens, encode_for_training
+
+    for messages in CONVERSATIONS_FOR_COUNTING:
+        assert count_tokens(tokenizer, messages) == len(encode_for_training(tokenizer, messages, 10**9).input_ids)
+
+
+CONVERSATIONS_FOR_COUNTING = [
+    [{"role": "user", "content": "Who compiled the Kalevala?"}, {"role": "assistant", "content": "Elias Lönnrot."}],
+    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Who is Aino?"},
+     {"role": "assistant", "content": "Joukahainen's sister."}],
+]

@@ -1,6 +1,7 @@
 """Upload limits: bytes and rows per file, from KANTELE_MAX_UPLOAD_MB / KANTELE_MAX_ROWS or keywords; the message
 names the file, its size or row count, the limit and the fix, and the Data tab shows it."""
 
+import os
 import time
 
 import pytest
@@ -15,14 +16,17 @@ from tuning.data_files import (
     MB,
     upload_limits,
 )
+from tuning.shared_space import CAP_ENV_PREFIX, SHARED_ENV
 from tuning.workspace import UPLOADS_DIR, keep_uploads, new_workspace, prepare_dataset
 
 
 @pytest.fixture(autouse=True)
 def no_limit_settings(monkeypatch):
-    """Each test starts from the default limits, whatever the machine's environment says."""
-    monkeypatch.delenv(MAX_UPLOAD_MB_ENV, raising=False)
-    monkeypatch.delenv(MAX_ROWS_ENV, raising=False)
+    """Each test starts from the default limits of a local app, whatever the machine's environment says."""
+    for name in [MAX_UPLOAD_MB_ENV, MAX_ROWS_ENV, SHARED_ENV, "SYSTEM", "SPACE_ID"]:
+        monkeypatch.delenv(name, raising=False)
+    for name in [name for name in os.environ if name.startswith(CAP_ENV_PREFIX)]:
+        monkeypatch.delenv(name)
 
 
 def test_defaults_environment_and_arguments(monkeypatch):

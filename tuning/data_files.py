@@ -50,19 +50,35 @@ class RowError:
 
 @dataclass(frozen=True)
 class UploadLimits:
-    """The most bytes and rows one data file may hold; None means no limit."""
+    """The most bytes and rows one data file, one load (all its files together) and one workspace may hold;
+    None means no limit."""
 
     max_bytes: int | None = None
     max_rows: int | None = None
+    request_bytes: int | None = None
+    request_rows: int | None = None
+    workspace_bytes: int | None = None
 
 
 def upload_limits(max_mb: float | None = None, max_rows: int | None = None) -> UploadLimits:
-    """The app's limits per uploaded file: arguments, else KANTELE_MAX_UPLOAD_MB / KANTELE_MAX_ROWS, else defaults."""
+    """The app's limits: per file from the arguments, else KANTELE_MAX_UPLOAD_MB / KANTELE_MAX_ROWS, else defaults;
+    per load and per workspace from the caps of tuning.shared_space (off unless the app is shared)."""
     if max_mb is None:
         max_mb = _env_number(MAX_UPLOAD_MB_ENV, DEFAULT_MAX_UPLOAD_MB, "a size in MB like 50", float)
     if max_rows is None:
         max_rows = _env_number(MAX_ROWS_ENV, DEFAULT_MAX_ROWS, "a number of rows like 100000", int)
-    return UploadLimits(max_bytes=int(max_mb * MB), max_rows=int(max_rows))
+    from tuning.shared_space import CapError, caps  # here: data_files sits below every other tuning module
+
+    try:
+        now = caps()
+    except CapError as error:  # a bad KANTELE_CAP_ setting: shown where the data errors are
+        raise DataError(str(error)) from None
+    return UploadLimits(max_bytes=int(max_mb * MB), max_rows=int(max_rows), request_bytes=_bytes(now.request_mb),
+                        request_rows=now.request_rows, workspace_bytes=_bytes(now.workspace_mb))
+
+
+def _bytes(mb: float | None) -> int | None:
+    return None if mb is None else int(mb * MB)
 
 
 def _env_number(name: str, default, example: str, kind):
@@ -130,12 +146,34 @@ def read_file_rows(path: Path, limits: UploadLimits | None = None) -> tuple[list
     if not rows and not errors:
         raise DataError(f"{path.name}: file has no rows — add at least one question and its answer")
     count = len({number for number, _ in rows} | {e.row for e in errors})
+    check_rows(path.name, count, limits)
+    return rows, errors
+
+
+def check_rows(name: str, count: int, limits: UploadLimits) -> None:
+    """Raise DataError when one file holds more rows than the limit per file."""
     if limits.max_rows is not None and count > limits.max_rows:
         raise DataError(
-            f"{path.name}: {count:,} rows, over the limit of {limits.max_rows:,} rows per file — "
+            f"{name}: {count:,} rows, over the limit of {limits.max_rows:,} rows per file — "
             f"split it into smaller files, or ask whoever runs the app to raise {MAX_ROWS_ENV}"
         )
-    return rows, errors
+
+
+def count_rows(path: Path) -> int:
+    """The rows read_file_rows would find (good and bad), counted without building them; 0 for a file it
+    would refuse anyway (unreadable, not UTF-8, bad JSON), so that file's own error is the one reported."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+        suffix = path.suffix.lower()
+        if suffix == ".jsonl":
+            return sum(1 for line in text.split("\n") if line.strip())
+        if suffix == ".csv":
+            return max(0, sum(1 for cells in csv.reader(io.StringIO(text, newline="")) if cells) - 1)  # - header
+        if suffix == ".json":
+            return len(_find_rows(loads_json(text), path.name)) if text.strip() else 0
+    except (OSError, ValueError, csv.Error):  # DataError and UnicodeDecodeError are ValueErrors
+        return 0
+    return 0
 
 
 def check_size(path: Path, limits: UploadLimits) -> None:
@@ -148,12 +186,13 @@ def check_size(path: Path, limits: UploadLimits) -> None:
 
 def _too_big(name: str, size: int, limit: int) -> DataError:
     return DataError(
-        f"{name}: {_format_size(size)}, over the upload limit of {_format_size(limit)} per file — "
+        f"{name}: {format_size(size)}, over the upload limit of {format_size(limit)} per file — "
         f"split it into smaller files, or ask whoever runs the app to raise {MAX_UPLOAD_MB_ENV}"
     )
 
 
-def _format_size(size: int) -> str:
+def format_size(size: int) -> str:
+    """A byte count as people read it: '1.5 MB', or '512 bytes' when small."""
     return f"{size / MB:,.1f} MB" if size >= MB / 10 else f"{size:,} bytes"
 
 

@@ -64,6 +64,12 @@ def encode_for_training(tokenizer, messages: list[dict], max_length: int) -> Enc
     return EncodedExample(input_ids=full[:max_length], labels=labels[:max_length], truncated=truncated)
 
 
+def count_tokens(tokenizer, messages: list[dict]) -> int:
+    """Tokens of a whole conversation as training reads it (before truncation): one render, no label masking,
+    about half the time of encode_for_training on a 100,000-row upload."""
+    return len(_render_ids(tokenizer, messages, add_generation_prompt=False))
+
+
 def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """Ids of a conversation ending with the cue for the assistant's next answer."""
     return _render_ids(tokenizer, messages, add_generation_prompt=True)

@@ -1,7 +1,9 @@
 """A visitor's working dataset: their uploads kept as given, the cleaned split beside them.
 
 The app gives each browser session its own folder (named by a random id, never by user
-text), so visitors of a shared Space never see each other's data.
+text), so visitors of a shared Space never see each other's data. What one load may bring in is
+checked here, cheapest first: bytes (no file read), then rows (counted, not parsed into examples),
+before the costly part (checking, deduplicating and tokenizing every row).
 """
 
 from __future__ import annotations
@@ -13,7 +15,17 @@ from pathlib import Path
 
 from tuning.atomic import staged_file
 from tuning.data import LoadedData, load_examples, read_jsonl, split_examples, write_jsonl
-from tuning.data_files import UploadLimits, check_size, upload_limits
+from tuning.data_files import (
+    DataError,
+    UploadLimits,
+    check_rows,
+    check_size,
+    count_rows,
+    format_size,
+    one_line,
+    upload_limits,
+)
+from tuning.shared_space import CAP_ENV_PREFIX
 
 UPLOADS_DIR = "uploads"  # originals, untouched
 GENERATED_DIR = "generated"
@@ -43,18 +55,85 @@ def new_workspace(root: str | Path) -> Path:
 
 
 def keep_uploads(workspace: Path, files: list[str | Path], limits: UploadLimits | None = None) -> list[Path]:
-    """Copy uploads into the workspace as they are (name kept, path not trusted); DataError if one is too big."""
+    """Copy uploads into the workspace as they are (name kept, path not trusted); DataError, and nothing
+    copied, if a file, the load or the workspace would be over its byte limit."""
     limits = limits or upload_limits()
     sources = [Path(source) for source in files]
-    for source in sources:
-        check_size(source, limits)
-    kept = []
-    for number, source in enumerate(sources, start=1):
-        target = workspace / UPLOADS_DIR / f"{number:02d}-{Path(source.name).name}"
+    targets = [workspace / UPLOADS_DIR / f"{number:02d}-{Path(source.name).name}"
+               for number, source in enumerate(sources, start=1)]
+    try:
+        for source in sources:
+            check_size(source, limits)
+        check_request_size(sources, limits)
+        check_workspace_size(workspace, sources, targets, limits)
+    except FileNotFoundError as error:  # in the app: an upload the server has already cleaned away
+        raise DataError(f"{one_line(Path(error.filename).name)}: file not found — upload it again") from None
+    for source, target in zip(sources, targets, strict=True):
         with staged_file(target) as temp:  # a crash mid-copy leaves no half original to load later
             shutil.copyfile(source, temp)
-        kept.append(target)
-    return kept
+    return targets
+
+
+def check_request_size(paths: list[Path], limits: UploadLimits) -> None:
+    """DataError when the files of one load are together over the byte limit per load; reads no file."""
+    if limits.request_bytes is not None:
+        total = sum(path.stat().st_size for path in paths)
+        if total > limits.request_bytes:
+            raise DataError(
+                f"{name_files(paths)}: {format_size(total)} in this load, over the limit of "
+                f"{format_size(limits.request_bytes)} per load — load fewer or smaller files at a time, "
+                f"or ask whoever runs the app to raise {CAP_ENV_PREFIX}REQUEST_MB"
+            )
+
+
+def check_request_rows(paths: list[Path], limits: UploadLimits) -> None:
+    """DataError when a file, or the files of one load together, hold more rows than the limits allow;
+    counted before any row is checked, deduplicated or tokenized (the costly part of a load)."""
+    if limits.max_rows is None and limits.request_rows is None:
+        return
+    total = 0
+    for path in paths:
+        count = count_rows(path)
+        check_rows(path.name, count, limits)  # one file over its own limit: that message, not the total's
+        total += count
+    if limits.request_rows is not None and total > limits.request_rows:
+        raise DataError(
+            f"{name_files(paths)}: {total:,} rows in this load, over the limit of {limits.request_rows:,} rows "
+            f"per load — load fewer or smaller files at a time, or ask whoever runs the app to raise "
+            f"{CAP_ENV_PREFIX}REQUEST_ROWS"
+        )
+
+
+def check_workspace_size(workspace: Path, sources: list[Path], targets: list[Path], limits: UploadLimits) -> None:
+    """DataError when copying sources to targets would take the workspace folder over its byte limit."""
+    if limits.workspace_bytes is None:
+        return
+    replaced = set(targets)  # a kept copy of the same number and name is overwritten, not added to
+    total = _folder_bytes(Path(workspace), replaced) + sum(source.stat().st_size for source in sources)
+    if total > limits.workspace_bytes:
+        raise DataError(
+            f"{name_files(sources)}: your workspace would hold {format_size(total)} with these files, over the "
+            f"limit of {format_size(limits.workspace_bytes)} per workspace — load fewer or smaller files, reload "
+            f"the page to start a fresh workspace, or ask whoever runs the app to raise {CAP_ENV_PREFIX}WORKSPACE_MB"
+        )
+
+
+def _folder_bytes(folder: Path, leave_out: set[Path]) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path not in leave_out and path.is_file():
+                total += path.stat().st_size
+        except FileNotFoundError:  # a temp file renamed away by a save in flight
+            continue
+    return total
+
+
+def name_files(paths: list[Path], shown: int = 5) -> str:
+    """The files' names for a message: the first few, then how many more."""
+    names = [one_line(Path(path).name) for path in paths]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def prepare_dataset(workspace: Path, files: list[Path], validation_fraction: float, seed: int,
@@ -62,6 +141,7 @@ def prepare_dataset(workspace: Path, files: list[Path], validation_fraction: flo
                     validation_files: list[Path] | None = None, limits: UploadLimits | None = None) -> PreparedData:
     """Validate, dedupe and split the files into the workspace's cleaned train/validation JSONL (within limits)."""
     limits = limits or upload_limits()
+    check_request_rows([*files, *(validation_files or [])], limits)
     loaded = load_examples(files, max_tokens=max_tokens, count_tokens=count_tokens, limits=limits)
     if validation_files:
         train, validation = loaded.examples, load_examples(validation_files, limits=limits).examples

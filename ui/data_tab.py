@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import gradio as gr
@@ -58,12 +59,13 @@ def _stats(prepared, max_length: int) -> str:
 
 def _load(files, validation_files, validation_fraction, state: dict, name: str):
     workspace = Path(state.get("workspace") or new_workspace(WORKSPACES_DIR))
-    try:
-        kept = keep_uploads(workspace, files)
-        kept_validation = keep_uploads(workspace, validation_files) if validation_files else []
+    validation_files = validation_files or []
+    try:  # one call: the limits per load count the training and validation files together
+        kept = keep_uploads(workspace, [*files, *validation_files])
     except DataError as error:  # over the upload limits: nothing was copied
         return _show_error(state, error)
-    return prepare_and_show(workspace, kept, kept_validation, validation_fraction, state, name)
+    split = len(kept) - len(validation_files)
+    return prepare_and_show(workspace, kept[:split], kept[split:], validation_fraction, state, name)
 
 
 def _show_error(state: dict, error: DataError):
@@ -74,10 +76,26 @@ def _show_error(state: dict, error: DataError):
     return (state, gr.update(), message, gr.update(), gr.update(), gr.update(), gr.update())
 
 
+def _remembered(make_count):
+    """A token counter made on first use (a refused load never loads the tokenizer) that remembers each
+    conversation's count: the histogram asks again for every example the loader counted, and counting (the
+    chat template, then the tokenizer) is most of a large load's time."""
+    counter = functools.cache(make_count)
+    counts = {}  # id -> (the list itself, its count): holding the list keeps its id from being reused
+
+    def count(messages):
+        known = counts.get(id(messages))
+        if known is None or known[0] is not messages:
+            known = counts[id(messages)] = (messages, counter()(messages))
+        return known[1]
+
+    return count
+
+
 def prepare_and_show(workspace: Path, kept: list[Path], kept_validation: list[Path], validation_fraction: float,
                      state: dict, name: str):
     """Clean and split the workspace's kept files; the new state and every Data-tab output."""
-    count = count_tokens_with()
+    count = _remembered(count_tokens_with)
     try:
         prepared = prepare_dataset(workspace, kept, validation_fraction, seed=42,
                                    max_tokens=DEFAULT_MAX_LENGTH, count_tokens=count,
@@ -85,7 +103,7 @@ def prepare_and_show(workspace: Path, kept: list[Path], kept_validation: list[Pa
     except DataError as error:
         return _show_error(state, error)
     rows = _preview_rows(prepared.loaded.examples)
-    lengths = [count(e["messages"]) for e in prepared.loaded.examples]
+    lengths = [count(e["messages"]) for e in prepared.loaded.examples]  # counted once, while loading
     state = {"workspace": str(workspace), "train_file": str(prepared.train_file),
              "validation_file": str(prepared.validation_file), "rows": rows, "name": name,
              "questions": user_prompts(read_jsonl(prepared.validation_file)),

@@ -37,7 +37,7 @@ def local_generator():
 
 def count_tokens_with(model_name: str = "auto"):
     """A function counting a conversation's tokens with the model's chat template."""
-    from tuning.formatting import encode_for_training
+    from tuning.formatting import count_tokens
 
     tokenizer = tokenizer_for(model_name)
-    return lambda messages: len(encode_for_training(tokenizer, messages, 10**9).input_ids)
+    return lambda messages: count_tokens(tokenizer, messages)
