@@ -48,3 +48,28 @@ def test_kalevala_example_meets_its_promises():
     assert not any(row["prompt"].casefold().strip() in train_prompts for row in validation_rows)
     words = (train.parent / "source.md").read_text(encoding="utf-8").split()
     assert len(words) >= 3000
+
+
+def test_a_shared_app_deletes_workspaces_left_idle_and_keeps_the_active_ones(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from tuning.workspace import new_workspace, sweep_idle_workspaces
+
+    idle, active = new_workspace(tmp_path), new_workspace(tmp_path)
+    (idle / "uploads" / "old.jsonl").write_text("{}")
+    two_days_ago = time.time() - 2 * 86400
+    for path in [idle, idle / "uploads", idle / "uploads" / "old.jsonl"]:
+        os.utime(path, (two_days_ago, two_days_ago))
+    assert sweep_idle_workspaces(tmp_path, 86400) == [idle]
+    assert not idle.exists() and active.exists()
+
+    again = new_workspace(tmp_path)  # locally nothing is swept, however old
+    os.utime(again, (two_days_ago, two_days_ago))
+    os.utime(again / "uploads", (two_days_ago, two_days_ago))
+    monkeypatch.delenv("KANTELE_SHARED", raising=False)
+    new_workspace(tmp_path)
+    assert again.exists()
+    monkeypatch.setenv("KANTELE_SHARED", "1")
+    new_workspace(tmp_path)
+    assert not again.exists() and active.exists()

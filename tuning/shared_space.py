@@ -48,6 +48,8 @@ class Caps:
     batch_size: int | None = None
     max_length: int | None = None
     run_minutes: float | None = None  # the pre-flight estimate may not exceed this
+    lora_rank: int | None = None  # lora.r: the adapter's size, its optimizer state and its step time grow with it
+    scorecard_questions: int | None = None  # each one is answered twice (base and tuned) while the slot is held
     runs_per_visitor: int | None = None  # queued or running at once
     # Chat: one model answers everyone, one question at a time.
     chats_per_visitor: int | None = None  # questions one visitor may have in flight at once
@@ -57,8 +59,12 @@ class Caps:
     request_rows: int | None = None
     request_mb: float | None = None
     workspace_mb: float | None = None
+    # Hub downloads a visitor names (a base model, a Hub adapter): the Space's disk holds them, the owner's pick aside.
+    model_gb: float | None = None  # a base model's files (GB, 1e9 bytes), asked of the Hub before downloading
+    adapter_mb: float | None = None  # a Hub adapter's files (MB, 1e6 bytes), likewise
     # Uploads: Gradio keeps a copy of every upload in its cache; on a shared app copies older than this go.
     upload_cache_minutes: float | None = None
+    workspace_hours: float | None = None  # a visitor's workspace left idle this long is deleted
 
 
 # On a shared app: sized for the Space's hardware (a T4 or cpu-basic) and a queue of strangers.
@@ -73,6 +79,8 @@ SHARED_CAPS = Caps(
     batch_size=32,
     max_length=2_048,  # TinyLlama's context
     run_minutes=60.0,
+    lora_rank=256,  # the usual trade-off is 4-32; past 256 a small dataset gains nothing but a bigger adapter
+    scorecard_questions=500,  # x2 answers each; the Kalevala validation set has 58
     runs_per_visitor=1,
     chats_per_visitor=1,
     chat_prompt_tokens=2_048,  # TinyLlama's whole context; prefill of more holds the one chat model too long
@@ -80,6 +88,9 @@ SHARED_CAPS = Caps(
     request_rows=100_000,
     request_mb=100.0,
     workspace_mb=200.0,
+    model_gb=5.0,  # TinyLlama 1.1B in safetensors is ~2.2 GB; 5 GB takes up to ~2B parameters in bf16
+    adapter_mb=1_000.0,  # rank 256 on all of TinyLlama's linear layers: 22 x 35,840 x 256 = 202M fp32 params = 0.8 GB
+    workspace_hours=24.0,  # runs keep their own copy of the data they trained on
     upload_cache_minutes=60.0,  # time enough to pick files, then press Load (the app copies them on Load)
 )
 

@@ -9,6 +9,7 @@ before the costly part (checking, deduplicating and tokenizing every row).
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +49,38 @@ class PreparedData:
 
 
 def new_workspace(root: str | Path) -> Path:
-    """A fresh private folder under root."""
+    """A fresh private folder under root (on a shared app, workspaces left idle past their time go first)."""
+    from tuning.shared_space import caps
+
+    hours = caps().workspace_hours
+    if hours is not None:
+        sweep_idle_workspaces(root, hours * 3600)
     folder = Path(root) / uuid.uuid4().hex
     (folder / UPLOADS_DIR).mkdir(parents=True)
     return folder
+
+
+def sweep_idle_workspaces(root: str | Path, idle_s: float, now: float | None = None) -> list[Path]:
+    """Delete the workspaces under root that nothing has written to for idle_s seconds; returns them.
+    A reload starts a new workspace, so without this a shared disk fills with abandoned ones."""
+    now = time.time() if now is None else now
+    removed = []
+    for folder in Path(root).iterdir() if Path(root).is_dir() else []:
+        if folder.is_dir() and now - _last_write(folder) > idle_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _last_write(folder: Path) -> float:
+    """The newest modification time in a folder (the folder's own included)."""
+    times = [folder.stat().st_mtime]
+    for path in folder.rglob("*"):
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:  # removed meanwhile
+            pass
+    return max(times)
 
 
 def keep_uploads(workspace: Path, files: list[str | Path], limits: UploadLimits | None = None) -> list[Path]:
