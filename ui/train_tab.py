@@ -8,7 +8,7 @@ from tuning.config import ConfigError, RecipeConfig, load_recipe
 from tuning.estimate import estimate_recipe
 from tuning.model_names import check_model_name
 from tuning.models import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
-from tuning.run_caps import check_estimate_caps, check_recipe_caps, preflight
+from tuning.run_caps import check_estimate_caps, check_recipe_caps, check_scorecard_caps, preflight
 from tuning.run_files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
 from tuning.run_owner import Owner
 from tuning.shared_space import CapError, is_shared
@@ -79,6 +79,7 @@ def over_caps_note(recipe: RecipeConfig, estimate) -> str:
     """What Start would refuse about these settings on this app ('' when nothing)."""
     try:
         check_recipe_caps(recipe)
+        check_scorecard_caps(recipe)
         check_estimate_caps(estimate)
     except CapError as error:
         return f"\n\n**Over this app's limits:** {for_visitor(error)}"
