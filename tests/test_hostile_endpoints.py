@@ -394,6 +394,19 @@ def test_a_reply_that_is_not_a_chat_completion_fails_the_batch_cleanly(what, loc
     assert body.decode() not in result.error
 
 
+def test_a_shared_app_stops_reading_a_reply_past_its_size_cap(shared, loopback_only, monkeypatch):
+    """A visitor's endpoint could stream gigabytes into the server's memory; past the cap it is cut off."""
+    huge = b'{"choices": [{"message": {"role": "assistant", "content": "' + b"x" * (3 * 2**20) + b'"}}]}'
+    with Recorder(lambda method, path: (200, {"Content-Type": "application/json"}, huge)) as server:
+        monkeypatch.setenv(ALLOWED_ENDPOINTS_ENV, f"127.0.0.1:{server.port}")
+        monkeypatch.setenv("KANTELE_CAP_ENDPOINT_REPLY_MB", "1")
+        with pytest.raises(BackendError, match="reply passed 1 MB, this app's limit") as error:
+            RemoteBackend(MODEL, base_url=server.url, timeout=10).complete(HI)
+        monkeypatch.setenv("KANTELE_CAP_ENDPOINT_REPLY_MB", "8")  # the same reply under the cap is read whole
+        assert len(RemoteBackend(MODEL, base_url=server.url, timeout=10).complete(HI)) == 3 * 2**20
+    assert "xxxx" not in str(error.value)
+
+
 # --- The real app, shared, through its HTTP API -------------------------------------------------------------
 
 

@@ -28,6 +28,14 @@ OPENAI_HEADERS_ENV = "OPENAI_CUSTOM_HEADERS"  # extra headers the openai client 
 LOCAL_REPETITION_PENALTY = 1.1  # small models loop on lists of pairs without it
 
 
+def _max_reply_bytes() -> int | None:
+    """The most a visitor's endpoint may send back in one reply, on a shared app."""
+    from tuning.shared_space import caps
+
+    megabytes = caps().endpoint_reply_mb
+    return None if megabytes is None else int(megabytes * 2**20)
+
+
 class BackendError(RuntimeError):
     """The LLM could not answer; the message says why and what to do (and never holds a token)."""
 
@@ -134,7 +142,8 @@ class RemoteBackend:
             from tuning.safe_url import PublicOnlyTransport
 
             # Shared: every request (and redirect) is checked to go to a public address, see tuning/safe_url.py.
-            http_client = DefaultHttpxClient(transport=PublicOnlyTransport()) if self._shared else None
+            http_client = DefaultHttpxClient(transport=PublicOnlyTransport(max_reply_bytes=_max_reply_bytes())) \
+                if self._shared else None
             key = self._token or NO_KEY
             return OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=1, http_client=http_client,
                           default_headers=_no_ambient_headers(key) if self._shared else None)
@@ -177,12 +186,12 @@ class RemoteBackend:
         return content or ""
 
     def _explain(self, exc: Exception) -> str:
-        from tuning.safe_url import AddressRefused
+        from tuning.safe_url import AddressRefused, ReplyTooLarge
 
         where = self.base_url or "Hugging Face Inference Providers"
         status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
         name = type(exc).__name__.lower()
-        refused = next((link for link in _chain(exc) if isinstance(link, AddressRefused)), None)
+        refused = next((link for link in _chain(exc) if isinstance(link, (AddressRefused, ReplyTooLarge))), None)
         if refused is not None:  # a redirect, or a DNS answer that changed since the base URL was checked
             why = str(refused)
         elif status in (401, 403):

@@ -118,12 +118,38 @@ def check_url(url: str) -> None:
     public_addresses(parsed.host, parsed.port or DEFAULT_PORTS.get(parsed.scheme, 0))
 
 
+class ReplyTooLarge(httpx2.ReadError):
+    """An endpoint's reply went past this app's cap on reply size; the message says so and what to do."""
+
+
+class _CappedStream(httpx2.SyncByteStream):
+    """A reply body that stops being read once it passes `limit` bytes: a visitor's endpoint could otherwise
+    stream gigabytes into the server's memory (the client reads a whole reply before parsing it)."""
+
+    def __init__(self, inner: httpx2.SyncByteStream, limit: int, request: httpx2.Request) -> None:
+        self._inner, self._limit, self._request = inner, limit, request
+
+    def __iter__(self):
+        read = 0
+        for chunk in self._inner:
+            read += len(chunk)
+            if read > self._limit:
+                raise ReplyTooLarge(f"the endpoint's reply passed {self._limit / 2**20:,.0f} MB, this app's limit -- "
+                                    "ask for fewer pairs per batch, or use another endpoint", request=self._request)
+            yield chunk
+
+    def close(self) -> None:
+        """Close the underlying stream."""
+        self._inner.close()
+
+
 class PublicOnlyTransport(httpx2.BaseTransport):
     """An httpx2 transport that checks every request's host (redirects included) before connecting, then
     connects to the address it checked; the Host header, TLS name (SNI) and certificate check keep the name."""
 
-    def __init__(self, inner: httpx2.BaseTransport | None = None) -> None:
+    def __init__(self, inner: httpx2.BaseTransport | None = None, max_reply_bytes: int | None = None) -> None:
         self._inner = inner or httpx2.HTTPTransport()
+        self._max_reply_bytes = max_reply_bytes
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         """Refuse (AddressRefused) or send the request to the checked address."""
@@ -133,11 +159,16 @@ class PublicOnlyTransport(httpx2.BaseTransport):
         except OSError as exc:  # the name doesn't resolve: a connection error, as the client would have raised
             raise httpx2.ConnectError(f"can't resolve '{url.host}': {exc}", request=request) from None
         if addresses is None:
-            return self._inner.handle_request(request)
+            return self._capped(self._inner.handle_request(request), request)
         # A new request, not the visitor's one edited: the client builds redirects from the request it sent.
         pinned = httpx2.Request(request.method, url.copy_with(host=addresses[0]), headers=request.headers,
                                 stream=request.stream, extensions={**request.extensions, "sni_hostname": url.host})
-        return self._inner.handle_request(pinned)
+        return self._capped(self._inner.handle_request(pinned), request)
+
+    def _capped(self, response: httpx2.Response, request: httpx2.Request) -> httpx2.Response:
+        if self._max_reply_bytes is not None:
+            response.stream = _CappedStream(response.stream, self._max_reply_bytes, request)
+        return response
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -38,6 +38,7 @@ class Caps:
 
     # QA generation: a plan is arithmetic, but every batch is an LLM call on a shared backend.
     generate_batches: int | None = None
+    endpoint_reply_mb: float | None = None  # one reply of a visitor's OpenAI-compatible endpoint
     source_mb: float | None = 50.0  # one document or the pasted text, before reading it
     source_chars: int | None = None  # text extracted from all documents of one request
     pdf_pages: int | None = 2_000
@@ -70,6 +71,7 @@ class Caps:
 # On a shared app: sized for the Space's hardware (a T4 or cpu-basic) and a queue of strangers.
 SHARED_CAPS = Caps(
     generate_batches=200,  # 200 batches x 20 pairs = 4,000 pairs: more than a demo needs
+    endpoint_reply_mb=8.0,  # 20 pairs of JSON are a few KB; a judge's reply less
     source_mb=20.0,
     source_chars=2_000_000,  # ~1,300 chunks of 1,500 characters
     pdf_pages=300,
