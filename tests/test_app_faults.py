@@ -10,6 +10,7 @@ def test_the_app_keeps_serving_through_every_fault(tmp_path):
     shown = {outcome.fault.split(" (")[0]: outcome for outcome in outcomes}
     for outcome in outcomes:
         assert outcome.survived, f"the app stopped answering after: {outcome.fault}"
+        assert str(tmp_path) not in outcome.message, f"a server path shown after: {outcome.fault}"
 
     hub = shown["Hub unreachable: adapter from the Hub"]
     assert hub.state == "refused" and MISSING_ADAPTER_ID in hub.message and "can't reach the Hub" in hub.message
@@ -22,5 +23,7 @@ def test_the_app_keeps_serving_through_every_fault(tmp_path):
 
     if "disk full" in shown:  # where a tmpfs can be mounted (root); elsewhere tests/test_faults.py covers it
         assert shown["disk full"].state == "failed" and shown["disk full"].message.startswith("disk full:")
+        # The page names the run, not the server's folders.
+        assert "holding runs/" in shown["disk full"].message and str(tmp_path) not in shown["disk full"].message
     else:
         assert "no tmpfs mount permitted" in note

@@ -201,3 +201,21 @@ def test_a_flood_from_one_visitor_is_turned_away_and_another_visitor_is_answered
     assert burst["answered"] >= 1 and burst["refused"] >= 1, burst
     assert all("in progress" in reason for reason in burst["reasons"]), burst
     assert base[-1]["role"] == "assistant"
+
+
+def test_the_shared_app_answers_a_70000_character_question_within_its_context(shared_app):
+    """Through the running shared app's API: the question that held the one chat worker for minutes is cut to
+    2,048 tokens of conversation, answered, and the pane says what was left out."""
+    import sys
+
+    from helpers import REPO
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from visitors import Visitor
+
+    url, _ = shared_app
+    question = "Tell me about the Kalevala. " * 2500 + "Who compiled it?"
+    base, tuned, _ = Visitor(url, "long-winded").ask(question, ([], []), chat_tab.BASE_ONLY, 16)
+    notes = [m for m in base if (m.get("metadata") or {}).get("title") == chat_tab.CUT_NOTE_TITLE]
+    assert len(notes) == 1 and "2,048 tokens" in chat_tab.message_text(notes[0]["content"])
+    assert base[-1]["role"] == "assistant" and chat_tab.message_text(base[-1]["content"]).strip()
