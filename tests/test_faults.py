@@ -86,7 +86,7 @@ def test_the_train_tab_offers_resume_for_a_resumable_run_of_the_visitors_own(que
 
     monkeypatch.setattr(train_tab, "QUEUE", queue)
     resumed = []
-    monkeypatch.setattr(queue, "resume", resumed.append)
+    monkeypatch.setattr(queue, "resume", lambda run_id, owner=None: resumed.append(run_id))
     alice, bob = Owner(new_visitor_id()), Owner(new_visitor_id())
     run = queue.runs_dir / "20250101-000000-killed-cccccc"
     write_status(run, "failed", error="training process ended: killed by signal 9")
