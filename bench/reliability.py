@@ -2,10 +2,10 @@
 
 Each part lives in its own script, runnable alone: bad input (bench/reliability_input.py), faults
 (bench/reliability_faults.py), isolation and secrets (bench/reliability_isolation.py), concurrent
-visitors (bench/reliability_load.py). Parts run one after another, never side by side: two at once on
-a small machine would measure each other.
+visitors (bench/reliability_load.py), hostile visitors (bench/reliability_hostile.py). Parts run one after
+another, never side by side: two at once on a small machine would measure each other.
 
-    python bench/reliability.py [--only input,faults,isolation,load] [--out docs/RELIABILITY.md]
+    python bench/reliability.py [--only input,faults,isolation,load,hostile] [--out docs/RELIABILITY.md]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ PARTS = {
     "faults": ("Faults", "reliability_faults"),
     "isolation": ("Isolation and secrets", "reliability_isolation"),
     "load": ("Concurrent visitors", "reliability_load"),
+    "hostile": ("Hostile visitors", "reliability_hostile"),
 }
 HEADER = """# Reliability: figures
 

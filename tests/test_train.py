@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import yaml
 from helpers import REPO, train_command
@@ -96,6 +97,30 @@ def test_sigterm_stops_after_the_step_saves_and_resume_continues(tmp_path, tiny_
     assert steps == sorted(set(steps)), "no step is logged twice after a resume"
     assert steps[-1] == finish_at
     assert read_status(run_dir)["state"] == "completed"
+
+
+def test_a_stop_while_the_trainer_is_still_starting_ends_it_stopped_not_failed(tmp_path, tiny_data):
+    """Stop pressed right after Start reaches the trainer while torch is still importing: it is kept, and the
+    run stops after its first step with the adapter saved."""
+    run_dir = tmp_path / "stopped-early"
+    process = subprocess.Popen(train_command(run_dir, tiny_data, "training.max_steps=40"), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not catches_sigterm(process.pid):  # the earliest a trainer can be told anything: its first lines
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        time.sleep(0.01)
+    assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text(), "the stop is caught only after torch"
+    process.send_signal(signal.SIGTERM)  # torch and the model are still to load
+    assert process.wait(timeout=300) == 0, process.stderr.read()[-3000:]
+    status = read_status(run_dir)
+    assert status["state"] == "stopped" and status["step"] < 40
+    assert (run_dir / ADAPTER_DIR / "adapter_model.safetensors").is_file()
+
+
+def catches_sigterm(pid: int) -> bool:
+    """True once the process handles SIGTERM itself (Linux: the SigCgt mask in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def test_bad_recipe_key_fails_before_loading_anything(tmp_path, tiny_data):

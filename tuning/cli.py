@@ -407,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     from tuning.quiet import quiet_library_noise
 
     args = build_parser().parse_args(argv)
+    if args.func is command_train:
+        from tuning.early_stop import remember_stop_signals
+
+        remember_stop_signals()  # before any heavy import: a Stop pressed during them must not kill the run
     quiet_library_noise()
     try:
         return args.func(args)

@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tuning.distributed import any_process
+from tuning.early_stop import stop_requested_early
 from tuning.run_files import append_metrics
 
 log = logging.getLogger("tuning.train")
@@ -77,7 +78,7 @@ class GracefulStop(TrainerCallback):
     """On SIGTERM/SIGINT: finish the current step, save a checkpoint, then end training."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.requested = stop_requested_early()  # a Stop pressed while torch was still importing counts too
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request)
 
