@@ -61,6 +61,7 @@ def measure(run_dir: Path = DEFAULT_RUN, tokens: int = 32) -> list[tuple[str, st
             still_training = trainer.progress()
             queuer.stop()
             trainer.stop()
+            _wait_until_ended(trainer)  # the flood is measured on an otherwise idle app
             flooded, victim_idle, victim_flooded = _flood_case(url, run_dir.name, tokens)
         finally:
             stop_process(server)
@@ -83,6 +84,15 @@ def measure(run_dir: Path = DEFAULT_RUN, tokens: int = 32) -> list[tuple[str, st
          f"{victim_idle:.1f} s / {victim_flooded:.1f} s = {victim_flooded / victim_idle:.1f}x"),
         ("wall time", f"{time.monotonic() - started:.0f} s"),
     ]
+
+
+def _wait_until_ended(visitor: Visitor, timeout_s: float = 300) -> None:
+    """Until the visitor's run shows as stopped, failed or finished (a graceful stop ends its step first)."""
+    deadline = time.monotonic() + timeout_s
+    while not any(word in visitor.progress() for word in ("**Stopped**", "**Failed**", "**Finished**")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{visitor.name}'s run did not end within {timeout_s:.0f} s")
+        time.sleep(1.0)
 
 
 def _flood_case(url: str, adapter: str, tokens: int) -> tuple[dict, float, float]:

@@ -10,6 +10,7 @@ from typing import Iterator
 
 from tuning.chat_context import FittedPrompt, fit_prompt, prompt_budget
 from tuning.config import ModelConfig, load_recipe
+from tuning.fair_lock import FairLock
 from tuning.formatting import with_system_prompt
 from tuning.models import (
     ResolvedModel,
@@ -69,7 +70,8 @@ class SideBySideChat:
         self.model.eval()
         self.adapter_dir: Path | None = None
         self.adapter_label: str | None = None  # run id or Hub id, for people
-        self._lock = threading.Lock()  # one generate at a time: the adapter switch is model-wide state
+        # One generate at a time (the adapter switch is model-wide state), in the order visitors asked.
+        self._lock = FairLock()
 
     def _load_base(self):
         # Dequantized NF4 serves the chat's 1-2 rows on a CPU; the scorecard's left-padded batches of 8
