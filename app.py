@@ -11,6 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from tuning.device import startup_line  # noqa: E402
 from tuning.shared_space import caps  # noqa: E402
 from ui.chat_tab import adapter_choices, build_chat_tab, describe_panes  # noqa: E402
 from ui.data_tab import build_data_tab, empty_dataset_state  # noqa: E402
@@ -62,4 +63,5 @@ def import_heavy_libraries() -> None:
 
 if __name__ == "__main__":
     import_heavy_libraries()
+    print(startup_line(), flush=True)  # the Space's log says what hardware really serves it
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), **launch_guards())

@@ -24,12 +24,13 @@ def test_shipped_recipes_load(name):
     assert recipe.model.load_in_4bit
 
 
-def test_tinyllama_recipe_is_the_original_kalevala_recipe():
+def test_tinyllama_recipe_is_the_gpu_kalevala_recipe():
+    # Its derivation from the CPU recipe is checked in tests/test_gpu_check.py.
     recipe = load_recipe(CONFIGS / "kalevala-tinyllama.yaml")
     assert recipe.model.name == "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
-    assert (recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout) == (8, 16, 0.05)
-    assert (recipe.training.learning_rate, recipe.training.lr_scheduler) == (2e-4, "cosine")
-    assert (recipe.training.batch_size, recipe.training.grad_accum) == (8, 4)
+    assert (recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout) == (16, 16, 0.0)
+    assert (recipe.training.learning_rate, recipe.training.lr_scheduler) == (8e-4, "cosine")
+    assert (recipe.training.batch_size, recipe.training.grad_accum) == (8, 1)
     assert recipe.model.double_quant
 
 

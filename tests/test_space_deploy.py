@@ -10,7 +10,7 @@ from huggingface_hub import SpaceCard
 from tuning.cli import main
 from tuning.config import ConfigError
 from tuning.models import DEFAULT_MODEL_ENV, default_model_name
-from tuning.space_deploy import app_files, plan_space_deploy, read_space_settings, render_space_readme
+from tuning.space_deploy import SpaceSettings, app_files, plan_space_deploy, read_space_settings, render_space_readme
 
 SPACE_ID = "alice/kantele"
 
@@ -94,3 +94,16 @@ def test_default_model_variable_decides_what_auto_means(monkeypatch):
     assert default_model_name() == "embedded"
     monkeypatch.setenv(DEFAULT_MODEL_ENV, "some-org/some-model")
     assert default_model_name() == "some-org/some-model"
+
+
+@pytest.mark.parametrize("hardware", ["zero-a10g", "zero-h200"])
+def test_deploy_refuses_zerogpu_and_says_why(hub, capsys, monkeypatch, hardware):
+    import tuning.space_deploy
+
+    monkeypatch.setattr(tuning.space_deploy, "read_space_settings", lambda *args: SpaceSettings(hardware=hardware))
+    assert main(["deploy", "--space", SPACE_ID, "--dry-run"]) == 2
+    assert main(["deploy", "--space", SPACE_ID]) == 2
+    err = capsys.readouterr().err
+    assert f"hardware '{hardware}' is ZeroGPU" in err and "its own process" in err and "t4-small" in err
+    assert hub.requests == []
+    plan_space_deploy(SPACE_ID, SpaceSettings(hardware="t4-small"))  # a dedicated GPU is fine

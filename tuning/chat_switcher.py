@@ -13,6 +13,7 @@ from tuning.chat import SideBySideChat
 from tuning.config import ModelConfig, RecipeConfig, load_recipe
 from tuning.hub_auth import download_token
 from tuning.hub_size import pin_under_cap, snapshot
+from tuning.model_memory import check_model_params, chosen_model_config, free_memory
 from tuning.model_names import ModelNameError, base_model_of, is_hub_id
 from tuning.models import ModelLoadError, resolve_model
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, has_adapter
@@ -83,13 +84,24 @@ class ChatSwitcher:
         self._key: tuple | None = None  # (base model name, 4-bit, system prompt)
         self._lock = threading.Lock()
 
-    def _ensure_base(self, name: str, model_cfg: ModelConfig, system_prompt: str | None) -> SideBySideChat:
+    def _ensure_base(self, name: str, model_cfg: ModelConfig, system_prompt: str | None,
+                     chosen: bool = False) -> SideBySideChat:
+        """The chat on base `name`, loading it (in place of the current one) unless it is the one loaded;
+        chosen: a model a visitor picked, refused when over caps().model_params before its weights load."""
         key = (name, model_cfg.load_in_4bit, system_prompt)
         if self._chat is None or self._key != key:
-            self._chat = None  # free the old base before loading the new one
-            self._chat = SideBySideChat(resolve_model(name, model_cfg.revision), model_cfg, system_prompt)
+            model = resolve_model(name, model_cfg.revision)
+            if chosen:
+                check_model_params(name, model.path)  # the current model stays when this one is refused
+            self._drop_chat()  # the old base's memory is given back before the new one loads
+            self._chat = SideBySideChat(model, model_cfg, system_prompt)
             self._key = key
         return self._chat
+
+    def _drop_chat(self) -> None:
+        loaded, self._chat, self._key = self._chat is not None, None, None
+        if loaded:
+            free_memory()
 
     def select_run(self, run_dir: str | Path) -> tuple[SideBySideChat, Path]:
         """The chat for a finished run's adapter (on the base it was trained on) and that adapter's folder."""
@@ -107,7 +119,7 @@ class ChatSwitcher:
         repo_id = repo_id.strip()
         folder, base = fetch_hub_adapter(repo_id)  # base: checked for this app before any model is loaded
         with self._lock:
-            chat = self._ensure_base(base, ModelConfig(load_in_4bit=False), None)
+            chat = self._ensure_base(base, chosen_model_config(base), None, chosen=True)
             chat.use_adapter(folder, label=repo_id)  # no-op when already attached
             return chat, folder
 
@@ -120,6 +132,6 @@ class ChatSwitcher:
             return self._chat, None
 
     def release(self) -> None:
-        """Drop the model (before a training run that needs the memory)."""
+        """Drop the model and give its memory back (before a training run that needs it)."""
         with self._lock:
-            self._chat, self._key = None, None
+            self._drop_chat()

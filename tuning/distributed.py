@@ -41,9 +41,21 @@ def read_placement(environ=os.environ) -> Placement:
     )
 
 
-def effective_batch(batch_size: int, grad_accum: int, world_size: int) -> int:
-    """Conversations per optimizer step: each process's batch, accumulated, times the processes."""
-    return batch_size * grad_accum * world_size
+def effective_batch(batch_size: int, grad_accum: int, world_size: int, gpus: int = 1) -> int:
+    """Conversations per optimizer step: each process's batch (batch_size per GPU it splits over), accumulated,
+    times the processes."""
+    return batch_size * gpus * grad_accum * world_size
+
+
+def gpus_per_process(placement: Placement) -> int:
+    """The GPUs a process's batch is sized for: one per launched process; every GPU a plain process sees, as
+    the Trainer then takes batch_size per GPU (DataParallel; a 4-bit model even trains that whole batch on one).
+    The app pins its plain runs to one GPU (tuning/runs.py); a plain run from the shell may see several."""
+    import torch
+
+    if placement.distributed or not torch.cuda.is_available():
+        return 1
+    return max(1, torch.cuda.device_count())
 
 
 def any_process(flag: bool) -> bool:

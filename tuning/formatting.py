@@ -32,12 +32,29 @@ def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[
     return [{"role": "system", "content": system_prompt}, *messages]
 
 
-def _render_ids(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
-    return list(
+def bos_to_add(tokenizer) -> int | None:
+    """The BOS id every rendered conversation must start with, or None when the tokenizer adds no BOS.
+
+    A tokenizer that starts plain text with BOS (Llama 2, TinyLlama, Llama 3) belongs to a model that
+    saw BOS first in every sequence it was trained on, and llama.cpp adds it to a GGUF's prompts
+    (gguf_export writes this same decision); but chat templates such as TinyLlama's Zephyr one don't
+    write it, and apply_chat_template tokenizes without special tokens. Training, chat, the scorecard
+    and export all ask here, so they agree.
+    """
+    bos = tokenizer.bos_token_id
+    probe = tokenizer("a")["input_ids"]
+    return bos if bos is not None and len(probe) > 1 and probe[0] == bos else None
+
+
+def _render_ids(tokenizer, messages: list[dict], add_generation_prompt: bool, bos: int | None) -> list[int]:
+    ids = list(
         tokenizer.apply_chat_template(
             messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
         )
     )
+    # Every render of a conversation, and of each prefix, gains the same one token, so the assistant
+    # spans encode_for_training finds by prefix lengths shift with it.
+    return [bos, *ids] if bos is not None and ids[:1] != [bos] else ids
 
 
 def encode_for_training(tokenizer, messages: list[dict], max_length: int) -> EncodedExample:
@@ -47,13 +64,14 @@ def encode_for_training(tokenizer, messages: list[dict], max_length: int) -> Enc
     with and without it: the template must render prefixes consistently (ChatML, Zephyr,
     Llama do), which is checked rather than assumed.
     """
-    full = _render_ids(tokenizer, messages, add_generation_prompt=False)
+    bos = bos_to_add(tokenizer)
+    full = _render_ids(tokenizer, messages, add_generation_prompt=False, bos=bos)
     labels = [IGNORE_INDEX] * len(full)
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(_render_ids(tokenizer, messages[:index], add_generation_prompt=True))
-        through = _render_ids(tokenizer, messages[: index + 1], add_generation_prompt=False)
+        start = len(_render_ids(tokenizer, messages[:index], add_generation_prompt=True, bos=bos))
+        through = _render_ids(tokenizer, messages[: index + 1], add_generation_prompt=False, bos=bos)
         if full[: len(through)] != through or start > len(through):
             raise TemplateError(
                 "the model's chat template renders a conversation differently from its prefix, so the "
@@ -67,9 +85,9 @@ def encode_for_training(tokenizer, messages: list[dict], max_length: int) -> Enc
 def count_tokens(tokenizer, messages: list[dict]) -> int:
     """Tokens of a whole conversation as training reads it (before truncation): one render, no label masking,
     about half the time of encode_for_training on a 100,000-row upload."""
-    return len(_render_ids(tokenizer, messages, add_generation_prompt=False))
+    return len(_render_ids(tokenizer, messages, add_generation_prompt=False, bos=bos_to_add(tokenizer)))
 
 
 def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """Ids of a conversation ending with the cue for the assistant's next answer."""
-    return _render_ids(tokenizer, messages, add_generation_prompt=True)
+    return _render_ids(tokenizer, messages, add_generation_prompt=True, bos=bos_to_add(tokenizer))

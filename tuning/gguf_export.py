@@ -171,6 +171,8 @@ def _add_tokenizer(writer, model_dir: Path, config: dict) -> None:
     import gguf
     from transformers import AutoTokenizer
 
+    from tuning.formatting import bos_to_add
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     vocab_size = config.get("vocab_size") or len(tokenizer)
     sentencepiece = (model_dir / "tokenizer.model").is_file()
@@ -179,9 +181,10 @@ def _add_tokenizer(writer, model_dir: Path, config: dict) -> None:
     else:
         _bpe_vocab(writer, tokenizer, vocab_size)
     special = gguf.SpecialVocab(model_dir, load_merges=not sentencepiece, n_vocab=vocab_size)
-    # Whether BOS/EOS get added, as the tokenizer really behaves (the files say it in several ways).
+    # Whether BOS/EOS get added, as the tokenizer really behaves (the files say it in several ways). BOS is
+    # training's own decision (formatting.bos_to_add), so llama.cpp's prompts start as the trained ones did.
     probe = tokenizer("a")["input_ids"]
-    special.add_special_token["bos"] = len(probe) > 1 and probe[0] == tokenizer.bos_token_id
+    special.add_special_token["bos"] = bos_to_add(tokenizer) is not None
     special.add_special_token["eos"] = len(probe) > 1 and probe[-1] == tokenizer.eos_token_id
     if special.chat_template is None and tokenizer.chat_template:
         special.chat_template = tokenizer.chat_template
@@ -259,7 +262,7 @@ def verify_gguf(merged_dir: str | os.PathLike, gguf_path: str | os.PathLike, que
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tuning.formatting import with_system_prompt
+    from tuning.formatting import encode_prompt, with_system_prompt
 
     gguf_path = Path(gguf_path)
     sides = []
@@ -279,7 +282,7 @@ def verify_gguf(merged_dir: str | os.PathLike, gguf_path: str | os.PathLike, que
         replies, prompts = [], []
         for tokenizer, model in sides:
             pad = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+            ids = encode_prompt(tokenizer, messages)  # as chat and training encode it, BOS included
             prompts.append(list(ids))
             with torch.inference_mode():
                 out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),

@@ -62,4 +62,8 @@ class LabelOnlyLossTrainer(Trainer):
         causal_lm = causal_lm_of(model)
         if not supports_label_only_loss(causal_lm):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        return label_only_loss(causal_lm, inputs, num_items_in_batch)
+        # The shortcut calls the base model, not the forward accelerate wrapped in torch.autocast for
+        # bf16/fp16: enter the same autocast here, or attention, LoRA and lm_head would run in fp32 and the
+        # training loss would be taken at another precision than the evaluation loss.
+        with self.accelerator.autocast():
+            return label_only_loss(causal_lm, inputs, num_items_in_batch)

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from tuning.config import EMBEDDED_MODEL, load_recipe
 from tuning.curves import LOSS_PNG
+from tuning.device import SHORT_DTYPE
 from tuning.distributed import effective_batch
 from tuning.evaluate import questions_phrase
 from tuning.run_files import (
+    ADAPTER_DIR,
     CONFIG_FILE,
     DATA_FILE,
     ENVIRONMENT_FILE,
@@ -34,7 +36,32 @@ def _front_matter(base_model: str | None, license_name: str, dataset_repo: str |
     return "\n".join([*lines, "---", ""])
 
 
-def _usage(base_model: str, repo_id: str) -> str:
+# Llama-family tokenizers (TinyLlama) start text with BOS, but their chat templates don't write it; the model
+# was trained with it (tuning/formatting.bos_to_add), so the card's snippet must send it too.
+PLAIN_INPUTS = ('inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+                'return_dict=True)')
+BOS_INPUTS = ('# tokenized with special tokens: the <s> (BOS) this model was trained with comes first\n'
+              'inputs = tokenizer(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), '
+              'return_tensors="pt")')
+
+
+def _needs_bos(run_dir: Path) -> bool:
+    """True when training put a BOS before the chat template's text (the adapter folder holds its tokenizer)."""
+    from tuning.formatting import bos_to_add
+
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(run_dir / ADAPTER_DIR)
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": "a"}], add_generation_prompt=True,
+                                                 tokenize=True, return_dict=False)
+    except Exception:  # an adapter saved without its tokenizer: the plain snippet, as before
+        return False
+    bos = bos_to_add(tokenizer)
+    return bos is not None and list(rendered)[:1] != [bos]
+
+
+def _usage(base_model: str, repo_id: str, inputs: str = PLAIN_INPUTS) -> str:
     return f"""```python
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -42,20 +69,20 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained("{base_model}")
 model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base_model}"), "{repo_id}")
 messages = [{{"role": "user", "content": "Who compiled the Kalevala?"}}]
-inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+{inputs}
 output = model.generate(**inputs, max_new_tokens=128)
 print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```"""
 
 
-def _merged_usage(repo_id: str) -> str:
+def _merged_usage(repo_id: str, inputs: str = PLAIN_INPUTS) -> str:
     return f"""```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
 model = AutoModelForCausalLM.from_pretrained("{repo_id}")
 messages = [{{"role": "user", "content": "Who compiled the Kalevala?"}}]
-inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+{inputs}
 output = model.generate(**inputs, max_new_tokens=128)
 print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```"""
@@ -84,6 +111,16 @@ def _batch_row(batch_size: int, grad_accum: int, processes: int) -> str:
             f"{effective_batch(batch_size, grad_accum, processes)} per step |")
 
 
+def _hardware_row(environment: dict) -> list[str]:
+    """'| hardware, precision | Tesla T4, fp16 |' from environment.json (older runs recorded the name alone)."""
+    device = environment.get("device")
+    if isinstance(device, dict) and device.get("name"):
+        dtype = device.get("dtype")
+        return [f"| hardware, precision | {device['name']}, {SHORT_DTYPE.get(dtype, dtype)} |"] if dtype else \
+            [f"| hardware | {device['name']} |"]
+    return [f"| hardware | {device} |"] if isinstance(device, str) and device else []
+
+
 def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTER", license_name: str = "apache-2.0",
                       dataset_repo: str | None = None, merged: bool = False) -> str:
     """The adapter's model card as Markdown with YAML metadata; uses only what the run folder holds.
@@ -96,12 +133,13 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
     losses = [m for m in read_metrics(run_dir) if m.get("loss") is not None]
     evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
     t, lora = recipe.training, recipe.lora
+    inputs = BOS_INPUTS if _needs_bos(run_dir) else PLAIN_INPUTS
     method = 'QLoRA (4-bit NF4 base)' if recipe.model.load_in_4bit else 'LoRA'
     what = (f"[{base}](https://huggingface.co/{base}) with a {method} adapter trained by Kantele merged into "
             "its weights: a full model, no PEFT needed." if merged else
             f"A LoRA adapter for [{base}](https://huggingface.co/{base}), fine-tuned with {method} by Kantele.")
     lines = [_front_matter(base, license_name, dataset_repo, merged), f"# {repo_id.split('/')[-1]}", "", what, "",
-             "## How to use", "", _merged_usage(repo_id) if merged else _usage(base, repo_id), "",
+             "## How to use", "", _merged_usage(repo_id, inputs) if merged else _usage(base, repo_id, inputs), "",
              "## Training data", "",
              f"{data.get('train_examples', '?')} training and {data.get('validation_examples', '?')} held-out "
              f"conversations from {', '.join(Path(f).name for f in recipe.data.train)} "
@@ -115,7 +153,7 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
              f"| epochs / max steps | {t.epochs} / {t.max_steps} |",
              f"| learning rate, schedule | {t.learning_rate}, {t.lr_scheduler} |",
              _batch_row(t.batch_size, t.grad_accum, environment.get("processes", 1)),
-             f"| max length | {recipe.data.max_length} tokens |", ""]
+             f"| max length | {recipe.data.max_length} tokens |", *_hardware_row(environment), ""]
     if losses:
         lines.append(f"Training loss went from {losses[0]['loss']:.3f} to {losses[-1]['loss']:.3f} in "
                      f"{losses[-1]['step']} steps" + (f"; final validation loss {evals[-1]['eval_loss']:.3f}."

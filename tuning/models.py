@@ -220,14 +220,12 @@ def display_name(model: ResolvedModel) -> str:
 
 
 def torch_dtype(cfg: ModelConfig):
-    """The compute dtype: bf16 on a GPU that supports it, fp32 on the CPU, unless the recipe says."""
+    """The compute dtype as a torch dtype: tuning.device.compute_dtype decides (the recipe's, else the device's)."""
     import torch
 
-    if cfg.compute_dtype != "auto":
-        return getattr(torch, cfg.compute_dtype)
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    from tuning.device import compute_dtype
+
+    return getattr(torch, compute_dtype(cfg))
 
 
 def bnb_config(cfg: ModelConfig, sharded: bool = False):

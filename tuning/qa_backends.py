@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from tuning.config import AUTO_MODEL, ModelConfig
+from tuning.config import AUTO_MODEL
 from tuning.errors import _chain, first_line
 from tuning.shared_space import is_shared
 
@@ -74,12 +74,14 @@ class LocalBackend:
         return display_name(resolve_model(self.model_name))
 
     def _load(self) -> None:
+        from tuning.model_memory import check_model_params, chosen_model_config
         from tuning.models import load_base_model, load_tokenizer, resolve_model
 
         resolved = resolve_model(self.model_name)
+        check_model_params(self.model_name, resolved.path)  # before any weight loads
         self._tokenizer = load_tokenizer(resolved.path)
-        # Full precision: generation needs no adapter training, and 4-bit would only cost quality here.
-        self._model = load_base_model(resolved.path, ModelConfig(name=self.model_name, load_in_4bit=False))
+        # 4-bit on a GPU, which training shares; full precision on a CPU, where 4-bit would only cost quality.
+        self._model = load_base_model(resolved.path, chosen_model_config(self.model_name))
         self._model.eval()
 
     def complete(self, request: Completion) -> str:

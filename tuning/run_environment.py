@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import sys
 from pathlib import Path
@@ -37,10 +36,8 @@ def setup_logging(run_dir: Path, to_file: bool = True) -> None:
 
 
 def library_versions() -> dict:
-    """Versions of the libraries a run depends on, plus Python and the hardware."""
+    """Versions of the libraries a run depends on, plus Python and the platform (the device: tuning.device)."""
     from importlib.metadata import PackageNotFoundError, version
-
-    import torch
 
     versions = {}
     for name in LIBRARIES:
@@ -52,5 +49,4 @@ def library_versions() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "libraries": versions,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
     }

@@ -102,6 +102,22 @@ def crash_reason(code: int, run_dir: Path) -> str:
     return f"training process ended: {why} -- {then}"
 
 
+def child_environment(environ=os.environ) -> dict:
+    """The trainer's environment: the app's, pinned to one GPU (CUDA_VISIBLE_DEVICES=0) where it sees several.
+
+    A plain `tuning train` that sees several GPUs sizes its batch per GPU (tuning/distributed.py gpus_per_process),
+    so the recipe's batch would change silently with the machine. Whoever set CUDA_VISIBLE_DEVICES, or launched
+    the app under a launcher that places processes (WORLD_SIZE, LOCAL_RANK), decides instead."""
+    env = dict(environ)
+    if "CUDA_VISIBLE_DEVICES" in env or "WORLD_SIZE" in env or "LOCAL_RANK" in env:
+        return env
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        env["CUDA_VISIBLE_DEVICES"] = "0"  # `accelerate launch -m tuning train ...` trains on all of them
+    return env
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -185,7 +201,7 @@ class TrainingQueue:
         console = open(run_dir / CONSOLE_FILE, "ab")
         try:
             self._process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, cwd=Path.cwd())
+                                             stdin=subprocess.DEVNULL, cwd=Path.cwd(), env=child_environment())
         finally:
             console.close()  # the child holds its own copy
         self._current = run_id

@@ -63,6 +63,9 @@ class Caps:
     # Hub downloads a visitor names (a base model, a Hub adapter): the Space's disk holds them, the owner's pick aside.
     model_gb: float | None = None  # a base model's files (GB, 1e9 bytes), asked of the Hub before downloading
     adapter_mb: float | None = None  # a Hub adapter's files (MB, 1e6 bytes), likewise
+    # A model a visitor picks to run in the app process (a Hub adapter's base, the local QA generator), counted
+    # from its config.json before its weights load: the app holds it beside the training run's memory.
+    model_params: int | None = None
     # Uploads: Gradio keeps a copy of every upload in its cache; on a shared app copies older than this go.
     upload_cache_minutes: float | None = None
     workspace_hours: float | None = None  # a visitor's workspace left idle this long is deleted
@@ -91,6 +94,7 @@ SHARED_CAPS = Caps(
     request_mb=100.0,
     workspace_mb=200.0,
     model_gb=5.0,  # TinyLlama 1.1B in safetensors is ~2.2 GB; 5 GB takes up to ~2B parameters in bf16
+    model_params=2_000_000_000,  # TinyLlama has 1.1B; 2B: ~1.5 GB in 4 bits on a T4, 8 GB fp32 on a 16 GB CPU Space
     adapter_mb=1_000.0,  # rank 256 on all of TinyLlama's linear layers: 22 x 35,840 x 256 = 202M fp32 params = 0.8 GB
     workspace_hours=24.0,  # runs keep their own copy of the data they trained on
     upload_cache_minutes=60.0,  # time enough to pick files, then press Load (the app copies them on Load)

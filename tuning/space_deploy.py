@@ -14,6 +14,7 @@ from typing import get_type_hints
 import yaml
 
 from tuning.config import ConfigError, check_keys, coerce_value
+from tuning.device import ZEROGPU_REASON, is_zerogpu
 from tuning.hub import SPACE, PushPlan
 from tuning.hub_auth import HubError, explain_hub_error, resolve_token
 from tuning.models import DEFAULT_MODEL_ENV
@@ -102,9 +103,18 @@ def app_files(root: Path = REPO_ROOT) -> dict[str, Path]:
     return files
 
 
+def check_trainable_hardware(settings: SpaceSettings) -> None:
+    """ConfigError for hardware Kantele can't train on: ZeroGPU (zero-a10g, any zero-*)."""
+    if is_zerogpu(settings.hardware):
+        raise ConfigError(f"{SPACE_SETTINGS_FILE}: hardware '{settings.hardware}' is ZeroGPU, and Kantele can't train "
+                          f"there: {ZEROGPU_REASON} -- ask for a dedicated GPU (t4-small, l4x1, a10g-small) or "
+                          "cpu-basic")
+
+
 def plan_space_deploy(space_id: str, settings: SpaceSettings | None = None, root: Path = REPO_ROOT) -> PushPlan:
-    """The app's files plus the rendered README, as one commit to the Space."""
+    """The app's files plus the rendered README, as one commit to the Space (refused for ZeroGPU hardware)."""
     settings = settings or read_space_settings(root / SPACE_SETTINGS_FILE)
+    check_trainable_hardware(settings)
     plan = PushPlan(space_id, SPACE, f"Kantele: deploy app ({settings.title}, {settings.hardware})")
     plan.files.update(app_files(root))
     plan.files[CARD_FILE] = render_space_readme(settings)

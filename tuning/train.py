@@ -23,9 +23,11 @@ from tuning.data import (
     split_examples,
     write_jsonl,
 )
-from tuning.distributed import Placement, effective_batch, read_placement
+from tuning.device import compute_dtype, read_device, trainer_precision
+from tuning.distributed import Placement, effective_batch, gpus_per_process, read_placement
 from tuning.errors import disk_full_error, is_disk_full
 from tuning.formatting import IGNORE_INDEX, encode_for_training, with_system_prompt
+from tuning.model_memory import free_memory
 from tuning.models import (
     display_name,
     load_base_model,
@@ -153,13 +155,11 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
 
     Under `accelerate launch` the Trainer reads the launcher's environment itself (DDP, or FSDP from
     the accelerate config): batch_size stays per process, so the effective batch grows with the processes."""
-    import torch
     from transformers import TrainingArguments
 
     t = recipe.training
-    on_gpu = torch.cuda.is_available()
-    dtype = recipe.model.compute_dtype
-    use_bf16 = on_gpu and dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
+    device = read_device()
+    on_gpu = device.is_gpu
     return TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS_DIR),
         num_train_epochs=t.epochs,
@@ -181,8 +181,7 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
         eval_strategy="epoch" if (t.eval_each_epoch and has_validation) else "no",
         seed=t.seed,
         data_seed=t.seed,
-        bf16=use_bf16,
-        fp16=on_gpu and not use_bf16 and dtype in ("auto", "float16"),
+        **trainer_precision(recipe.model, device),  # bf16 only where the GPU has it natively, fp16 on a T4
         use_cpu=not on_gpu,
         ddp_find_unused_parameters=False,  # the frozen base has no gradients by design: nothing to search for
         train_sampling_strategy="group_by_length",
@@ -305,14 +304,23 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
 
     model_ref = resolve_model(recipe.model.name, recipe.model.revision)
     t = recipe.training
-    batch = effective_batch(t.batch_size, t.grad_accum, placement.world_size)
+    gpus = gpus_per_process(placement)
+    batch = effective_batch(t.batch_size, t.grad_accum, placement.world_size, gpus)
     log.info("base model: %s (%s)", display_name(model_ref), model_ref.path)
+    device = read_device()
+    dtype = compute_dtype(recipe.model, device)
+    log.info("device: %s", device.label(dtype))
     log.info("effective batch: %d conversations per optimizer step (%d per process x %d accumulated x %d "
-             "process(es)%s)", batch, t.batch_size, t.grad_accum, placement.world_size, ", FSDP" if placement.fsdp else "")
+             "process(es)%s)", batch, t.batch_size * gpus, t.grad_accum, placement.world_size,
+             ", FSDP" if placement.fsdp else "")
+    if gpus > 1:
+        log.warning("this process sees %d GPUs, so the Trainer takes training.batch_size=%d per GPU: %d per step "
+                    "-- set CUDA_VISIBLE_DEVICES=0 for one GPU, or `accelerate launch` for one process per GPU",
+                    gpus, t.batch_size, t.batch_size * gpus)
     if placement.is_main:
         save_recipe(recipe, run_dir / CONFIG_FILE, header=f"resolved recipe of this run; base model at {model_ref.path}")
-        write_json(run_dir / ENVIRONMENT_FILE, {**library_versions(), "base_model": {
-            "name": model_ref.name, "hub_id": model_ref.hub_id, "revision": model_ref.revision},
+        write_json(run_dir / ENVIRONMENT_FILE, {**library_versions(), "device": device.record(dtype),
+            "base_model": {"name": model_ref.name, "hub_id": model_ref.hub_id, "revision": model_ref.revision},
             "processes": placement.world_size, "fsdp": placement.fsdp, "effective_batch": batch})
 
     tokenizer = load_tokenizer(model_ref.path)
@@ -345,7 +353,11 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
         return adapter_dir
     save_training_curves(run_dir)
     if recipe.training.scorecard and validation_set and not stopper.requested:
-        del trainer, model  # the scorecard loads the base once more, with the adapter switchable
+        # The scorecard loads the base once more, with the adapter switchable: the training model goes first.
+        # `del` alone leaves it to the collector's next pass if anything puts it in a reference cycle (a hook
+        # that refers back to it, a logged exception's frames): collect now, and give the GPU cache back.
+        del trainer, model
+        free_memory()
         write_scorecard(run_dir, recipe.training)
     state = STOPPED if stopper.requested else COMPLETED
     write_status(run_dir, state, pid=None, phase=None, step=step_reached, total_steps=total_steps)

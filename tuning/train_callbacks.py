@@ -16,6 +16,14 @@ from tuning.run_files import append_metrics
 log = logging.getLogger("tuning.train")
 
 
+def peak_gpu_memory_gb() -> float | None:
+    """The most GPU memory this process's tensors have held so far (torch.cuda.max_memory_allocated, GB);
+    None without a GPU."""
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 1e9, 3) if torch.cuda.is_available() else None
+
+
 class MetricsCallback(TrainerCallback):
     """Writes one metrics.jsonl line per Trainer log event: loss, lr, tokens/s, elapsed, ETA."""
 
@@ -65,6 +73,9 @@ class MetricsCallback(TrainerCallback):
                 grad_norm=round(float(logs["grad_norm"]), 4) if logs.get("grad_norm") is not None else None,
                 tokens_per_s=round((state.num_input_tokens_seen - self.last_tokens) / window, 1) if window > 0 else None,
             )
+            peak = peak_gpu_memory_gb()
+            if peak is not None:  # what the run needs of a GPU: bench/gpu_check.py reports it
+                record["max_memory_gb"] = peak
             self.last_time, self.last_tokens = now, state.num_input_tokens_seen
         if "train_loss" in logs:  # the Trainer's closing summary, not a step log
             return

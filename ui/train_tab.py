@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from tuning.config import ConfigError, RecipeConfig, load_recipe
+from tuning.device import space_gpu_warning
 from tuning.estimate import estimate_recipe
 from tuning.model_names import check_model_name
 from tuning.models import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
@@ -65,14 +66,21 @@ def build_recipe(preset, model, epochs, max_steps, lr, r, alpha, dropout, batch,
     return recipe
 
 
+def gpu_warning() -> str:
+    """The Train tab's warning when this Space asked for a GPU that CUDA can't use ('' otherwise)."""
+    warning = space_gpu_warning()
+    return f"**No GPU:** {warning}" if warning else ""
+
+
 def show_estimate(dataset: dict, *knobs) -> str:
-    """The pre-flight estimate for the current settings."""
+    """The pre-flight estimate for the current settings (after the missing-GPU warning, if there is one)."""
+    warning = gpu_warning()
     try:
         recipe = build_recipe(*knobs, dataset)
         estimate = estimate_recipe(recipe, RUNS_DIR)
     except KNOB_ERRORS as error:
-        return f"Can't estimate yet: {for_visitor(error)}"
-    return estimate.summary() + over_caps_note(recipe, estimate)
+        return "\n\n".join(filter(None, [warning, f"Can't estimate yet: {for_visitor(error)}"]))
+    return "\n\n".join(filter(None, [warning, estimate.summary() + over_caps_note(recipe, estimate)]))
 
 
 def over_caps_note(recipe: RecipeConfig, estimate) -> str:
@@ -180,6 +188,8 @@ def poll_run(run_id: str | None, owner: Owner | None):
 def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -> dict:
     """The Train tab; returns the components other tabs hook into."""
     with gr.Tab("Train", id="train"):
+        warning = gpu_warning()
+        gr.Markdown(warning, visible=bool(warning), elem_id="gpu-warning")
         with gr.Row():
             preset = gr.Dropdown(preset_names(), value=default_preset(), label="Recipe preset")
             model = gr.Dropdown(MODEL_CHOICES, value="auto", allow_custom_value=True,
