@@ -101,6 +101,11 @@ class SideBySideChat:
 
     def use_adapter(self, adapter_dir: str | Path | None, label: str | None = None) -> None:
         """Attach a LoRA adapter (replacing the previous one); None answers with the base alone."""
+        if adapter_dir is not None and Path(adapter_dir) == self.adapter_dir:
+            # Already attached: return without queueing for the lock behind every waiting answer (a visitor
+            # picking a run would otherwise wait a whole turn before their question even queues). Each
+            # generation re-checks its adapter under the lock, so a switch in between can't answer for us.
+            return
         with self._lock:
             self._swap_adapter(adapter_dir, label)
 
