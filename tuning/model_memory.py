@@ -11,7 +11,7 @@ import gc
 from pathlib import Path
 
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ModelConfig
-from tuning.models import ModelTooLargeError, _app_chosen
+from tuning.models import ModelTooLargeError, is_app_chosen
 from tuning.shared_space import CAP_ENV_PREFIX, CapError, caps, check_cap
 
 PARAMS_CAP_FIX = "pick a smaller model (parameters are counted from its config.json before anything loads)"
@@ -48,7 +48,7 @@ def check_model_params(name: str, model_dir: Path) -> None:
     more parameters than caps().model_params; the message names the cap's setting. The owner's picks ('auto',
     'embedded', KANTELE_DEFAULT_MODEL, the GPU default) are theirs to size, as for caps().model_gb."""
     cap = caps().model_params
-    if cap is None or name in (AUTO_MODEL, EMBEDDED_MODEL) or _app_chosen(name):
+    if cap is None or name in (AUTO_MODEL, EMBEDDED_MODEL) or is_app_chosen(name):
         return
     count = count_parameters(model_dir)
     if count is None:

@@ -41,8 +41,9 @@ class ModelLoadError(RuntimeError):
 
 
 class ModelTooLargeError(CapError, ModelLoadError):
-    """A model whose download is over caps().model_gb: a CapError, and a ModelLoadError for the callers that
-    report only those (an imported adapter's base model)."""
+    """A model a visitor named that is over this app's size caps (its download, caps().model_gb; its parameters,
+    caps().model_params): a CapError, and a ModelLoadError for the callers that report only those (an imported
+    adapter's base model)."""
 
 
 @dataclass
@@ -133,7 +134,7 @@ def _convert_gguf_to_safetensors(gguf: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _app_chosen(repo_id: str) -> bool:
+def is_app_chosen(repo_id: str) -> bool:
     """True for the models the owner or the app picked ('auto' and 'embedded' mean them): their size is no visitor's."""
     return repo_id in {os.environ.get(DEFAULT_MODEL_ENV, "").strip(), GPU_DEFAULT_MODEL, EMBEDDED_HUB_ID}
 
@@ -151,7 +152,7 @@ def _download_hub_model(repo_id: str, revision: str | None) -> Path:
     )
 
     token = download_token(repo_id, os.environ.get(DEFAULT_MODEL_ENV))
-    cap = None if _app_chosen(repo_id) else caps().model_gb
+    cap = None if is_app_chosen(repo_id) else caps().model_gb
     try:
         pinned = pin_under_cap(repo_id, revision, HUB_MODEL_PATTERNS, token, cap, "GB", MODEL_SIZE_FIX)
         return Path(snapshot(repo_id, pinned, allow_patterns=HUB_MODEL_PATTERNS, token=token))
