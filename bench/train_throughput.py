@@ -8,8 +8,12 @@ a few untimed warm-up steps. Each runs in its own process, one after the other, 
 thread count. tokens/s = non-padding input tokens of the timed steps / their wall seconds (from the
 end of the last warm-up step to the end of the last timed step: batching, logging and checkpoint
 saves between steps count). (a) is the recipe with max_steps = warmup + steps and no per-epoch
-evaluation or scorecard (the others do neither). Prints the ratios last. Run it on a quiet machine:
-a busy neighbour on a 2-core CPU stalls every multi-threaded step and swings a variant's figure 5x.
+evaluation or scorecard (the others do neither). Each variant computes in the precision `compute_dtype:
+auto` chooses on this machine (bf16 where the CPU measured it faster, tuning/cpu_precision.py), and says
+which: its base weights' compute dtype, its LoRA weights' dtype and whether it autocasts. MFU is taken
+against the best peak this machine has, fp32 or bf16, both measured and printed. Prints the CPU's name
+and the ratios last. Run it on a quiet machine: a busy neighbour on a 2-core CPU stalls every
+multi-threaded step and swings a variant's figure 5x.
 
     HF_HUB_OFFLINE=1 python bench/train_throughput.py [--steps 30] [--warmup 3] [--variants a,b,c]
 """
@@ -38,7 +42,7 @@ NAMES = {"a": "(a) tuning train", "b": "(b) TRL SFTTrainer, defaults", "c": "(c)
 TRL_DEFAULTS_SHOWN = ("gradient_checkpointing", "bf16", "padding_free", "packing", "assistant_only_loss",
                       "completion_only_loss", "loss_type", "learning_rate", "logging_steps", "optim",
                       "train_sampling_strategy", "dataloader_num_workers", "use_liger_kernel")
-PEAK_MATMUL_SIZE = 2048  # fp32 square matmul: big enough to run at the CPU's GEMM peak, ~0.1-0.3 s on 2 cores
+PEAK_MATMUL_SIZE = 2048  # square matmul: big enough to run at the CPU's GEMM peak, ~0.1-0.3 s on 2 cores
 PEAK_REPEATS = 5
 RESULT_PREFIX = "RESULT "  # the child's one JSON line on stdout; everything else is noise to ignore
 
@@ -110,7 +114,19 @@ def run_tuning_train(recipe, model_ref, tokenizer, scratch: Path, warmup: int, s
                             callbacks=[MetricsCallback(scratch), GracefulStop(), timer])
     counter = trainer.data_collator = CountingCollator(trainer.data_collator)
     trainer.train()
-    return {**step_window(timer.marks, counter, warmup, steps), "params": compute_path_params(model)}
+    autocast = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else None
+    return {**step_window(timer.marks, counter, warmup, steps), "params": compute_path_params(model),
+            "precision": precision_used(recipe, model_ref, model, autocast)}
+
+
+def precision_used(recipe, model_ref, model, autocast: str | None) -> str:
+    """'base bf16, LoRA fp32, no autocast': what a variant's matmuls computed in."""
+    from tuning.device import SHORT_DTYPE, compute_dtype
+
+    base = SHORT_DTYPE[compute_dtype(recipe.model, model=model_ref.path)]
+    lora = next(p.dtype for p in model.parameters() if p.requires_grad)
+    lora = SHORT_DTYPE.get(str(lora).removeprefix("torch."), str(lora))
+    return f"base {base}, LoRA {lora}, {f'{autocast} autocast' if autocast else 'no autocast'}"
 
 
 def run_trl_sft(recipe, model_ref, tokenizer, scratch: Path, warmup: int, steps: int) -> dict:
@@ -143,7 +159,8 @@ def run_trl_sft(recipe, model_ref, tokenizer, scratch: Path, warmup: int, steps:
     defaults["lora_param_dtype"] = str(lora_dtype).replace("torch.", "")  # SFTTrainer casts QLoRA adapters to bf16
     defaults["checkpointing_on_model"] = trainer.model.get_base_model().is_activation_checkpointing
     return {**step_window(timer.marks, counter, warmup, steps), "params": compute_path_params(trainer.model),
-            "trl_defaults": defaults}
+            "trl_defaults": defaults,
+            "precision": precision_used(recipe, model_ref, trainer.model, "bf16" if config.bf16 else None)}
 
 
 def run_hand_loop(recipe, model_ref, tokenizer, warmup: int, steps: int) -> dict:
@@ -183,7 +200,8 @@ def run_hand_loop(recipe, model_ref, tokenizer, warmup: int, steps: int) -> dict
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         marks.append(time.perf_counter())
-    return {**step_window(marks, counter, warmup, steps), "params": compute_path_params(model)}
+    return {**step_window(marks, counter, warmup, steps), "params": compute_path_params(model),
+            "precision": precision_used(recipe, model_ref, model, None)}
 
 
 def run_variant(variant: str, args) -> dict:
@@ -214,19 +232,22 @@ def run_variant(variant: str, args) -> dict:
     return {**result, "threads": torch.get_num_threads()}
 
 
-def measure_matmul_peak(threads: int) -> float:
-    """This CPU's fp32 GEMM rate in GFLOP/s: the best of a few square matmuls."""
+def measure_matmul_peaks(threads: int) -> dict[str, float]:
+    """This CPU's GEMM rate in GFLOP/s in fp32 and in bf16: the best of a few square matmuls, interleaved."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE), torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE)
-    torch.mm(a, b)  # warm-up: thread pool, caches
-    best = float("inf")
-    for _ in range(PEAK_REPEATS):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - started)
-    return 2 * PEAK_MATMUL_SIZE**3 / best / 1e9
+    operands = {name: (torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE, dtype=dtype),
+                       torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE, dtype=dtype))
+                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    best = dict.fromkeys(operands, float("inf"))
+    for repeat in range(PEAK_REPEATS + 1):
+        for name, (a, b) in operands.items():
+            started = time.perf_counter()
+            torch.mm(a, b)
+            if repeat:  # the first round warms the thread pool and caches
+                best[name] = min(best[name], time.perf_counter() - started)
+    return {name: 2 * PEAK_MATMUL_SIZE**3 / seconds / 1e9 for name, seconds in best.items()}
 
 
 def spawn_variant(variant: str, args) -> dict:
@@ -241,22 +262,24 @@ def spawn_variant(variant: str, args) -> dict:
     return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 
-def report(results: dict[str, dict], peak_gflops: float, args) -> None:
+def report(results: dict[str, dict], peaks: dict[str, float], args) -> None:
     """The table, the MFU arithmetic, TRL's defaults, then the ratios (last)."""
     params = next(iter(results.values()))["params"]  # the same model in every variant
     flops_per_token = 6 * params
+    best_peak = max(peaks, key=peaks.get)
     print(f"{args.steps} timed optimizer steps after {args.warmup} warm-up steps, batch and length from "
-          f"{Path(args.recipe).name}, {args.threads} torch threads")
-    print(f"{'variant':32} {'tokens/s':>9} {'tokens':>7} {'seconds':>8} {'padding':>8} {'MFU':>6}")
+          f"{Path(args.recipe).name}, {args.threads} torch threads, on {machine_name()}")
+    print(f"{'variant':32} {'tokens/s':>9} {'tokens':>7} {'seconds':>8} {'padding':>8} {'MFU':>6}  precision")
     for variant, r in results.items():
         padding = 1 - r["tokens"] / r["padded_tokens"]
-        mfu = r["tokens_per_s"] * flops_per_token / (peak_gflops * 1e9)
+        mfu = r["tokens_per_s"] * flops_per_token / (peaks[best_peak] * 1e9)
         print(f"{NAMES[variant]:32} {r['tokens_per_s']:9.1f} {r['tokens']:7d} {r['seconds']:8.1f} "
-              f"{padding:8.1%} {mfu:6.1%}")
+              f"{padding:8.1%} {mfu:6.1%}  {r['precision']}")
     print(f"MFU = tokens/s x 6N / peak; N = {params:,} weights on the compute path (every nn.Linear at full "
           f"shape: the 4-bit projections, LoRA A/B, the lm_head tied to the embeddings; not the embedding lookup, "
-          f"not attention scores); peak = {peak_gflops:.1f} GFLOP/s (best fp32 {PEAK_MATMUL_SIZE}x"
-          f"{PEAK_MATMUL_SIZE} torch.mm). 6N is the usual model-FLOPs convention: the frozen base needs no weight "
+          f"not attention scores); peak = {peaks[best_peak]:.1f} GFLOP/s, this machine's best: {best_peak} "
+          f"(best {PEAK_MATMUL_SIZE}x{PEAK_MATMUL_SIZE} torch.mm: fp32 {peaks['fp32']:.1f}, bf16 {peaks['bf16']:.1f} "
+          f"GFLOP/s). 6N is the usual model-FLOPs convention: the frozen base needs no weight "
           f"gradients (~4N done) and (a) runs the lm_head only on answer tokens, so the work done is less.")
     if "b" in results:
         print("TRL defaults used:", json.dumps(results["b"]["trl_defaults"]))
@@ -264,6 +287,16 @@ def report(results: dict[str, dict], peak_gflops: float, args) -> None:
         print(f"a/b = {results['a']['tokens_per_s'] / results['b']['tokens_per_s']:.2f}  (target >= 2.0)")
     if "a" in results and "c" in results:
         print(f"a/c = {results['a']['tokens_per_s'] / results['c']['tokens_per_s']:.2f}  (target >= 0.9)")
+
+
+def machine_name() -> str:
+    """'AMD EPYC, 2 cores, no GPU' (or the GPU's name): what the figures were measured on."""
+    import torch
+
+    from tuning.cpu_precision import cpu_name
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {gpu}"
 
 
 def parse_args(argv=None):
@@ -286,7 +319,7 @@ def main(argv=None) -> None:
         print(RESULT_PREFIX + json.dumps(run_variant(args.variant, args)), flush=True)
         return
     results = {variant: spawn_variant(variant, args) for variant in args.variants.split(",")}
-    report(results, measure_matmul_peak(args.threads), args)
+    report(results, measure_matmul_peaks(args.threads), args)
 
 
 if __name__ == "__main__":

@@ -96,3 +96,28 @@ def shared_app(tmp_path_factory):
         yield url, home
     finally:
         stop_process(server)
+
+
+@pytest.fixture
+def cpu_measures(monkeypatch, tmp_path):
+    """Make this CPU measure bf16's speed-up as the test says: `cpu_measures(training, generation)` fakes the
+    micro-benchmark (its cache goes to a temp file) and returns the list of shapes it was asked to measure."""
+    import torch
+
+    import tuning.cpu_precision as cpu_precision
+
+    cache = tmp_path / "cpu-cache" / cpu_precision.CACHE_FILE
+    monkeypatch.setattr(cpu_precision, "_cache_path", lambda: cache)
+
+    def fake(training: float, generation: float | None = None) -> list:
+        speed = cpu_precision.CpuBf16Speed(training=training, generation=training if generation is None else generation,
+                                           fp32_gflops=100.0, bf16_gflops=100.0 * training, seconds=0.01,
+                                           threads=torch.get_num_threads())
+        asked = []
+        monkeypatch.setattr(cpu_precision, "measure", lambda shapes, repeats=0: asked.append(shapes) or speed)
+        cpu_precision.forget_measurements()
+        cache.unlink(missing_ok=True)  # a machine that measures this for the first time
+        return asked
+
+    yield fake
+    cpu_precision.forget_measurements()  # the next test measures (or reads the real cache) afresh

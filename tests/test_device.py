@@ -1,6 +1,7 @@
-"""The device decides, visibly: one precision choice (bf16 only where the GPU has it natively) used by model
-loading, bitsandbytes, the Trainer and the run's record; the app says what hardware serves it, and a Space that
-asked for a GPU it can't use says so. Every GPU here is faked: torch.cuda answers as that card would."""
+"""The device decides, visibly: one precision choice (bf16 only where the GPU has it natively, or where the CPU
+measured it faster) used by model loading, bitsandbytes, the Trainer and the run's record; the app says what
+hardware serves it, and a Space that asked for a GPU it can't use says so. Every GPU here is faked: torch.cuda
+answers as that card would; so is the CPU's bf16 measurement (tests/test_cpu_precision.py times the real one)."""
 
 import json
 import sys
@@ -57,7 +58,8 @@ def no_gpu(monkeypatch) -> None:
 @pytest.mark.parametrize(("capability", "expected"), [
     ((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((8, 9), torch.bfloat16),
     ((9, 0), torch.bfloat16), (None, torch.float32)])
-def test_bf16_only_where_the_gpu_has_it_natively(monkeypatch, capability, expected):
+def test_bf16_only_where_the_gpu_has_it_natively(monkeypatch, cpu_measures, capability, expected):
+    cpu_measures(training=0.6)  # a CPU whose bf16 is slower (it isn't asked on a GPU)
     fake_gpu(monkeypatch, capability) if capability else no_gpu(monkeypatch)
     auto = ModelConfig()
     assert torch_dtype(auto) == expected  # model load, chat and scorecard
@@ -79,9 +81,12 @@ def test_a_recipes_explicit_dtype_wins(monkeypatch):
 
 @pytest.mark.parametrize(("capability", "bf16", "fp16"), [((7, 5), False, True), ((8, 6), True, False),
                                                          (None, False, False)])
-def test_trainer_flags_follow_the_same_choice(monkeypatch, tmp_path, capability, bf16, fp16):
+@pytest.mark.parametrize("cpu_bf16_speedup", [0.6, 4.4])
+def test_trainer_flags_follow_the_same_choice(monkeypatch, tmp_path, cpu_measures, capability, bf16, fp16,
+                                              cpu_bf16_speedup):
     import transformers
 
+    cpu_measures(training=cpu_bf16_speedup)  # a CPU's bf16 comes from the weights' dtype: no autocast either way
     from tuning.train import training_arguments
 
     transformers.TrainingArguments  # noqa: B018 -- loads it (on the real CPU); transformers then swaps its module
@@ -124,7 +129,7 @@ def test_the_run_records_its_device_and_dtype(monkeypatch, tmp_path):
                                      "dtype": "float16"}
 
 
-def test_the_app_says_what_hardware_serves_it(monkeypatch):
+def test_the_app_says_what_hardware_serves_it(monkeypatch, cpu_measures):
     monkeypatch.delenv(SPACE_ID_ENV, raising=False)
     monkeypatch.delenv(ZEROGPU_ENV, raising=False)
     monkeypatch.delenv(tuning.models.DEFAULT_MODEL_ENV, raising=False)
@@ -133,9 +138,12 @@ def test_the_app_says_what_hardware_serves_it(monkeypatch):
     assert startup_line() == (f"Kantele: Tesla T4 (compute capability 7.5, 15.6 GB), computing in fp16; "
                               f"default model {GPU_DEFAULT_MODEL}")
     no_gpu(monkeypatch)
+    cpu_measures(training=0.6, generation=0.9)
     line = startup_line()
-    assert line.startswith("Kantele: CPU (") and "cores), computing in fp32; default model embedded" in line
-    assert "WARNING" not in line
+    assert line.startswith("Kantele: CPU (") and "cores), computing in fp32 (bf16 matmuls 0.6x fp32 for " in line
+    assert line.endswith("default model embedded") and "WARNING" not in line
+    cpu_measures(training=4.4, generation=3.7)
+    assert "computing in bf16 (bf16 matmuls 4.4x fp32 for training, 3.7x for answers, measured here" in startup_line()
 
 
 def on_space(monkeypatch, hardware: str) -> None:
@@ -144,9 +152,10 @@ def on_space(monkeypatch, hardware: str) -> None:
     monkeypatch.setattr(tuning.space_deploy, "read_space_settings", lambda: SpaceSettings(hardware=hardware))
 
 
-def test_a_space_that_asked_for_a_gpu_it_cannot_use_says_so(monkeypatch):
+def test_a_space_that_asked_for_a_gpu_it_cannot_use_says_so(monkeypatch, cpu_measures):
     from ui.train_tab import show_estimate
 
+    cpu_measures(training=0.6)
     on_space(monkeypatch, "t4-small")
     no_gpu(monkeypatch)
     warning = space_gpu_warning()

@@ -4,7 +4,7 @@ import pytest
 from helpers import REPO
 
 from tuning.config import RecipeConfig, apply_overrides, load_recipe
-from tuning.device import Device, hardware_dtype
+from tuning.device import Device, choose_dtype
 from tuning.estimate import (
     ASSUMED_DOWNLOAD_BYTES_PER_S,
     CUDA_CONTEXT_BYTES,
@@ -46,8 +46,8 @@ def test_estimate_uses_throughput_measured_by_earlier_runs(trained_run, tiny_dat
 # TinyLlama-1.1B-Chat's shape (its config.json), offline: vocab 32000, untied lm_head, shipped in bf16.
 TINYLLAMA = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
                  num_key_value_heads=4, vocab_size=32000, dtype="bfloat16")
-T4 = Device("Tesla T4", (7, 5), 15.6, hardware_dtype((7, 5)))
-CPU = Device("CPU (2 cores)", None, 8.0, hardware_dtype(None))
+T4 = Device("Tesla T4", (7, 5), 15.6, choose_dtype((7, 5)))
+CPU = Device("CPU (2 cores)", None, 8.0, choose_dtype(None))
 
 
 def tinyllama_recipe() -> RecipeConfig:
@@ -96,14 +96,21 @@ def test_time_adds_download_load_and_scorecard_and_the_line_names_the_device():
     assert estimate_run(no_scorecard, config, [65] * 537, T4, scorecard_questions=58, answer_tokens=64).scorecard_s == 0
 
 
-def test_estimate_recipe_scores_the_held_out_questions_on_the_device_given(tiny_data, tmp_path):
+def test_estimate_recipe_scores_the_held_out_questions_on_the_device_given(tiny_data, tmp_path, cpu_measures):
     recipe = apply_overrides(load_recipe(REPO / "configs" / "kalevala.yaml"),
                              [f"data.train=[{tiny_data['train']}]", f"data.validation=[{tiny_data['validation']}]"])
+    cpu_measures(training=0.6)  # a CPU whose bf16 is slower
     on_t4 = estimate_recipe(recipe, tmp_path, device=T4)
     on_cpu = estimate_recipe(recipe, tmp_path, device=CPU)
     assert on_t4.scorecard_questions == 2 and on_t4.download_s == 0  # the embedded model ships with Kantele
     assert on_t4.headline().startswith("Tesla T4 (fp16): ") and on_cpu.headline().startswith("CPU (2 cores, fp32): ")
     assert on_t4.training_memory_gb > on_cpu.training_memory_gb  # the CUDA context
+    assert "CPU bf16: 0.6× fp32 here, so fp32." in on_cpu.summary() and "CPU bf16" not in on_t4.summary()
+
+    cpu_measures(training=4.4)  # one whose bf16 is fast: the estimate says so, and why
+    on_fast_cpu = estimate_recipe(recipe, tmp_path, device=CPU)
+    assert on_fast_cpu.headline().startswith("CPU (2 cores, bf16): ")
+    assert "CPU bf16: 4.4× fp32 here, so bf16." in on_fast_cpu.summary()
 
 
 def test_only_a_model_not_on_this_machine_counts_a_download(tmp_path):

@@ -10,6 +10,7 @@ from typing import Iterator
 
 from tuning.chat_context import FittedPrompt, fit_prompt, prompt_budget
 from tuning.config import ModelConfig, load_recipe
+from tuning.device import GENERATION, SHORT_DTYPE
 from tuning.fair_lock import FairLock
 from tuning.formatting import with_system_prompt
 from tuning.models import (
@@ -76,7 +77,9 @@ class SideBySideChat:
     def _load_base(self):
         # Dequantized NF4 serves the chat's 1-2 rows on a CPU; the scorecard's left-padded batches of 8
         # were much slower that way (a Kalevala scorecard 2.0 min vs 52 s), so it keeps the 4-bit path.
-        return (load_inference_model if self.dequantize else load_base_model)(self.model_ref.path, self.model_cfg)
+        if self.dequantize:
+            return load_inference_model(self.model_ref.path, self.model_cfg)
+        return load_base_model(self.model_ref.path, self.model_cfg, work=GENERATION)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, dequantize: bool = True) -> "SideBySideChat":
@@ -89,10 +92,18 @@ class SideBySideChat:
 
     @property
     def precision(self) -> str:
-        """How the base weights are held, for people."""
+        """How the base weights are held and computed with, for people."""
+        dtype = SHORT_DTYPE.get(str(self._compute_dtype()).removeprefix("torch."), "")
         if getattr(self.model, "is_loaded_in_4bit", False):
-            return "4-bit NF4"
-        return "NF4 weights, dequantized for the CPU" if self.model_cfg.load_in_4bit else "full precision"
+            return f"4-bit NF4, computing in {dtype}"
+        return f"NF4 weights, dequantized to {dtype} for the CPU" if self.model_cfg.load_in_4bit else f"{dtype} weights"
+
+    def _compute_dtype(self):
+        """The dtype the base model computes in (bitsandbytes' compute dtype for a 4-bit model)."""
+        quantization = getattr(self.model.config, "quantization_config", None)
+        if getattr(self.model, "is_loaded_in_4bit", False) and quantization is not None:
+            return getattr(quantization, "bnb_4bit_compute_dtype", self.model.dtype)
+        return self.model.dtype
 
     @property
     def base_name(self) -> str:

@@ -2,18 +2,31 @@
 
 Training (model load, bitsandbytes' compute dtype, the Trainer's bf16/fp16 flags), the chat, the scorecard
 and the estimate all ask `compute_dtype(cfg)`, so they can't disagree; a run records `read_device()` in
-environment.json and its card shows it ("Tesla T4, fp16").
+environment.json and its card shows it ("Tesla T4, fp16"). `choose_dtype` is the decision itself: from
+the compute capability on a GPU, from a measurement on a CPU (tuning.cpu_precision).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tuning.cpu_precision import CpuBf16Speed
 
 # bf16 only where the GPU computes it natively: Ampere (8.0) and later. torch.cuda.is_bf16_supported() also
 # answers True on a T4 (7.5), which merely emulates bf16; bitsandbytes' 4-bit matmuls there have a fast fp16
 # kernel and no bf16 one, so the T4 gets fp16.
 BF16_MIN_CAPABILITY = (8, 0)
+# What a dtype is chosen for: training multiplies batches of hundreds of tokens (compute-bound), answering
+# decodes a few rows a step (Python, attention and memory traffic weigh as much as the matmuls).
+TRAINING, GENERATION = "training", "generation"
+# How much faster bf16 matmuls must measure on a CPU before 'auto' takes them. The rest of a step doesn't
+# speed up (the 4-bit dequantization, elementwise ops, fp32 LoRA and loss), so matmuls measured 4.4x faster
+# gave 1.5x the training tokens/s on an AMD EPYC, and 3.7x gave 1.2x the decode speed there. Below these,
+# what bf16 gains is within the noise and its rounding isn't worth it.
+CPU_BF16_MIN_SPEEDUP = {TRAINING: 1.5, GENERATION: 1.5}
 SHORT_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 CPU_NAME = "CPU"
@@ -31,8 +44,9 @@ class Device:
     name: str  # "Tesla T4", or "CPU (2 cores)"
     capability: tuple[int, int] | None  # CUDA compute capability; None on the CPU
     total_memory_gb: float | None  # the GPU's memory (the machine's RAM on a CPU); None when unknown
-    dtype: str  # what compute_dtype 'auto' means here: bfloat16, float16 or float32
+    dtype: str  # what compute_dtype 'auto' means here for training the default model: bfloat16, float16, float32
     cuda_error: str | None = None  # why CUDA was there but unusable (the device then is the CPU)
+    cpu_bf16: CpuBf16Speed | None = None  # a CPU's measured bf16 speed-up (the default model's shapes)
 
     @property
     def is_gpu(self) -> bool:
@@ -44,22 +58,47 @@ class Device:
         dtype = SHORT_DTYPE.get(dtype or self.dtype, dtype or self.dtype)
         return f"{self.name[:-1]}, {dtype})" if self.name.endswith(")") else f"{self.name} ({dtype})"
 
-    def record(self, dtype: str | None = None) -> dict:
-        """The environment.json entry of a run: device name, compute capability, memory, dtype."""
-        return {"name": self.name, "capability": ".".join(map(str, self.capability)) if self.capability else None,
-                "total_memory_gb": self.total_memory_gb, "dtype": dtype or self.dtype}
+    def record(self, dtype: str | None = None, cpu_bf16: CpuBf16Speed | None = None) -> dict:
+        """The environment.json entry of a run: device name, compute capability, memory, dtype, and on a CPU
+        the bf16 measurement the dtype was chosen by."""
+        entry = {"name": self.name, "capability": ".".join(map(str, self.capability)) if self.capability else None,
+                 "total_memory_gb": self.total_memory_gb, "dtype": dtype or self.dtype}
+        measured = cpu_bf16 or self.cpu_bf16
+        if measured is not None:
+            from tuning.cpu_precision import cpu_name
+
+            entry["cpu"] = cpu_name()
+            entry["cpu_bf16_speedup"] = measured.record()
+        return entry
+
+    def precision_note(self, dtype: str | None = None, cpu_bf16: CpuBf16Speed | None = None) -> str:
+        """Why this precision, for people: 'CPU bf16: 4.4x fp32 here' ('' on a GPU, or without a measurement)."""
+        measured = cpu_bf16 or self.cpu_bf16
+        if self.is_gpu or measured is None:
+            return ""
+        return f"CPU bf16: {measured.training:.1f}× fp32 here, so {SHORT_DTYPE.get(dtype or self.dtype, dtype)}"
 
 
-def hardware_dtype(capability: tuple[int, int] | None) -> str:
-    """The precision this hardware computes best in: bf16 from compute capability 8.0, fp16 below, CPU: cpu_dtype()."""
-    if capability is None:
-        return cpu_dtype()
-    return "bfloat16" if tuple(capability) >= BF16_MIN_CAPABILITY else "float16"
+def choose_dtype(capability: tuple[int, int] | None, cpu_bf16: CpuBf16Speed | None = None,
+                 work: str = TRAINING) -> str:
+    """The one decision of what 'auto' computes in, for every device.
+
+    A GPU: bf16 from compute capability 8.0, fp16 below (whatever the work). A CPU: bf16 where its measured
+    speed-up for this work clears CPU_BF16_MIN_SPEEDUP, else fp32 -- also when there is no measurement."""
+    if capability is not None:
+        return "bfloat16" if tuple(capability) >= BF16_MIN_CAPABILITY else "float16"
+    if cpu_bf16 is None:
+        return "float32"
+    speedup = cpu_bf16.training if work == TRAINING else cpu_bf16.generation
+    return "bfloat16" if speedup >= CPU_BF16_MIN_SPEEDUP[work] else "float32"
 
 
-def cpu_dtype() -> str:
-    """The CPU's compute dtype: the one place it is chosen. fp32, the precision every CPU computes natively."""
-    return "float32"
+def measure_cpu(model=None) -> CpuBf16Speed | None:
+    """This CPU's bf16 speed-up at the shapes of `model`: its folder or its ModelShapes (the default model's
+    without one)."""
+    from tuning.cpu_precision import ModelShapes, cpu_bf16_speed
+
+    return cpu_bf16_speed(model if isinstance(model, ModelShapes) else ModelShapes.from_folder(model))
 
 
 def _ram_gb() -> float | None:
@@ -80,22 +119,38 @@ def read_device(index: int = 0) -> Device:
             # Not mem_get_info(): that needs a CUDA context (~0.4 GB of the GPU) in every process that asks.
             memory = torch.cuda.get_device_properties(index).total_memory
             return Device(name=torch.cuda.get_device_name(index), capability=capability,
-                          total_memory_gb=round(memory / 1e9, 1), dtype=hardware_dtype(capability))
+                          total_memory_gb=round(memory / 1e9, 1), dtype=choose_dtype(capability))
         except (RuntimeError, AssertionError) as exc:  # a driver that lists the GPU but won't start it
             error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    measured = measure_cpu()  # cached per machine after the first time (~0.1 s)
     return Device(name=f"{CPU_NAME} ({os.cpu_count()} cores)", capability=None, total_memory_gb=_ram_gb(),
-                  dtype=hardware_dtype(None), cuda_error=error)
+                  dtype=choose_dtype(None, measured), cuda_error=error, cpu_bf16=measured)
 
 
-def compute_dtype(cfg, device: Device | None = None) -> str:
-    """The dtype a run computes in: the recipe's model.compute_dtype when it names one, else the device's choice."""
+def compute_dtype(cfg, device: Device | None = None, model=None, work: str = TRAINING) -> str:
+    """The dtype a run computes in: the recipe's model.compute_dtype when it names one, else the device's
+    choice -- on a CPU for this work at the shapes of `model` (a folder or ModelShapes; the default model's)."""
     if cfg.compute_dtype != "auto":
         return cfg.compute_dtype
-    return (device or read_device()).dtype
+    device = device or read_device()
+    if device.is_gpu:
+        return device.dtype
+    return choose_dtype(None, cpu_measurement(cfg, device, model), work)
+
+
+def cpu_measurement(cfg, device: Device, model=None) -> CpuBf16Speed | None:
+    """The measurement compute_dtype chooses by for `model` on a CPU (None on a GPU, or with an explicit dtype)."""
+    if device.is_gpu or cfg.compute_dtype != "auto":
+        return None
+    return measure_cpu(model) if model is not None else device.cpu_bf16
 
 
 def trainer_precision(cfg, device: Device | None = None) -> dict:
-    """The Trainer's mixed-precision flags for this recipe on this device (none on a CPU)."""
+    """The Trainer's mixed-precision flags for this recipe on this device (none on a CPU).
+
+    A CPU run in bf16 gets it from the weights' dtype (bitsandbytes' compute dtype, or the bf16 model) with
+    the LoRA weights, their math and the loss in fp32; autocasting those to bf16 as well measured within
+    the noise (343 vs 330 tokens/s on the Kalevala recipe) for less precise adapter updates."""
     device = device or read_device()
     dtype = compute_dtype(cfg, device)
     return {"bf16": device.is_gpu and dtype == "bfloat16", "fp16": device.is_gpu and dtype == "float16"}
@@ -155,6 +210,8 @@ def startup_line() -> str:
     name = device.name
     if device.is_gpu:
         name += f" (compute capability {'.'.join(map(str, device.capability))}, {device.total_memory_gb} GB)"
-    line = f"Kantele: {name}, computing in {SHORT_DTYPE[device.dtype]}; default model {default_model_name()}"
+    measured = f" ({device.cpu_bf16.summary()})" if device.cpu_bf16 else ""
+    line = (f"Kantele: {name}, computing in {SHORT_DTYPE[device.dtype]}{measured}; "
+            f"default model {default_model_name()}")
     warning = space_gpu_warning(device)
     return f"{line}. WARNING: {warning}" if warning else line

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuning.config import RecipeConfig, load_recipe
-from tuning.device import DTYPE_BYTES, Device, compute_dtype
-from tuning.run_files import CONFIG_FILE, read_metrics
+from tuning.cpu_precision import ModelShapes
+from tuning.device import DTYPE_BYTES, Device, compute_dtype, cpu_measurement
+from tuning.run_files import CONFIG_FILE, ENVIRONMENT_FILE, read_json, read_metrics
 
 # Measured on the 2-core development CPU (embedded model, 4-bit, batch 8): see configs/kalevala.yaml.
 FALLBACK_TOKENS_PER_S_CPU = 200.0
@@ -67,6 +68,7 @@ class Estimate:
     seconds: float  # training alone (what caps on a run's minutes check)
     steps: int
     device_label: str = "CPU (fp32)"  # "Tesla T4 (fp16)": where the run computes, and in what
+    precision_note: str = ""  # on a CPU, why that precision: "CPU bf16: 4.4x fp32 here, so bf16"
     device_memory_gb: float | None = None  # what the device has
     cuda_context_gb: float = 0.0  # part of training_memory_gb
     download_s: float = 0.0  # 0 when the model is already cached
@@ -93,11 +95,12 @@ class Estimate:
         download = f"download ~{_duration(self.download_s)} (not cached yet), " if self.download_s else ""
         scorecard = (f", scorecard ~{_duration(self.scorecard_s)} ({self.scorecard_questions} held-out questions, "
                      "base and tuned)" if self.scorecard_s else "")
+        precision = f" {self.precision_note}." if self.precision_note else ""
         return (f"**{self.headline()}**\n\n"
                 f"{self.trainable_params:,} trainable parameters of {self.total_params:,} "
                 f"({100 * self.trainable_params / max(self.total_params, 1):.2f}%). "
                 f"Memory: ~{self.weights_gb:.2f} GB of weights, ~{self.training_memory_gb:.1f} GB while training"
-                f"{context}.{over} "
+                f"{context}.{over}{precision} "
                 f"{self.steps} optimizer steps over {self.total_tokens:,} tokens; at {self.tokens_per_s:.0f} tokens/s "
                 f"({self.tokens_per_s_source}) about {_duration(self.seconds)}. "
                 f"Time: {download}load ~{_duration(self.load_s)}, training ~{_duration(self.seconds)}{scorecard}.")
@@ -143,8 +146,9 @@ def scorecard_steps_per_s(device: Device, params: int) -> float:
     return SCORECARD_STEPS_PER_S_CPU_135M * CPU_REFERENCE_PARAMS / max(params, 1)
 
 
-def measured_tokens_per_s(runs_dir: Path, model_name: str) -> tuple[list[float], int]:
-    """Median tokens/s of each earlier run of this model (skipping their warm-up first lines)."""
+def measured_tokens_per_s(runs_dir: Path, model_name: str, dtype: str | None = None) -> tuple[list[float], int]:
+    """Median tokens/s of each earlier run of this model (skipping their warm-up first lines), of those that
+    computed in `dtype` when given: a CPU's bf16 and fp32 runs of one model differ by half again."""
     rates, runs = [], 0
     if not runs_dir.is_dir():
         return rates, runs
@@ -153,6 +157,9 @@ def measured_tokens_per_s(runs_dir: Path, model_name: str) -> tuple[list[float],
             if load_recipe(config_path).model.name != model_name:
                 continue
         except ValueError:
+            continue
+        recorded = (read_json(config_path.parent / ENVIRONMENT_FILE, {}) or {}).get("device") or {}
+        if dtype and recorded.get("dtype", dtype) != dtype:  # runs from before the record say nothing: kept
             continue
         values = [m["tokens_per_s"] for m in read_metrics(config_path.parent)[1:] if m.get("tokens_per_s")]
         if values:
@@ -170,7 +177,9 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
     cached=False adds the model's download."""
     total = total_params(model_config)
     trainable = lora_trainable_params(model_config, recipe.lora.r, recipe.lora.target_modules)
-    dtype_bytes = DTYPE_BYTES[compute_dtype(recipe.model, device)]
+    shapes = ModelShapes.from_config(model_config.to_dict())
+    dtype = compute_dtype(recipe.model, device, shapes)
+    dtype_bytes = DTYPE_BYTES[dtype]
     linear = block_linear_params(model_config)
     if recipe.model.load_in_4bit:  # NF4 linear layers; embeddings, lm_head and norms stay, upcast to fp32
         weights = linear * NF4_BYTES_PER_WEIGHT[recipe.model.double_quant] + (total - linear) * KBIT_UNQUANTIZED_BYTES
@@ -191,7 +200,7 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
     steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     tokens_per_epoch = sum(lengths)
     total_tokens = int(tokens_per_epoch * steps / steps_per_epoch)
-    rates, runs = measured_tokens_per_s(runs_dir, recipe.model.name) if runs_dir else ([], 0)
+    rates, runs = measured_tokens_per_s(runs_dir, recipe.model.name, dtype) if runs_dir else ([], 0)
     if rates:
         rate, source = statistics.median(rates), f"measured on {runs} earlier run{'s' if runs > 1 else ''}"
     else:
@@ -207,7 +216,8 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
     return Estimate(trainable_params=trainable, total_params=total, weights_gb=weights / 1e9,
                     training_memory_gb=memory / 1e9, tokens_per_epoch=tokens_per_epoch, total_tokens=total_tokens,
                     tokens_per_s=rate, tokens_per_s_source=source, seconds=total_tokens / rate, steps=steps,
-                    device_label=device.label(compute_dtype(recipe.model, device)),
+                    device_label=device.label(dtype),
+                    precision_note=device.precision_note(dtype, cpu_measurement(recipe.model, device, shapes)),
                     device_memory_gb=device.total_memory_gb if device.is_gpu else None,
                     cuda_context_gb=context / 1e9,
                     download_s=0.0 if cached else size / ASSUMED_DOWNLOAD_BYTES_PER_S,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, LoraConfig, ModelConfig
+from tuning.device import GENERATION, TRAINING
 from tuning.distributed import Placement
 from tuning.errors import first_line
 from tuning.hub_auth import download_token
@@ -220,30 +221,33 @@ def display_name(model: ResolvedModel) -> str:
     return EMBEDDED_DISPLAY_NAME if model.name == EMBEDDED_MODEL else model.name
 
 
-def torch_dtype(cfg: ModelConfig):
-    """The compute dtype as a torch dtype: tuning.device.compute_dtype decides (the recipe's, else the device's)."""
+def torch_dtype(cfg: ModelConfig, model_path: Path | None = None, work: str = TRAINING):
+    """The compute dtype as a torch dtype: tuning.device.compute_dtype decides (the recipe's, else the device's
+    for this work at the shapes of the model in model_path)."""
     import torch
 
     from tuning.device import compute_dtype
 
-    return getattr(torch, compute_dtype(cfg))
+    return getattr(torch, compute_dtype(cfg, model=model_path, work=work))
 
 
-def bnb_config(cfg: ModelConfig, sharded: bool = False):
+def bnb_config(cfg: ModelConfig, sharded: bool = False, dtype=None):
     """The bitsandbytes 4-bit NF4 settings of a QLoRA recipe (None for full precision).
 
     sharded (FSDP): the packed 4-bit weights are stored in the compute dtype instead of uint8, because
-    FSDP flattens each wrapped block into one tensor of a single dtype (bitsandbytes' FSDP-QLoRA recipe)."""
+    FSDP flattens each wrapped block into one tensor of a single dtype (bitsandbytes' FSDP-QLoRA recipe).
+    dtype: the compute dtype already chosen for this model and work (else the default model's, for training)."""
     if not cfg.load_in_4bit:
         return None
     from transformers import BitsAndBytesConfig
 
-    extra = {"bnb_4bit_quant_storage": torch_dtype(cfg)} if sharded else {}
+    dtype = dtype or torch_dtype(cfg)
+    extra = {"bnb_4bit_quant_storage": dtype} if sharded else {}
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=cfg.double_quant,
-        bnb_4bit_compute_dtype=torch_dtype(cfg),
+        bnb_4bit_compute_dtype=dtype,
         **extra,
     )
 
@@ -279,8 +283,9 @@ def load_tokenizer(path: Path):
     return tokenizer
 
 
-def load_base_model(path: Path, cfg: ModelConfig, placement: Placement | None = None):
-    """Load the base weights in 4-bit NF4 (QLoRA) or full precision, on the GPU when there is one.
+def load_base_model(path: Path, cfg: ModelConfig, placement: Placement | None = None, work: str = TRAINING):
+    """Load the base weights in 4-bit NF4 (QLoRA) or full precision, on the GPU when there is one, computing
+    in the dtype chosen for this work (training, or generating answers).
 
     In a distributed run (placement) each process takes its own GPU; under FSDP the weights are
     loaded unplaced and FSDP shards them onto the GPUs."""
@@ -288,8 +293,9 @@ def load_base_model(path: Path, cfg: ModelConfig, placement: Placement | None = 
     from transformers import AutoModelForCausalLM
 
     placement = placement or Placement()
-    quantization = bnb_config(cfg, sharded=placement.fsdp)
-    kwargs = {"dtype": torch_dtype(cfg)}
+    dtype = torch_dtype(cfg, path, work)
+    quantization = bnb_config(cfg, sharded=placement.fsdp, dtype=dtype)
+    kwargs = {"dtype": dtype}
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     if torch.cuda.is_available() and not placement.fsdp:
@@ -303,12 +309,12 @@ def load_base_model(path: Path, cfg: ModelConfig, placement: Placement | None = 
 
 def load_inference_model(path: Path, cfg: ModelConfig):
     """The base model for answering: as trained (4-bit NF4 for QLoRA), but on a CPU the NF4 weights are
-    dequantized once to the compute dtype. Same values the adapter was trained against (the 4-bit CPU
+    dequantized once to the dtype chosen for generating. Same values the adapter was trained against (the 4-bit CPU
     path dequantizes on every matmul anyway), same answers token for token, and dense matmuls are about
     twice as fast there, batched rows included (bench/chat_latency.py). On a GPU 4-bit stays: it saves VRAM."""
     import torch
 
-    model = load_base_model(path, cfg)
+    model = load_base_model(path, cfg, work=GENERATION)
     if getattr(model, "is_loaded_in_4bit", False) and not torch.cuda.is_available():
         model = model.dequantize()
     return model

@@ -75,13 +75,14 @@ class LocalBackend:
 
     def _load(self) -> None:
         from tuning.model_memory import check_model_params, chosen_model_config
+        from tuning.device import GENERATION
         from tuning.models import load_base_model, load_tokenizer, resolve_model
 
         resolved = resolve_model(self.model_name)
         check_model_params(self.model_name, resolved.path)  # before any weight loads
         self._tokenizer = load_tokenizer(resolved.path)
         # 4-bit on a GPU, which training shares; full precision on a CPU, where 4-bit would only cost quality.
-        self._model = load_base_model(resolved.path, chosen_model_config(self.model_name))
+        self._model = load_base_model(resolved.path, chosen_model_config(self.model_name), work=GENERATION)
         self._model.eval()
 
     def complete(self, request: Completion) -> str:

@@ -23,7 +23,7 @@ from tuning.data import (
     split_examples,
     write_jsonl,
 )
-from tuning.device import compute_dtype, read_device, trainer_precision
+from tuning.device import compute_dtype, cpu_measurement, read_device, trainer_precision
 from tuning.distributed import Placement, effective_batch, gpus_per_process, read_placement
 from tuning.errors import disk_full_error, is_disk_full
 from tuning.formatting import IGNORE_INDEX, encode_for_training, with_system_prompt
@@ -308,8 +308,9 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
     batch = effective_batch(t.batch_size, t.grad_accum, placement.world_size, gpus)
     log.info("base model: %s (%s)", display_name(model_ref), model_ref.path)
     device = read_device()
-    dtype = compute_dtype(recipe.model, device)
-    log.info("device: %s", device.label(dtype))
+    dtype = compute_dtype(recipe.model, device, model_ref.path)
+    measured = cpu_measurement(recipe.model, device, model_ref.path)
+    log.info("device: %s%s", device.label(dtype), f"; {measured.summary()}" if measured else "")
     log.info("effective batch: %d conversations per optimizer step (%d per process x %d accumulated x %d "
              "process(es)%s)", batch, t.batch_size * gpus, t.grad_accum, placement.world_size,
              ", FSDP" if placement.fsdp else "")
@@ -319,7 +320,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
                     gpus, t.batch_size, t.batch_size * gpus)
     if placement.is_main:
         save_recipe(recipe, run_dir / CONFIG_FILE, header=f"resolved recipe of this run; base model at {model_ref.path}")
-        write_json(run_dir / ENVIRONMENT_FILE, {**library_versions(), "device": device.record(dtype),
+        write_json(run_dir / ENVIRONMENT_FILE, {**library_versions(), "device": device.record(dtype, measured),
             "base_model": {"name": model_ref.name, "hub_id": model_ref.hub_id, "revision": model_ref.revision},
             "processes": placement.world_size, "fsdp": placement.fsdp, "effective_batch": batch})
 
