@@ -23,7 +23,7 @@ from chat_latency import FixedLength, timed  # noqa: E402 -- bench/ is on sys.pa
 
 from tuning.chat import GenerationSettings, SideBySideChat
 from tuning.config import load_recipe
-from tuning.cpu_precision import cpu_name
+from tuning.machine_cache import cpu_name
 from tuning.data import load_examples, reference_answers, user_prompts
 from tuning.device import GENERATION, SHORT_DTYPE, compute_dtype, cpu_measurement, read_device
 from tuning.evaluate import answer_budget, sample_examples, score_answer, summarize, verdict

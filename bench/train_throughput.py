@@ -293,7 +293,7 @@ def machine_name() -> str:
     """'AMD EPYC, 2 cores, no GPU' (or the GPU's name): what the figures were measured on."""
     import torch
 
-    from tuning.cpu_precision import cpu_name
+    from tuning.machine_cache import cpu_name
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu_name()}, {os.cpu_count()} cores, {gpu}"

@@ -107,7 +107,7 @@ def cpu_measures(monkeypatch, tmp_path):
     import tuning.cpu_precision as cpu_precision
 
     cache = tmp_path / "cpu-cache" / cpu_precision.CACHE_FILE
-    monkeypatch.setattr(cpu_precision, "_cache_path", lambda: cache)
+    monkeypatch.setattr(cpu_precision._measurements, "path", lambda: cache)
 
     def fake(training: float, generation: float | None = None) -> list:
         speed = cpu_precision.CpuBf16Speed(training=training, generation=training if generation is None else generation,

@@ -142,8 +142,9 @@ def test_the_app_says_what_hardware_serves_it(monkeypatch, cpu_measures):
     line = startup_line()
     assert line.startswith("Kantele: CPU (") and "cores), computing in fp32 (bf16 matmuls 0.6x fp32 for " in line
     assert line.endswith("default model embedded") and "WARNING" not in line
-    cpu_measures(training=4.4, generation=3.7)
-    assert "computing in bf16 (bf16 matmuls 4.4x fp32 for training, 3.7x for answers, measured here" in startup_line()
+    cpu_measures(training=4.4, generation=1.6)
+    assert ("training in bf16, answering in fp32 (bf16 matmuls 4.4x fp32 for training, 1.6x for answers, "
+            "measured here") in startup_line()
 
 
 def on_space(monkeypatch, hardware: str) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from tuning.chat_context import FittedPrompt, fit_prompt, prompt_budget
 from tuning.config import ModelConfig, load_recipe
@@ -21,7 +21,18 @@ from tuning.models import (
     load_tokenizer,
     resolve_model,
 )
-from tuning.row_streamer import RowsStreamer
+from tuning.lora_scaling import allow_per_thread_scaling, masked_rows
+from tuning.pane_strategy import (
+    CHAT_STRATEGIES,
+    SCORECARD_STRATEGIES,
+    THREADS,
+    PaneTimings,
+    can_run_side_by_side,
+    choose_strategy,
+    pane_timings,
+)
+from tuning.row_streamer import MergedRows
+from tuning.side_threads import measure_strategies, run_sides_at_once
 from tuning.run_files import ADAPTER_DIR, CONFIG_FILE
 from tuning.shared_space import caps
 
@@ -73,6 +84,8 @@ class SideBySideChat:
         self.adapter_label: str | None = None  # run id or Hub id, for people
         # One generate at a time (the adapter switch is model-wide state), in the order visitors asked.
         self._lock = FairLock()
+        self._timings: dict[int, PaneTimings] = {}  # rows a side -> the strategies' measured timings
+        self.strategy_override: str | None = None  # a strategy to use instead of the measured one (benches)
 
     def _load_base(self):
         # Dequantized NF4 serves the chat's 1-2 rows on a CPU; the scorecard's left-padded batches of 8
@@ -136,6 +149,7 @@ class SideBySideChat:
         if adapter_dir is not None:
             self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=TUNED_ADAPTER)
             self.model.eval()
+            allow_per_thread_scaling(self.model, TUNED_ADAPTER)
             self.adapter_dir = Path(adapter_dir)
             self.adapter_label = label or self.adapter_dir.name
 
@@ -167,27 +181,58 @@ class SideBySideChat:
         adapter: Path | None = None,
     ) -> list[str]:
         """Answers to many questions, generated in left-padded batches (`adapter` pins the tuned side's adapter)."""
-        import torch
-
         settings = settings or GenerationSettings()
         prompts = [self.fit(q, settings).ids for q in questions]
+        with self._generation_context(adapter_on, adapter):
+            return self._answer_batches(prompts, settings, batch_size)
+
+    def answer_both_many(self, questions: list, settings: GenerationSettings | None = None,
+                         batch_size: int = 8) -> tuple[list[str], list[str]]:
+        """(base answers, tuned answers) to many questions, by the strategy measured fastest here for batches
+        (pane_strategy: one side after the other on all cores, or both at once on a core each)."""
+        settings = settings or GenerationSettings()
+        if self.adapter_dir is None:
+            raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
+        prompts = [self.fit(q, settings).ids for q in questions]
+        with self._lock:
+            strategy = self._strategy(min(batch_size, len(prompts)), SCORECARD_STRATEGIES)
+            if strategy == THREADS:
+                answers: list[list[str]] = [[], []]
+
+                def side(index: int) -> Callable[[], None]:
+                    return lambda: answers[index].extend(self._answer_batches(prompts, settings, batch_size))
+
+                run_sides_at_once([side(0), side(1)], scales=[0.0, 1.0])
+                return answers[0], answers[1]
+            with self._adapter_context(adapter_on=False):
+                base = self._answer_batches(prompts, settings, batch_size)
+            return base, self._answer_batches(prompts, settings, batch_size)
+
+    def _answer_batches(self, prompts: list[list[int]], settings: GenerationSettings, batch_size: int) -> list[str]:
+        """Greedy/sampled answers to tokenized prompts in left-padded batches (the caller holds the lock)."""
+        import torch
+
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
         answers: list[str] = [""] * len(prompts)
-        pad = self.tokenizer.pad_token_id
-        with self._generation_context(adapter_on, adapter), torch.inference_mode():
+        with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                width = max(len(prompts[i]) for i in batch)
-                ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch])
-                mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch])
-                out = self.model.generate(
-                    input_ids=ids.to(self.model.device),
-                    attention_mask=mask.to(self.model.device),
-                    **settings.generate_kwargs(pad),
-                )
+                out, width = self._generate([prompts[i] for i in batch], settings)
                 for row, index in enumerate(batch):
                     answers[index] = self.tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
         return answers
+
+    def _generate(self, prompts: list[list[int]], settings: GenerationSettings, streamer=None):
+        """One left-padded `generate` of these prompts: (output ids, prompt width). The caller holds the lock."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer,
+                                  **settings.generate_kwargs(pad))
+        return out, width
 
     def answer(self, question, adapter_on: bool, settings: GenerationSettings | None = None,
                adapter: Path | None = None) -> str:
@@ -206,67 +251,77 @@ class SideBySideChat:
 
     def stream_both(self, base_question, tuned_question, settings: GenerationSettings | None = None,
                     adapter: Path | None = None) -> Iterator[tuple[str, str]]:
-        """Yield (base text, tuned text) as both grow, from ONE batched generate on one model: the adapter's
-        update is scaled by 0 on the base row and as trained on the tuned row, so the pair costs about one
-        tuned answer's time (bench/chat_latency.py)."""
+        """Yield (base text, tuned text) as both grow, from one model in memory, by the strategy measured
+        fastest here (pane_strategy): one batched generate with the adapter's update scaled by 0 on the base
+        row, or one generate per pane at once, each on its own core. Either way both panes grow together."""
         if adapter is None and self.adapter_dir is None:
             raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
         yield from self._stream_rows([base_question, tuned_question], [False, True], settings, adapter,
                                      adapter_on=True)
 
+    def pane_strategy(self) -> PaneTimings | None:
+        """How both panes are answered on this machine, measured (on a CPU) the first time it is asked."""
+        if not self._measurable():
+            return None
+        with self._lock:
+            self._strategy(1, CHAT_STRATEGIES)
+            return self._timings.get(1)
+
     def _stream_rows(self, questions: list, rows_with_adapter: list, settings: GenerationSettings | None,
                      adapter: Path | None, adapter_on: bool) -> Iterator[tuple[str, ...]]:
-        """Generate all rows in one left-padded batch on a worker thread; yield every row's text as it grows."""
+        """Generate the rows on worker threads (one batch, or one generate per row at once, as measured
+        fastest); yield every row's text as it grows."""
         import torch
 
         settings = settings or GenerationSettings()
         prompts = [self.fit(q, settings).ids for q in questions]
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
-        streamer = RowsStreamer(self.tokenizer, len(prompts), self._end_ids())
+        merged = MergedRows(self.tokenizer, len(prompts), self._end_ids())
         failure: list[BaseException] = []
 
         def run() -> None:
             try:
-                with self._generation_context(adapter_on, adapter), self._adapter_rows(rows_with_adapter), \
-                        torch.inference_mode():
-                    self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer,
-                                        **settings.generate_kwargs(pad))
+                with self._generation_context(adapter_on, adapter), torch.inference_mode():
+                    mixed = len(prompts) > 1 and not all(rows_with_adapter)
+                    if mixed and self._strategy(1, CHAT_STRATEGIES) == THREADS:
+                        jobs = [lambda row=row: self._generate([prompts[row]], settings, merged.streamer(row))
+                                for row in range(len(prompts))]
+                        run_sides_at_once(jobs, scales=[1.0 if on else 0.0 for on in rows_with_adapter])
+                    else:
+                        with masked_rows(self.model, TUNED_ADAPTER, rows_with_adapter):
+                            self._generate(prompts, settings, merged.streamer(None))
             except BaseException as exc:  # surfaced to the caller below, not lost in the thread
                 failure.append(exc)
-                streamer.end()
+            finally:
+                merged.close()
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        yield from streamer
+        yield from merged
         worker.join()
         if failure:
             raise failure[0]
 
-    @contextlib.contextmanager
-    def _adapter_rows(self, rows_with_adapter: list[bool]):
-        """While held, each LoRA layer adds its update only to the rows marked True: its scaling becomes a
-        per-row (batch, 1, 1) factor. PEFT's own mixed-adapter batches (adapter_names) do the same by
-        splitting every layer's input by row: a 64-token pair took 10.96 s that way vs 7.43 s masked like
-        this (bench/chat_latency.py, this CPU). Held under the generation lock (the scaling is shared)."""
-        import torch
+    def _measurable(self) -> bool:
+        return self.adapter_dir is not None and can_run_side_by_side(self.model.device.type == "cuda")
 
-        if all(rows_with_adapter):
-            yield
-            return
-        layers = [m for m in self.model.modules() if isinstance(getattr(m, "scaling", None), dict)
-                  and TUNED_ADAPTER in m.scaling]
-        saved = [layer.scaling[TUNED_ADAPTER] for layer in layers]
-        mask = torch.tensor(rows_with_adapter, dtype=torch.float32, device=self.model.device).view(-1, 1, 1)
-        try:
-            for layer, scale in zip(layers, saved):
-                layer.scaling[TUNED_ADAPTER] = mask * scale
-            yield
-        finally:
-            for layer, scale in zip(layers, saved):
-                layer.scaling[TUNED_ADAPTER] = scale
+    def _strategy(self, rows: int, strategies: tuple[str, ...]) -> str:
+        """The strategy measured fastest for `rows` rows a side (measured now if it never was; lock held)."""
+        if self.strategy_override in strategies:
+            return self.strategy_override
+        if not self._measurable():
+            return strategies[0]
+        if rows not in self._timings:
+            self._timings[rows] = pane_timings(self._model_key(), rows,
+                                               lambda: measure_strategies(self, rows, strategies))
+        timings = self._timings[rows]
+        return choose_strategy(timings) if set(timings.both) == set(strategies) else strategies[0]
+
+    def _model_key(self) -> str:
+        """What the strategies' timings hold for: the model's shapes, how its weights are held, its dtype."""
+        from tuning.cpu_precision import ModelShapes
+
+        held = "4-bit" if getattr(self.model, "is_loaded_in_4bit", False) else "dense"
+        return f"{ModelShapes.from_folder(self.model_ref.path).key()} | {held} | {self._compute_dtype()}"
 
     def _end_ids(self) -> set[int]:
         """Token ids that end an answer (the generation config's eos ids and the tokenizer's)."""

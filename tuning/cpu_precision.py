@@ -10,25 +10,27 @@ count) and model shape; the answer is kept in Kantele's cache folder. tuning.dev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import platform
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tuning.machine_cache import MachineCache, machine_key
+
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "cpu_precision.json"  # under tuning.models.cache_dir()
+METHOD = "v2"  # in the cache key: a measurement taken another way is taken again
 REPEATS = 2  # best of (after a warm-up run): a stall of a shared 2-core machine rarely hits both
 # Training multiplies a batch of tokens through every projection: rows enough to run at the GEMM rate,
 # few enough that TinyLlama's shapes measure in ~0.5 s on 2 cores.
 TRAINING_ROWS = 128
-# Decoding multiplies one row per step; the chat's two panes and the scorecard's batches are 2-8 rows.
-GENERATION_ROWS = 2
+# Decoding multiplies one row per step (a pane's answer). Timed with one row, the estimate stays close to
+# what answering gains: an AMD EPYC's 2-row estimate said 3.6x while its chat and scorecard gained 1.0-1.2x,
+# the lm_head's fp32 matmul at 2 rows being the odd slow one.
+GENERATION_ROWS = 1
 # The lm_head runs only on answer tokens when training (tuning.label_loss): about a third of the rows.
 TRAINING_HEAD_ROWS = TRAINING_ROWS // 3
 HEAD_COLUMNS = 8192  # of the lm_head's vocabulary, timed and scaled to the whole
@@ -98,36 +100,6 @@ class CpuBf16Speed:
         return {key: round(value, 3) if isinstance(value, float) else value for key, value in asdict(self).items()}
 
 
-def _cpu_description() -> tuple[str, str]:
-    """The CPU's model name and its feature flags (Linux /proc/cpuinfo; platform's answer elsewhere)."""
-    name, flags = "", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            field, _, value = line.partition(":")
-            field = field.strip()
-            if field in ("model name", "Model", "cpu model") and not name:
-                name = value.strip()
-            elif field in ("flags", "Features") and not flags:
-                flags = " ".join(sorted(value.split()))
-    except OSError:
-        pass
-    return name or platform.processor() or platform.machine(), flags
-
-
-def machine_key(threads: int) -> str:
-    """What a measurement holds for: this CPU model with these flags, this torch, this many threads."""
-    import torch
-
-    name, flags = _cpu_description()
-    digest = hashlib.sha256(flags.encode()).hexdigest()[:12]
-    return f"{name} | flags {digest} | torch {torch.__version__} | {threads} threads"
-
-
-def cpu_name() -> str:
-    """The CPU's model name, for reports ('AMD EPYC 9R14', ...)."""
-    return _cpu_description()[0]
-
-
 def _operands(matmuls, rows: int, dtype) -> list:
     """An input and a weight per (in, out) shape, filled with one constant: a matmul's speed doesn't depend on
     the values (none is zero or subnormal), and random fills of TinyLlama's weights would take longer than
@@ -193,61 +165,27 @@ def measure(shapes: ModelShapes, repeats: int = REPEATS) -> CpuBf16Speed:
                         seconds=time.perf_counter() - started, threads=torch.get_num_threads())
 
 
-_memo: dict[str, CpuBf16Speed] = {}
-_memo_lock = threading.Lock()  # the app's chat threads may all ask at once: one measures, the rest wait
-
-
-def _cache_path() -> Path:
-    from tuning.models import cache_dir
-
-    return cache_dir() / CACHE_FILE
-
-
-def _read_cache(path: Path) -> dict:
-    try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        return cached if isinstance(cached, dict) else {}
-    except (OSError, ValueError):  # none yet, or damaged: measure again
-        return {}
+_measurements = MachineCache(CACHE_FILE)
 
 
 def cpu_bf16_speed(shapes: ModelShapes = EMBEDDED_SHAPES) -> CpuBf16Speed | None:
     """bf16's speed-up at these shapes on this machine: cached, else measured now (None if bf16 can't run here)."""
     import torch
 
-    key = f"{machine_key(torch.get_num_threads())} | {shapes.key()}"
-    with _memo_lock:
-        if key in _memo:
-            return _memo[key]
-        path = _cache_path()
-        entry = _read_cache(path).get(key)
+    def measure_now() -> CpuBf16Speed | None:
         try:
-            speed = CpuBf16Speed(**entry) if isinstance(entry, dict) else None
-        except TypeError:  # written by another version of this module
-            speed = None
-        if speed is None:
-            try:
-                speed = measure(shapes)
-            except RuntimeError as exc:  # a torch build without bf16 matmuls on this CPU
-                log.info("bf16 can't run on this CPU (%s): computing in fp32", exc)
-                return None
-            log.info("measured this CPU: %s, in %.2f s", speed.summary(), speed.seconds)
-            _write_cache(path, key, speed)
-        _memo[key] = speed
+            speed = measure(shapes)
+        except RuntimeError as exc:  # a torch build without bf16 matmuls on this CPU
+            log.info("bf16 can't run on this CPU (%s): computing in fp32", exc)
+            return None
+        log.info("measured this CPU: %s, in %.2f s", speed.summary(), speed.seconds)
         return speed
 
-
-def _write_cache(path: Path, key: str, speed: CpuBf16Speed) -> None:
-    """Add one measurement to the cache file (atomically; a cache that can't be written is measured again)."""
-    from tuning.run_files import write_json
-
-    try:
-        write_json(path, {**_read_cache(path), key: speed.record()})
-    except OSError as exc:
-        log.info("couldn't cache the CPU measurement in %s: %s", path, exc)
+    key = f"{machine_key(torch.get_num_threads())} | {METHOD} | {shapes.key()}"
+    return _measurements.get(key, measure_now, lambda entry: CpuBf16Speed(**entry) if entry else None,
+                             lambda speed: speed.record() if speed else {})
 
 
 def forget_measurements() -> None:
     """Drop this process's remembered measurements (tests; the cache file stays)."""
-    with _memo_lock:
-        _memo.clear()
+    _measurements.forget()

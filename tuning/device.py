@@ -23,10 +23,13 @@ BF16_MIN_CAPABILITY = (8, 0)
 # decodes a few rows a step (Python, attention and memory traffic weigh as much as the matmuls).
 TRAINING, GENERATION = "training", "generation"
 # How much faster bf16 matmuls must measure on a CPU before 'auto' takes them. The rest of a step doesn't
-# speed up (the 4-bit dequantization, elementwise ops, fp32 LoRA and loss), so matmuls measured 4.4x faster
-# gave 1.5x the training tokens/s on an AMD EPYC, and 3.7x gave 1.2x the decode speed there. Below these,
-# what bf16 gains is within the noise and its rounding isn't worth it.
-CPU_BF16_MIN_SPEEDUP = {TRAINING: 1.5, GENERATION: 1.5}
+# speed up (the 4-bit dequantization, elementwise ops, fp32 LoRA and loss): on an AMD EPYC (2 cores) matmuls
+# 3.3-4.4x faster in bf16 gave 1.6x the training tokens/s, the same loss and key facts. Answering gains far
+# less than its matmuls (a decode step is mostly Python, attention and memory traffic): there a one-row
+# decode step measured 1.2-1.6x faster in bf16 while the chat's answers took the same time, the scorecard
+# 8-17% less, and bf16 changed 9 of 58 greedy answers and cost one key fact in each of two runs. So answers
+# take bf16 only where its decode step is at least twice as fast.
+CPU_BF16_MIN_SPEEDUP = {TRAINING: 1.5, GENERATION: 2.0}
 SHORT_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 CPU_NAME = "CPU"
@@ -65,7 +68,7 @@ class Device:
                  "total_memory_gb": self.total_memory_gb, "dtype": dtype or self.dtype}
         measured = cpu_bf16 or self.cpu_bf16
         if measured is not None:
-            from tuning.cpu_precision import cpu_name
+            from tuning.machine_cache import cpu_name
 
             entry["cpu"] = cpu_name()
             entry["cpu_bf16_speedup"] = measured.record()
@@ -210,8 +213,12 @@ def startup_line() -> str:
     name = device.name
     if device.is_gpu:
         name += f" (compute capability {'.'.join(map(str, device.capability))}, {device.total_memory_gb} GB)"
-    measured = f" ({device.cpu_bf16.summary()})" if device.cpu_bf16 else ""
-    line = (f"Kantele: {name}, computing in {SHORT_DTYPE[device.dtype]}{measured}; "
-            f"default model {default_model_name()}")
+    precision = f"computing in {SHORT_DTYPE[device.dtype]}"
+    if device.cpu_bf16:
+        answers = choose_dtype(None, device.cpu_bf16, GENERATION)
+        if answers != device.dtype:
+            precision = f"training in {SHORT_DTYPE[device.dtype]}, answering in {SHORT_DTYPE[answers]}"
+        precision += f" ({device.cpu_bf16.summary()})"
+    line = f"Kantele: {name}, {precision}; default model {default_model_name()}"
     warning = space_gpu_warning(device)
     return f"{line}. WARNING: {warning}" if warning else line

@@ -169,8 +169,7 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, setti
     references = reference_answers(examples)
     settings = settings or GenerationSettings(max_new_tokens=answer_budget(chat.tokenizer, references))
     questions = user_prompts(examples)
-    base_answers = chat.answer_many(questions, adapter_on=False, settings=settings)
-    tuned_answers = chat.answer_many(questions, adapter_on=True, settings=settings)
+    base_answers, tuned_answers = chat.answer_both_many(questions, settings=settings)
     rows = []
     for example, question, reference, base, tuned in zip(
         examples, questions, references, base_answers, tuned_answers

@@ -59,8 +59,10 @@ def describe_panes(owner: Owner | None, adapter: str | None, hub_adapter: str | 
     label = hub_adapter if hub_adapter else adapter
     # Names can come from an imported adapter's config or a Hub id: shown inert, like any text we didn't write.
     tuned = f"**{inert_markdown(label)}**" if wanted else "(no adapter selected)"
+    timings = chat.pane_strategy() if wanted else None  # measured once per machine, the first time it's needed
+    both = f" Both panes: {timings.summary()}." if timings else ""
     return (f"**Left:** {inert_markdown(name)} ({quant}), untouched. **Right:** the same weights + LoRA adapter "
-            f"{tuned}.")
+            f"{tuned}.{both}")
 
 
 def _settings(max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty) -> GenerationSettings:

@@ -1,0 +1,151 @@
+"""Both panes at once, by the strategy measured fastest on this machine: the choice follows the measured speeds
+(faked), and a real two-pane answer streams under every strategy with the same greedy text per pane, from one
+base model in memory. The scorecard's base and tuned batches likewise."""
+
+import threading
+
+import pytest
+import torch
+
+import tuning.pane_strategy as pane_strategy
+from tuning.chat import GenerationSettings, SideBySideChat
+from tuning.lora_scaling import PerThreadScaling, lora_layers
+from tuning.pane_strategy import (
+    BATCHED,
+    CHAT_STRATEGIES,
+    SCORECARD_STRATEGIES,
+    SEQUENTIAL,
+    THREADS,
+    PaneTimings,
+    choose_strategy,
+)
+from tuning.side_threads import run_sides_at_once
+
+QUESTION = "Who compiled the Kalevala?"
+SHORT = GenerationSettings(max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def chat(trained_run):
+    return SideBySideChat.from_run(trained_run)
+
+
+@pytest.fixture
+def strategy(chat):
+    """Force a strategy on the module's chat for one test (put back after)."""
+    def force(name: str) -> SideBySideChat:
+        chat.strategy_override = name
+        return chat
+
+    yield force
+    chat.strategy_override = None
+
+
+@pytest.mark.parametrize(("both", "chosen"), [
+    ({BATCHED: 7.4, THREADS: 9.1}, BATCHED),  # the developers' machine: a batch of 2 cost 1.09x one row
+    ({BATCHED: 13.7, THREADS: 7.9}, THREADS),  # an AMD EPYC: batch of 2 at 1.65x, two one-core streams 1.38x
+    ({BATCHED: 8.0, THREADS: 7.8}, BATCHED),  # a tie: the default stays
+    ({SEQUENTIAL: 60.0, THREADS: 41.0}, THREADS),  # the scorecard, where base and tuned at once won
+    ({SEQUENTIAL: 52.0, THREADS: 58.0}, SEQUENTIAL),
+])
+def test_the_strategy_follows_the_measured_speeds(both, chosen):
+    timings = PaneTimings(rows=1, single=5.7, both=both)
+    assert choose_strategy(timings) == chosen == timings.choice()
+    assert f"{timings.ratio(chosen):.2f}× one answer's time, measured here" in timings.summary()
+    assert choose_strategy(None) == BATCHED and choose_strategy(None, SEQUENTIAL) == SEQUENTIAL
+
+
+@pytest.mark.parametrize("name", CHAT_STRATEGIES)
+def test_both_panes_stream_at_once_with_each_panes_own_greedy_answer(chat, strategy, name):
+    pairs = list(strategy(name).stream_both(QUESTION, QUESTION, settings=SHORT))
+    assert len(pairs) > 2
+    assert all(b[0].startswith(a[0]) and b[1].startswith(a[1]) for a, b in zip(pairs, pairs[1:]))
+    base, tuned = pairs[-1]
+    assert base.strip() == chat.answer(QUESTION, adapter_on=False, settings=SHORT)
+    assert tuned.strip() == chat.answer(QUESTION, adapter_on=True, settings=SHORT)
+    # Visibly at once: both panes had text while neither was finished.
+    assert any(b and t and b != base and t != tuned for b, t in pairs)
+
+
+def test_every_strategy_gives_the_same_two_answers(chat, strategy):
+    answers = {name: list(strategy(name).stream_both(QUESTION, "What is the Sampo?", settings=SHORT))[-1]
+               for name in CHAT_STRATEGIES}
+    assert answers[BATCHED][1] and answers[THREADS][0]
+    # The tuned pane's prompt is the longer one: unpadded in the batch, so every strategy must match exactly.
+    assert answers[BATCHED][1] == answers[THREADS][1]
+
+
+@pytest.mark.parametrize("name", SCORECARD_STRATEGIES)
+def test_the_scorecard_answers_both_sides_by_each_strategy(chat, strategy, name):
+    questions = [QUESTION, "What is the Sampo?", "Who rules Pohjola?"]
+    base, tuned = strategy(name).answer_both_many(questions, settings=SHORT, batch_size=2)
+    assert base == chat.answer_many(questions, adapter_on=False, settings=SHORT, batch_size=2)
+    assert tuned == chat.answer_many(questions, adapter_on=True, settings=SHORT, batch_size=2)
+    assert base != tuned
+
+
+def test_one_base_model_serves_both_threads(chat, strategy):
+    """No second copy: the threads share every weight; each reads the adapter's scaling times its own factor."""
+    weights = {p.data_ptr() for p in chat.model.parameters()}
+    list(strategy(THREADS).stream_both(QUESTION, QUESTION, settings=SHORT))
+    assert {p.data_ptr() for p in chat.model.parameters()} == weights
+    layers = lora_layers(chat.model, "tuned")
+    assert layers and all(isinstance(layer.scaling, PerThreadScaling) for layer in layers)
+
+
+def test_each_side_runs_on_one_core_and_the_thread_count_comes_back():
+    before = torch.get_num_threads()
+    seen, scales = {}, {}
+    layer_scaling = PerThreadScaling({"tuned": 2.0})
+
+    def side(name):
+        def run():
+            seen[name] = torch.get_num_threads()
+            scales[name] = layer_scaling["tuned"]
+        return run
+
+    run_sides_at_once([side("base"), side("tuned")], scales=[0.0, 1.0])
+    assert seen == {"base": 1, "tuned": 1} and scales == {"base": 0.0, "tuned": 2.0}
+    assert torch.get_num_threads() == before and layer_scaling["tuned"] == 2.0  # this thread: unscaled
+
+    with pytest.raises(ValueError, match="side failed"):
+        run_sides_at_once([lambda: None, lambda: (_ for _ in ()).throw(ValueError("side failed"))], [0.0, 1.0])
+    assert torch.get_num_threads() == before
+
+
+def test_the_measurement_is_taken_once_and_shown(trained_run, monkeypatch, tmp_path):
+    """For real: the strategies are timed on this machine's model (cache in a temp folder), then remembered."""
+    monkeypatch.setattr(pane_strategy._timings, "path", lambda: tmp_path / pane_strategy.CACHE_FILE)
+    pane_strategy.forget_timings()
+    if not pane_strategy.can_run_side_by_side(is_gpu=False):
+        pytest.skip("a 1-core machine always batches")
+    fresh = SideBySideChat.from_run(trained_run)
+    timings = fresh.pane_strategy()
+    assert set(timings.both) == set(CHAT_STRATEGIES) and timings.single > 0 and timings.rows == 1
+    assert (tmp_path / pane_strategy.CACHE_FILE).is_file()
+    calls = []
+    monkeypatch.setattr("tuning.chat.measure_strategies", lambda *args: calls.append(args))
+    pane_strategy.forget_timings()
+    again = SideBySideChat.from_run(trained_run)
+    assert again.pane_strategy() == timings and not calls  # read from the file, not measured again
+    pane_strategy.forget_timings()
+
+
+def test_two_visitors_never_answer_with_each_others_scaling(chat, strategy):
+    """A per-thread factor is the thread's own: a concurrent reader on another thread sees the layer's value."""
+    layer = lora_layers(chat.model, "tuned")[0]
+    value = dict.__getitem__(layer.scaling, "tuned")
+    inside, outside = threading.Event(), []
+    release = threading.Event()
+
+    def side():
+        inside.set()
+        release.wait(5)
+
+    worker = threading.Thread(target=lambda: run_sides_at_once([side], scales=[0.0]))
+    worker.start()
+    inside.wait(5)
+    outside.append(layer.scaling["tuned"])
+    release.set()
+    worker.join()
+    assert outside == [value]
