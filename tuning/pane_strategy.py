@@ -28,23 +28,23 @@ DESCRIPTIONS = {BATCHED: "one batched generate", SEQUENTIAL: "one side after the
                 THREADS: "two streams at once, one core each"}
 CHAT_STRATEGIES = (BATCHED, THREADS)  # the panes must both stream at once
 SCORECARD_STRATEGIES = (SEQUENTIAL, THREADS)  # base and tuned rows end at different lengths: not one batch
-MEASURE_TOKENS = 8  # decode steps per timing: enough to pass the prompt's prefill, ~1 s a strategy
+MEASURE_TOKENS = 12  # new tokens of the long timing (tuning/side_threads.py): ~1-2 s a strategy here
 # Another strategy must be this much faster to replace the default: a tie isn't worth the less usual path.
 CLEAR_MARGIN = 1.05
 CACHE_FILE = "pane_strategy.json"
-METHOD = "v1"  # in the cache key: a measurement taken another way is taken again
+METHOD = "v2"  # in the cache key: a measurement taken another way is taken again
 
 
 @dataclass(frozen=True)
 class PaneTimings:
-    """Seconds for MEASURE_TOKENS decode steps: one side alone, and both sides by each strategy."""
+    """Seconds per decode step: one side alone, and both sides by each strategy."""
 
     rows: int  # rows per side: 1 for the chat, the scorecard's batch size for it
     single: float
     both: dict[str, float]
 
     def ratio(self, strategy: str) -> float:
-        """Both sides by `strategy` against one side alone (1.0: the second side came free)."""
+        """Both sides by `strategy` against one side alone, per decode step (1.0: the second side came free)."""
         return self.both[strategy] / self.single
 
     def choice(self) -> str:

@@ -15,7 +15,8 @@ from typing import Callable
 from tuning.lora_scaling import adapter_scale_on_this_thread, masked_rows
 from tuning.pane_strategy import BATCHED, MEASURE_TOKENS, SEQUENTIAL, THREADS, PaneTimings
 
-MEASURE_ROUNDS = 2  # timed rounds after a warm-up one; the best of each is kept
+MEASURE_ROUNDS = 2  # timed rounds after a warm-up; the best of each is kept
+MEASURE_SHORT = 2  # new tokens of the short timing, whose time is taken off the long one's
 MEASURE_QUESTION = "Who compiled the Kalevala, and from what?"
 
 
@@ -46,41 +47,52 @@ def run_sides_at_once(jobs: list[Callable[[], object]], scales: list[float]) -> 
 
 
 def measure_strategies(chat, rows: int, strategies: tuple[str, ...]) -> PaneTimings:
-    """Time MEASURE_TOKENS forced decode steps of `rows` rows a side: one side alone and both sides by each
-    strategy, interleaved round by round (a slow spell of the machine falls on all), best of the rounds.
-    Called with the chat's generation lock held and an adapter attached."""
+    """Seconds per decode step of `rows` rows a side: one side alone and both sides by each strategy.
+
+    Each is timed at MEASURE_SHORT and MEASURE_TOKENS forced new tokens and the difference divided by the
+    steps between: the prompt's prefill cancels out, so a few steps predict a long answer (timed whole,
+    8 tokens made a batch of two look 1.5x one row where 64 took 2.5x). Rounds are interleaved (a slow spell
+    of the machine falls on all) and the best of each kept. Called with the chat's generation lock held and
+    an adapter attached."""
     import torch
 
-    from tuning.chat import TUNED_ADAPTER, GenerationSettings
+    from tuning.chat import TUNED_ADAPTER
 
-    settings = GenerationSettings(max_new_tokens=MEASURE_TOKENS)
-    forced = {**settings.generate_kwargs(chat.tokenizer.pad_token_id), "min_new_tokens": MEASURE_TOKENS}
-    prompt = chat.fit(MEASURE_QUESTION, settings).ids
+    prompt = chat.fit(MEASURE_QUESTION).ids
+    pad = chat.tokenizer.pad_token_id
 
-    def generate(prompts: list[list[int]]) -> None:
-        pad = chat.tokenizer.pad_token_id
+    def generate(prompts: list[list[int]], tokens: int) -> None:
         ids = torch.tensor(prompts, device=chat.model.device)
-        chat.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **{**forced, "pad_token_id": pad})
+        chat.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                            min_new_tokens=tokens, do_sample=False, temperature=None, top_k=None, top_p=None,
+                            pad_token_id=pad)
 
     side = [prompt] * rows
 
-    def batched() -> None:
+    def batched(tokens: int) -> None:
         with masked_rows(chat.model, TUNED_ADAPTER, [False] * rows + [True] * rows):
-            generate(side + side)
+            generate(side + side, tokens)
 
     runs = {
-        "single": lambda: generate(side),
+        "single": lambda tokens: generate(side, tokens),
         BATCHED: batched,
-        SEQUENTIAL: lambda: (generate(side), generate(side)),
-        THREADS: lambda: run_sides_at_once([lambda: generate(side), lambda: generate(side)], scales=[0.0, 1.0]),
+        SEQUENTIAL: lambda tokens: (generate(side, tokens), generate(side, tokens)),
+        THREADS: lambda tokens: run_sides_at_once([lambda: generate(side, tokens), lambda: generate(side, tokens)],
+                                                  scales=[0.0, 1.0]),
     }
     runs = {name: run for name, run in runs.items() if name == "single" or name in strategies}
-    best = dict.fromkeys(runs, float("inf"))
+
+    def seconds(run, tokens: int) -> float:
+        started = time.perf_counter()
+        run(tokens)
+        return time.perf_counter() - started
+
+    per_step = dict.fromkeys(runs, float("inf"))
     with torch.inference_mode():
-        for round_number in range(MEASURE_ROUNDS + 1):
+        for run in runs.values():  # warm-up: caches, allocations, the thread pools
+            run(MEASURE_SHORT)
+        for _ in range(MEASURE_ROUNDS):
             for name, run in runs.items():
-                started = time.perf_counter()
-                run()
-                if round_number:  # the first round warms caches, allocations and the thread pools
-                    best[name] = min(best[name], time.perf_counter() - started)
-    return PaneTimings(rows=rows, single=best.pop("single"), both={name: best[name] for name in strategies})
+                step = (seconds(run, MEASURE_TOKENS) - seconds(run, MEASURE_SHORT)) / (MEASURE_TOKENS - MEASURE_SHORT)
+                per_step[name] = min(per_step[name], max(step, 1e-6))
+    return PaneTimings(rows=rows, single=per_step.pop("single"), both={name: per_step[name] for name in strategies})
