@@ -172,7 +172,7 @@ def test_a_hub_adapter_on_a_too_big_base_is_refused_before_loading_and_the_chat_
 def test_the_local_qa_model_loads_in_4_bits_on_a_gpu_and_is_sized_first(tmp_path, monkeypatch):
     loads = []
     monkeypatch.setattr("tuning.models.load_base_model",
-                        lambda path, cfg, placement=None: loads.append(cfg.load_in_4bit) or torch.nn.Linear(1, 1))
+                        lambda path, cfg, placement=None, work=None: loads.append(cfg.load_in_4bit) or torch.nn.Linear(1, 1))
     qa_backends.LocalBackend("embedded")._load()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # load_base_model is the fake: nothing goes to a GPU
     qa_backends.LocalBackend("embedded")._load()

@@ -86,6 +86,7 @@ class SideBySideChat:
         self._lock = FairLock()
         self._timings: dict[int, PaneTimings] = {}  # rows a side -> the strategies' measured timings
         self.strategy_override: str | None = None  # a strategy to use instead of the measured one (benches)
+        self._warm = False  # has a forward pass run on this model yet (see _warm_up)
 
     def _load_base(self):
         # Dequantized NF4 serves the chat's 1-2 rows on a CPU; the scorecard's left-padded batches of 8
@@ -145,6 +146,7 @@ class SideBySideChat:
             # understood, a switch reloads the base (about 1.5 s for the embedded model on a CPU).
             self.model = self._load_base()
             self.model.eval()
+            self._warm = False
         self.adapter_dir, self.adapter_label = None, None
         if adapter_dir is not None:
             self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=TUNED_ADAPTER)
@@ -197,6 +199,7 @@ class SideBySideChat:
         with self._lock:
             strategy = self._strategy(min(batch_size, len(prompts)), SCORECARD_STRATEGIES)
             if strategy == THREADS:
+                self._warm_up()
                 answers: list[list[str]] = [[], []]
 
                 def side(index: int) -> Callable[[], None]:
@@ -283,6 +286,7 @@ class SideBySideChat:
                 with self._generation_context(adapter_on, adapter), torch.inference_mode():
                     mixed = len(prompts) > 1 and not all(rows_with_adapter)
                     if mixed and self._strategy(1, CHAT_STRATEGIES) == THREADS:
+                        self._warm_up()
                         jobs = [lambda row=row: self._generate([prompts[row]], settings, merged.streamer(row))
                                 for row in range(len(prompts))]
                         run_sides_at_once(jobs, scales=[1.0 if on else 0.0 for on in rows_with_adapter])
@@ -300,6 +304,21 @@ class SideBySideChat:
         worker.join()
         if failure:
             raise failure[0]
+
+    def _warm_up(self) -> None:
+        """One token through the model on this thread before two threads share it: bitsandbytes repacks a 4-bit
+        layer's weights for the CPU on its first forward, in place, and two threads doing that at once fail
+        ("'QuantState' object has no attribute 'state2'"). The caller holds the lock."""
+        import torch
+
+        if self._warm:
+            return
+        ids = torch.tensor([self.fit("Hi").ids], device=self.model.device)
+        with torch.inference_mode():
+            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=1,
+                                do_sample=False, temperature=None, top_k=None, top_p=None,
+                                pad_token_id=self.tokenizer.pad_token_id)
+        self._warm = True
 
     def _measurable(self) -> bool:
         return self.adapter_dir is not None and can_run_side_by_side(self.model.device.type == "cuda")

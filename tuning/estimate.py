@@ -177,7 +177,8 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
     cached=False adds the model's download."""
     total = total_params(model_config)
     trainable = lora_trainable_params(model_config, recipe.lora.r, recipe.lora.target_modules)
-    shapes = ModelShapes.from_config(model_config.to_dict())
+    fields = model_config.to_dict() if hasattr(model_config, "to_dict") else vars(model_config)
+    shapes = ModelShapes.from_config(fields)
     dtype = compute_dtype(recipe.model, device, shapes)
     dtype_bytes = DTYPE_BYTES[dtype]
     linear = block_linear_params(model_config)

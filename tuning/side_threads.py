@@ -88,6 +88,7 @@ def measure_strategies(chat, rows: int, strategies: tuple[str, ...]) -> PaneTimi
         return time.perf_counter() - started
 
     per_step = dict.fromkeys(runs, float("inf"))
+    chat._warm_up()  # before any two threads share the model
     with torch.inference_mode():
         for run in runs.values():  # warm-up: caches, allocations, the thread pools
             run(MEASURE_SHORT)
