@@ -48,6 +48,7 @@ class GenerationSettings:
     top_k: int = 50
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    min_new_tokens: int = 0  # > 0 forces answers this long (timing decode steps)
 
     def generate_kwargs(self, pad_token_id: int) -> dict:
         """The settings as `model.generate` keyword arguments."""
@@ -56,6 +57,8 @@ class GenerationSettings:
             "repetition_penalty": self.repetition_penalty,
             "pad_token_id": pad_token_id,
         }
+        if self.min_new_tokens:
+            kwargs["min_new_tokens"] = self.min_new_tokens
         if self.temperature > 0:
             kwargs.update(do_sample=True, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
         else:
@@ -313,11 +316,8 @@ class SideBySideChat:
 
         if self._warm:
             return
-        ids = torch.tensor([self.fit("Hi").ids], device=self.model.device)
         with torch.inference_mode():
-            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=1,
-                                do_sample=False, temperature=None, top_k=None, top_p=None,
-                                pad_token_id=self.tokenizer.pad_token_id)
+            self._generate([self.fit("Hi").ids], GenerationSettings(max_new_tokens=1))
         self._warm = True
 
     def _measurable(self) -> bool:

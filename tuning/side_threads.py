@@ -56,16 +56,12 @@ def measure_strategies(chat, rows: int, strategies: tuple[str, ...]) -> PaneTimi
     an adapter attached."""
     import torch
 
-    from tuning.chat import TUNED_ADAPTER
+    from tuning.chat import TUNED_ADAPTER, GenerationSettings
 
     prompt = chat.fit(MEASURE_QUESTION).ids
-    pad = chat.tokenizer.pad_token_id
 
     def generate(prompts: list[list[int]], tokens: int) -> None:
-        ids = torch.tensor(prompts, device=chat.model.device)
-        chat.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                            min_new_tokens=tokens, do_sample=False, temperature=None, top_k=None, top_p=None,
-                            pad_token_id=pad)
+        chat._generate(prompts, GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens))
 
     side = [prompt] * rows
 
