@@ -53,6 +53,7 @@ def test_the_strategy_follows_the_measured_speeds(both, chosen):
     assert choose_strategy(timings) == chosen == timings.choice()
     assert f"{timings.ratio(chosen):.2f}× one answer's time, measured here" in timings.summary()
     assert choose_strategy(None) == BATCHED and choose_strategy(None, SEQUENTIAL) == SEQUENTIAL
+    assert not pane_strategy.can_run_side_by_side(is_gpu=True)  # a GPU always batches: nothing is timed there
 
 
 @pytest.mark.parametrize("name", CHAT_STRATEGIES)
