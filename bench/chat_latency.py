@@ -6,7 +6,7 @@ this noisy machine hits every variant alike. Every answer is forced to exactly N
 new tokens): otherwise a rambling base and a terse tuned model would compare lengths, not speed.
 
 Variants: base alone, tuned alone, both panes by each strategy the app can choose (tuning/pane_strategy.py:
-one mixed-adapter batched generate; two generates at once, one core each, the adapter scaled per thread),
+one mixed-adapter batched generate; two generates at once, one core each, the adapter off on the base pane's thread),
 both panes one after the other (no strategy: it can't stream both at once), and both panes as the app
 answers them (the strategy it measured and chose here, named). Memory: peak RSS of a fresh process that
 loads the base alone and answers once, vs one that loads base + adapter and answers both panes.

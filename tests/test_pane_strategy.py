@@ -9,7 +9,7 @@ import torch
 
 import tuning.pane_strategy as pane_strategy
 from tuning.chat import GenerationSettings, SideBySideChat
-from tuning.lora_scaling import PerThreadScaling, lora_layers
+from tuning.lora_scaling import lora_layers
 from tuning.pane_strategy import (
     BATCHED,
     CHAT_STRATEGIES,
@@ -85,33 +85,49 @@ def test_the_scorecard_answers_both_sides_by_each_strategy(chat, strategy, name)
     assert base != tuned
 
 
-def test_one_base_model_serves_both_threads(chat, strategy):
-    """No second copy: the threads share every weight; each reads the adapter's scaling times its own factor."""
+def test_one_base_model_serves_both_threads_and_the_base_pane_skips_the_adapter(chat, strategy):
+    """No second copy: the threads share every weight. The base pane's thread never runs a LoRA layer's
+    update (it is skipped, not scaled by 0); the tuned pane's runs every one."""
     weights = {p.data_ptr() for p in chat.model.parameters()}
-    list(strategy(THREADS).stream_both(QUESTION, QUESTION, settings=SHORT))
-    assert {p.data_ptr() for p in chat.model.parameters()} == weights
     layers = lora_layers(chat.model, "tuned")
-    assert layers and all(isinstance(layer.scaling, PerThreadScaling) for layer in layers)
+    calls: dict[str, int] = {}
+
+    def count(module, args):
+        name = threading.current_thread().name
+        calls[name] = calls.get(name, 0) + 1
+
+    hooks = [layer.lora_A["tuned"].register_forward_pre_hook(count) for layer in layers]
+    try:
+        pairs = list(strategy(THREADS).stream_both(QUESTION, QUESTION, settings=SHORT))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert {p.data_ptr() for p in chat.model.parameters()} == weights
+    assert pairs[-1][0].strip() == chat.answer(QUESTION, adapter_on=False, settings=SHORT)
+    # One thread ran the adapter on every layer at every step (prompt + up to 16 tokens); the other, never.
+    assert len(calls) == 1 and next(iter(calls.values())) % len(layers) == 0
+    assert not any(bool(layer._disable_adapters) for layer in layers)  # the flags are back, adapter on
 
 
-def test_each_side_runs_on_one_core_and_the_thread_count_comes_back():
+def test_each_side_runs_on_one_core_and_the_thread_count_comes_back(chat):
     before = torch.get_num_threads()
-    seen, scales = {}, {}
-    layer_scaling = PerThreadScaling({"tuned": 2.0})
+    layer = lora_layers(chat.model, "tuned")[0]
+    seen, adapter_off = {}, {}
 
     def side(name):
         def run():
             seen[name] = torch.get_num_threads()
-            scales[name] = layer_scaling["tuned"]
+            adapter_off[name] = bool(layer.disable_adapters)
         return run
 
-    run_sides_at_once([side("base"), side("tuned")], scales=[0.0, 1.0])
-    assert seen == {"base": 1, "tuned": 1} and scales == {"base": 0.0, "tuned": 2.0}
-    assert torch.get_num_threads() == before and layer_scaling["tuned"] == 2.0  # this thread: unscaled
+    run_sides_at_once(chat.model, "tuned", [side("base"), side("tuned")], adapter_on=[False, True])
+    assert seen == {"base": 1, "tuned": 1} and adapter_off == {"base": True, "tuned": False}
+    assert torch.get_num_threads() == before and layer.disable_adapters is False
 
     with pytest.raises(ValueError, match="side failed"):
-        run_sides_at_once([lambda: None, lambda: (_ for _ in ()).throw(ValueError("side failed"))], [0.0, 1.0])
-    assert torch.get_num_threads() == before
+        run_sides_at_once(chat.model, "tuned", [lambda: None, lambda: (_ for _ in ()).throw(ValueError("side failed"))],
+                          [False, True])
+    assert torch.get_num_threads() == before and layer.disable_adapters is False
 
 
 def test_the_measurement_is_taken_once_and_shown(trained_run, monkeypatch, tmp_path):
@@ -132,21 +148,23 @@ def test_the_measurement_is_taken_once_and_shown(trained_run, monkeypatch, tmp_p
     pane_strategy.forget_timings()
 
 
-def test_two_visitors_never_answer_with_each_others_scaling(chat, strategy):
-    """A per-thread factor is the thread's own: a concurrent reader on another thread sees the layer's value."""
+def test_two_visitors_never_answer_with_each_others_switch(chat, strategy):
+    """The base pane's "adapter off" is its thread's own: a concurrent reader on another thread sees the
+    adapter on, and the model-wide switch (a base-only answer's `disable_adapter()`) still shows through."""
     layer = lora_layers(chat.model, "tuned")[0]
-    value = dict.__getitem__(layer.scaling, "tuned")
-    inside, outside = threading.Event(), []
-    release = threading.Event()
+    inside, release, outside = threading.Event(), threading.Event(), []
 
     def side():
         inside.set()
         release.wait(5)
 
-    worker = threading.Thread(target=lambda: run_sides_at_once([side], scales=[0.0]))
+    worker = threading.Thread(target=lambda: run_sides_at_once(chat.model, "tuned", [side], [False]))
     worker.start()
     inside.wait(5)
-    outside.append(layer.scaling["tuned"])
+    outside.append(bool(layer.disable_adapters))
     release.set()
     worker.join()
-    assert outside == [value]
+    assert outside == [False]
+    with chat.model.disable_adapter():
+        run_sides_at_once(chat.model, "tuned", [lambda: outside.append(bool(layer.disable_adapters))], [True])
+    assert outside == [False, True] and layer.disable_adapters is False

@@ -21,7 +21,7 @@ from tuning.models import (
     load_tokenizer,
     resolve_model,
 )
-from tuning.lora_scaling import allow_per_thread_scaling, masked_rows
+from tuning.lora_scaling import masked_rows
 from tuning.pane_strategy import (
     CHAT_STRATEGIES,
     SCORECARD_STRATEGIES,
@@ -154,7 +154,6 @@ class SideBySideChat:
         if adapter_dir is not None:
             self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=TUNED_ADAPTER)
             self.model.eval()
-            allow_per_thread_scaling(self.model, TUNED_ADAPTER)
             self.adapter_dir = Path(adapter_dir)
             self.adapter_label = label or self.adapter_dir.name
 
@@ -208,7 +207,7 @@ class SideBySideChat:
                 def side(index: int) -> Callable[[], None]:
                     return lambda: answers[index].extend(self._answer_batches(prompts, settings, batch_size))
 
-                run_sides_at_once([side(0), side(1)], scales=[0.0, 1.0])
+                run_sides_at_once(self.model, TUNED_ADAPTER, [side(0), side(1)], [False, True])
                 return answers[0], answers[1]
             with self._adapter_context(adapter_on=False):
                 base = self._answer_batches(prompts, settings, batch_size)
@@ -259,7 +258,7 @@ class SideBySideChat:
                     adapter: Path | None = None) -> Iterator[tuple[str, str]]:
         """Yield (base text, tuned text) as both grow, from one model in memory, by the strategy measured
         fastest here (pane_strategy): one batched generate with the adapter's update scaled by 0 on the base
-        row, or one generate per pane at once, each on its own core. Either way both panes grow together."""
+        row, or one generate per pane at once, each on its own core, the adapter off on the base pane's. Either way both panes grow together."""
         if adapter is None and self.adapter_dir is None:
             raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
         yield from self._stream_rows([base_question, tuned_question], [False, True], settings, adapter,
@@ -292,7 +291,7 @@ class SideBySideChat:
                         self._warm_up()
                         jobs = [lambda row=row: self._generate([prompts[row]], settings, merged.streamer(row))
                                 for row in range(len(prompts))]
-                        run_sides_at_once(jobs, scales=[1.0 if on else 0.0 for on in rows_with_adapter])
+                        run_sides_at_once(self.model, TUNED_ADAPTER, jobs, rows_with_adapter)
                     else:
                         with masked_rows(self.model, TUNED_ADAPTER, rows_with_adapter):
                             self._generate(prompts, settings, merged.streamer(None))

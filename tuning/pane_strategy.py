@@ -32,7 +32,7 @@ MEASURE_TOKENS = 12  # new tokens of the long timing (tuning/side_threads.py): ~
 # Another strategy must be this much faster to replace the default: a tie isn't worth the less usual path.
 CLEAR_MARGIN = 1.05
 CACHE_FILE = "pane_strategy.json"
-METHOD = "v2"  # in the cache key: a measurement taken another way is taken again
+METHOD = "v3"  # in the cache key: a measurement taken another way is taken again
 
 
 @dataclass(frozen=True)

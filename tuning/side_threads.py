@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Callable
 
-from tuning.lora_scaling import adapter_scale_on_this_thread, masked_rows
+from tuning.lora_scaling import adapter_off_on_some_threads, adapter_off_on_this_thread, masked_rows
 from tuning.pane_strategy import BATCHED, MEASURE_TOKENS, SEQUENTIAL, THREADS, PaneTimings
 
 MEASURE_ROUNDS = 2  # timed rounds after a warm-up; the best of each is kept
@@ -20,27 +20,29 @@ MEASURE_SHORT = 2  # new tokens of the short timing, whose time is taken off the
 MEASURE_QUESTION = "Who compiled the Kalevala, and from what?"
 
 
-def run_sides_at_once(jobs: list[Callable[[], object]], scales: list[float]) -> None:
-    """Run each job on its own thread with one intra-op thread, the adapter scaled by its scale there (0: the
-    base model answers); wait for all, then raise the first failure."""
+def run_sides_at_once(model, adapter: str, jobs: list[Callable[[], object]], adapter_on: list[bool]) -> None:
+    """Run each job on its own thread with one intra-op thread, `model`'s `adapter` on or off there as
+    `adapter_on` says (off: the base model answers); wait for all, then raise the first failure. The caller
+    holds the model's generation lock."""
     import torch
 
     threads_before = torch.get_num_threads()
     failures: list[BaseException] = []
 
-    def run(job: Callable[[], object], scale: float) -> None:
+    def run(job: Callable[[], object], on: bool) -> None:
         torch.set_num_threads(1)
         try:
-            with adapter_scale_on_this_thread(scale), torch.inference_mode():
+            with adapter_off_on_this_thread(not on), torch.inference_mode():
                 job()
         except BaseException as exc:  # raised on the caller's thread below
             failures.append(exc)
 
-    workers = [threading.Thread(target=run, args=(job, scale), daemon=True) for job, scale in zip(jobs, scales)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    workers = [threading.Thread(target=run, args=(job, on), daemon=True) for job, on in zip(jobs, adapter_on)]
+    with adapter_off_on_some_threads(model, adapter):
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
     torch.set_num_threads(threads_before)  # what threads started from now on read (each side set it to 1)
     if failures:
         raise failures[0]
@@ -73,8 +75,8 @@ def measure_strategies(chat, rows: int, strategies: tuple[str, ...]) -> PaneTimi
         "single": lambda tokens: generate(side, tokens),
         BATCHED: batched,
         SEQUENTIAL: lambda tokens: (generate(side, tokens), generate(side, tokens)),
-        THREADS: lambda tokens: run_sides_at_once([lambda: generate(side, tokens), lambda: generate(side, tokens)],
-                                                  scales=[0.0, 1.0]),
+        THREADS: lambda tokens: run_sides_at_once(
+            chat.model, TUNED_ADAPTER, [lambda: generate(side, tokens), lambda: generate(side, tokens)], [False, True]),
     }
     runs = {name: run for name, run in runs.items() if name == "single" or name in strategies}
 
