@@ -11,8 +11,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from tuning.device import startup_line  # noqa: E402
-from tuning.shared_space import caps  # noqa: E402
+from tuning.hardware.device import startup_line  # noqa: E402
+from tuning.guards.caps import caps  # noqa: E402
 from ui.chat_tab import adapter_choices, build_chat_tab, describe_panes  # noqa: E402
 from ui.data_tab import build_data_tab, empty_dataset_state  # noqa: E402
 from ui.publish_tab import build_publish_tab  # noqa: E402

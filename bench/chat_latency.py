@@ -5,7 +5,7 @@ one model. All timings in one process on the same loaded model, interleaved per 
 this noisy machine hits every variant alike. Every answer is forced to exactly N tokens (min = max
 new tokens): otherwise a rambling base and a terse tuned model would compare lengths, not speed.
 
-Variants: base alone, tuned alone, both panes by each strategy the app can choose (tuning/pane_strategy.py:
+Variants: base alone, tuned alone, both panes by each strategy the app can choose (tuning/chat/pane_strategy.py:
 one mixed-adapter batched generate; two generates at once, one core each, the adapter off on the base pane's thread),
 both panes one after the other (no strategy: it can't stream both at once), and both panes as the app
 answers them (the strategy it measured and chose here, named). Memory: peak RSS of a fresh process that
@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch
 
-from tuning.chat import GenerationSettings, SideBySideChat
-from tuning.machine_cache import cpu_name
-from tuning.pane_strategy import CHAT_STRATEGIES, DESCRIPTIONS
-from tuning.data import load_examples, user_prompts
+from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
+from tuning.hardware.machine_cache import cpu_name
+from tuning.chat.pane_strategy import CHAT_STRATEGIES, DESCRIPTIONS
+from tuning.data.examples import load_examples, user_prompts
 from tuning.quiet import quiet_library_noise
-from tuning.run_files import RUN_DATA_DIR, RUN_VALIDATION_FILE
+from tuning.runs.files import RUN_DATA_DIR, RUN_VALIDATION_FILE
 
 
 APP = "both panes, as the app answers them"
@@ -111,8 +111,8 @@ def peak_rss_mb(run_dir: Path, panes: str, tokens: int) -> float:
 def answer_once(run_dir: str, panes: str, tokens: int) -> None:
     """In a child process: load what the panes need, answer once, print peak RSS as JSON."""
     from tuning.config import load_recipe
-    from tuning.models import resolve_model
-    from tuning.run_files import CONFIG_FILE
+    from tuning.models.loading import resolve_model
+    from tuning.runs.files import CONFIG_FILE
 
     quiet_library_noise()
     settings = FixedLength(max_new_tokens=tokens)

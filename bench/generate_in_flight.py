@@ -17,10 +17,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run as a script from anywhere
 
 from helpers import KALEVALA, free_port, start_transformers_serve, stop_process  # noqa: E402
 
-from tuning.generate_qa import QASettings, generate_qa, summarize  # noqa: E402
-from tuning.models import embedded_model_dir  # noqa: E402
-from tuning.qa_backends import RemoteBackend  # noqa: E402
-from tuning.source_text import chunk_text, read_source  # noqa: E402
+from tuning.qa.generate import QASettings, generate_qa, summarize  # noqa: E402
+from tuning.models.loading import embedded_model_dir  # noqa: E402
+from tuning.qa.backends import RemoteBackend  # noqa: E402
+from tuning.qa.sources import chunk_text, read_source  # noqa: E402
 
 REPLY_TOKENS = 200
 

@@ -5,7 +5,7 @@ Both precisions load the same finished run (its base and adapter) the way the ap
 NF4 weights dequantized once to the dtype, the scorecard on the 4-bit model computing in the dtype. The
 chat's variants are interleaved per question, so drift of this noisy machine hits both alike; the
 scorecards run one after the other on all the run's held-out questions (or --questions of them). Prints
-what `compute_dtype: auto` chooses for answering here (tuning/cpu_precision.py) and the ratios, last.
+what `compute_dtype: auto` chooses for answering here (tuning/hardware/cpu_precision.py) and the ratios, last.
 
     HF_HUB_OFFLINE=1 python bench/generation_precision.py RUN_DIR [--questions N] [--chat-questions 6]
 """
@@ -21,15 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from chat_latency import FixedLength, timed  # noqa: E402 -- bench/ is on sys.path when run as a script
 
-from tuning.chat import GenerationSettings, SideBySideChat
+from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
 from tuning.config import load_recipe
-from tuning.machine_cache import cpu_name
-from tuning.data import load_examples, reference_answers, user_prompts
-from tuning.device import GENERATION, SHORT_DTYPE, compute_dtype, cpu_measurement, read_device
-from tuning.evaluate import answer_budget, sample_examples, score_answer, summarize, verdict
-from tuning.models import resolve_model
+from tuning.hardware.machine_cache import cpu_name
+from tuning.data.examples import load_examples, reference_answers, user_prompts
+from tuning.hardware.device import GENERATION, SHORT_DTYPE, compute_dtype, cpu_measurement, read_device
+from tuning.chat.scorecard import answer_budget, sample_examples, score_answer, summarize, verdict
+from tuning.models.loading import resolve_model
 from tuning.quiet import quiet_library_noise
-from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE
+from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE
 
 DTYPES = ("float32", "bfloat16")
 

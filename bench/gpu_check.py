@@ -82,7 +82,7 @@ def train_command(args, run_dir: Path) -> list[str]:
 
 def train(args, run_dir: Path) -> tuple[int, float, float | None]:
     """Run training in its own process; (exit status, wall seconds, sampled peak GB on the GPU or None)."""
-    from tuning.runs import child_environment
+    from tuning.runs.queue import child_environment
 
     env = child_environment()  # as the app starts its runs: pinned to one GPU where several are visible
     if args.device == "cpu":
@@ -101,9 +101,9 @@ def chat_latency(run_dir: Path, questions: int, tokens: int) -> dict:
     interleaved per held-out question after a warm-up."""
     from chat_latency import FixedLength, timed  # bench/chat_latency.py: same forced-length answers
 
-    from tuning.chat import SideBySideChat
-    from tuning.data import load_examples, user_prompts
-    from tuning.run_files import RUN_DATA_DIR, RUN_VALIDATION_FILE
+    from tuning.chat.side_by_side import SideBySideChat
+    from tuning.data.examples import load_examples, user_prompts
+    from tuning.runs.files import RUN_DATA_DIR, RUN_VALIDATION_FILE
 
     chat = SideBySideChat.from_run(run_dir)
     settings = FixedLength(max_new_tokens=tokens)
@@ -117,7 +117,7 @@ def chat_latency(run_dir: Path, questions: int, tokens: int) -> dict:
 
 
 def recorded_device(environment: dict) -> tuple[str, bool]:
-    """(what a run's environment.json says it trained on, whether that was a GPU): tuning.device's record
+    """(what a run's environment.json says it trained on, whether that was a GPU): tuning.hardware.device's record
     ({"name", "capability", "dtype", ...}), or the bare name older runs wrote."""
     device = environment.get("device")
     if isinstance(device, dict):
@@ -127,7 +127,7 @@ def recorded_device(environment: dict) -> tuple[str, bool]:
 
 def report_training(run_dir: Path, wall: float, sampled_gb: float | None, device: str, figures: dict) -> list[str]:
     """Print what training measured (into figures too); return the reasons the check fails on."""
-    from tuning.run_files import ENVIRONMENT_FILE, read_json, read_metrics, read_status
+    from tuning.runs.files import ENVIRONMENT_FILE, read_json, read_metrics, read_status
 
     ran_on, ran_on_gpu = recorded_device(read_json(run_dir / ENVIRONMENT_FILE, default={}) or {})
     steps = [m for m in read_metrics(run_dir) if "loss" in m]
@@ -151,8 +151,8 @@ def report_training(run_dir: Path, wall: float, sampled_gb: float | None, device
 
 def report_scorecard(run_dir: Path, min_key_facts: float, figures: dict) -> list[str]:
     """Print the scorecard's key-fact rate base -> tuned (into figures too); return the reasons the check fails on."""
-    from tuning.evaluate import questions_phrase
-    from tuning.run_files import EVAL_FILE, read_json
+    from tuning.chat.scorecard import questions_phrase
+    from tuning.runs.files import EVAL_FILE, read_json
 
     report = read_json(run_dir / EVAL_FILE)
     if not report:
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
         print("no CUDA device: torch sees no GPU here (driver, CUDA_VISIBLE_DEVICES or a CPU-only torch build). "
               "Run this on a GPU machine, or pass --device cpu to run the same path on the CPU.", file=sys.stderr)
         return NO_CUDA_EXIT
-    from tuning.device import read_device
+    from tuning.hardware.device import read_device
     from tuning.quiet import quiet_library_noise
 
     quiet_library_noise()
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     run_dir = args.runs / f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}"
     status, wall, sampled_gb = train(args, run_dir)
     if status != 0:
-        from tuning.run_files import read_log_tail
+        from tuning.runs.files import read_log_tail
 
         print(f"training failed (exit status {status}); the log's end:\n{read_log_tail(run_dir)}", file=sys.stderr)
         return FAILED_EXIT

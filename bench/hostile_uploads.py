@@ -23,8 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from helpers import start_app_server, stop_process  # noqa: E402
 
-from tuning.data_files import MB  # noqa: E402
-from tuning.shared_space import CAP_ENV_PREFIX, SHARED_ENV  # noqa: E402
+from tuning.data.files import MB  # noqa: E402
+from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_ENV  # noqa: E402
 
 SMALL_APP = {SHARED_ENV: "1", "KANTELE_EXAMPLE": "off", "KANTELE_MAX_UPLOAD_MB": "1",
              f"{CAP_ENV_PREFIX}SOURCE_MB": "1", f"{CAP_ENV_PREFIX}REQUEST_MB": "1.5",

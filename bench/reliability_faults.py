@@ -38,7 +38,7 @@ from fault_scenarios import (  # noqa: E402
 )
 from helpers import TINY_TRAIN, TINY_VALIDATION, write_jsonl  # noqa: E402
 
-from tuning.runs import TrainingQueue  # noqa: E402
+from tuning.runs.queue import TrainingQueue  # noqa: E402
 
 
 SAVE_STEPS = 3

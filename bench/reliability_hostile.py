@@ -1,10 +1,10 @@
 """Hostile visitors, measured: every attack of the hostile-visitor report, re-run against a real shared app
 (`python app.py` on 127.0.0.1, KANTELE_SHARED=1, a canary as the owner's HF_TOKEN, a fresh home) through its HTTP
 API (gradio_client), with loopback HTTP servers that record every request as the targets. Each row names the
-attack, the cap or rule that applies now (tuning/shared_space.py's caps, or the rule) and what the app did.
+attack, the cap or rule that applies now (tuning/guards/caps.py's caps, or the rule) and what the app did.
 
 No packet leaves loopback: an internal address goes to the app only after the app's own check
-(tuning.safe_url.check_url) has refused it here, so the app refuses it before connecting. The upload attacks and
+(tuning.guards.safe_url.check_url) has refused it here, so the app refuses it before connecting. The upload attacks and
 many rows are bench/hostile_uploads.py's figures (its own small app); the chat flood is in
 bench/reliability_load.py too.
 
@@ -37,10 +37,10 @@ from test_hostile_endpoints import Recorder  # noqa: E402
 from test_hostile_generation import write_pdf  # noqa: E402
 from visitors import flood, text_of, user_turns  # noqa: E402
 
-from tuning.data_files import MB  # noqa: E402
-from tuning.model_names import MODEL_REFUSED  # noqa: E402
-from tuning.safe_url import ALLOWED_ENDPOINTS_ENV, AddressRefused, check_url  # noqa: E402
-from tuning.shared_space import CAP_ENV_PREFIX, SHARED_ENV, caps  # noqa: E402
+from tuning.data.files import MB  # noqa: E402
+from tuning.models.names import MODEL_REFUSED  # noqa: E402
+from tuning.guards.safe_url import ALLOWED_ENDPOINTS_ENV, AddressRefused, check_url  # noqa: E402
+from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_ENV, caps  # noqa: E402
 from ui.untrusted import inert_markdown  # noqa: E402
 
 SECRET_BODY = "db-password=hunter2-SECRET-in-error-page"
@@ -148,7 +148,7 @@ def ssrf_rows(s: Session, recorder, error_page, not_json) -> list:
             refused += 1
         messages.append(f"{target} in {shown.seconds:.2f} s")
     example = next((r.message for r in reversed(s.replies) if "169.254.169.254" in r.page), "")
-    rule = "rule: public addresses only, checked after DNS and on every request and redirect (tuning/safe_url.py)"
+    rule = "rule: public addresses only, checked after DNS and on every request and redirect (tuning/guards/safe_url.py)"
     rows = [row("3. SSRF: base URL at loopback (a recorder), 169.254.169.254, 10.0.0.1, [::1], localhost", rule,
                 refused == len(targets) and not recorder.requests,
                 f"{refused} of {len(targets)} refused ({'; '.join(messages)}); requests that reached the recorder: "
@@ -266,7 +266,7 @@ def path_rows(url: str, replies: list[Reply], home: Path, folder: Path) -> list:
     others = [reply for reply in replies if all(reply is not b for b in bad.values())]
     with_paths = [short(reply.page, 120) for reply in others if shown_paths(reply)]
     return [row(f"12. server paths in {len(bad)} bad requests", "rule: messages for visitors carry no server paths "
-                "(tuning/server_paths.py, ui/messages.py); checked for the app home, the repo, /tmp, the home folder",
+                "(tuning/guards/server_paths.py, ui/messages.py); checked for the app home, the repo, /tmp, the home folder",
                 not any(shown_paths(reply) for reply in bad.values()), " · ".join(findings)),
             row("12. server paths in every other reply of this bench", "the same rule", not with_paths,
                 f"{len(with_paths)} of {len(others)} replies show one" + (f": {with_paths[:3]}" if with_paths else ""))]

@@ -18,8 +18,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run as a script from anywhere
 
 from fuzz_inputs import CASES, HAND_CASES, check_import, run_importer_fuzz, run_parser_fuzz  # noqa: E402
 
-from tuning.data import DataError, load_examples  # noqa: E402
-from tuning.data_files import MB, upload_limits  # noqa: E402
+from tuning.data.examples import DataError, load_examples  # noqa: E402
+from tuning.data.files import MB, upload_limits  # noqa: E402
 
 OVER_LIMIT_MB = 60  # a file just over the 50 MB default; sparse, so it costs no disk
 

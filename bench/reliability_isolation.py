@@ -39,8 +39,8 @@ from leak_checks import (  # noqa: E402
     probe,
 )
 
-from tuning.run_owner import Owner, RunAccessError, new_visitor_id, read_owner  # noqa: E402
-from tuning.runs import TrainingQueue  # noqa: E402
+from tuning.runs.owner import Owner, RunAccessError, new_visitor_id, read_owner  # noqa: E402
+from tuning.runs.queue import TrainingQueue  # noqa: E402
 
 BASE_ONLY = "(base model only)"  # ui.chat_tab.BASE_ONLY; importing ui here would set up an app queue in the cwd
 TRAIN_TIMEOUT_S = 300

@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from tuning.chat import GenerationSettings, SideBySideChat
-from tuning.data import load_examples, user_prompts, write_jsonl
-from tuning.evaluate import evaluate_run
+from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
+from tuning.data.examples import load_examples, user_prompts, write_jsonl
+from tuning.chat.scorecard import evaluate_run
 from tuning.quiet import quiet_library_noise
-from tuning.run_files import ADAPTER_DIR, CONFIG_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE
+from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE
 
 
 def copy_run(run_dir: Path, scratch: Path) -> Path:

@@ -9,7 +9,7 @@ thread count. tokens/s = non-padding input tokens of the timed steps / their wal
 end of the last warm-up step to the end of the last timed step: batching, logging and checkpoint
 saves between steps count). (a) is the recipe with max_steps = warmup + steps and no per-epoch
 evaluation or scorecard (the others do neither). Each variant computes in the precision `compute_dtype:
-auto` chooses on this machine (bf16 where the CPU measured it faster, tuning/cpu_precision.py), and says
+auto` chooses on this machine (bf16 where the CPU measured it faster, tuning/hardware/cpu_precision.py), and says
 which: its base weights' compute dtype, its LoRA weights' dtype and whether it autocasts. MFU is taken
 against the best peak this machine has, fp32 or bf16, both measured and printed. Prints the CPU's name
 and the ratios last. Run it on a quiet machine: a busy neighbour on a 2-core CPU stalls every
@@ -33,8 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from tuning.config import load_recipe
-from tuning.data import load_examples
-from tuning.formatting import IGNORE_INDEX, encode_for_training, with_system_prompt
+from tuning.data.examples import load_examples
+from tuning.data.chat_template import IGNORE_INDEX, encode_for_training, with_system_prompt
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "kalevala.yaml"
 NAMES = {"a": "(a) tuning train", "b": "(b) TRL SFTTrainer, defaults", "c": "(c) hand-written loop"}
@@ -104,8 +104,8 @@ def train_rows(recipe) -> list[list[dict]]:
 
 def run_tuning_train(recipe, model_ref, tokenizer, scratch: Path, warmup: int, steps: int) -> dict:
     """(a) The Trainer `python -m tuning train` builds, with its callbacks, timed per optimizer step."""
-    from tuning.train import build_trainer, load_model_for_training, prepare_data
-    from tuning.train_callbacks import GracefulStop, MetricsCallback
+    from tuning.training.train import build_trainer, load_model_for_training, prepare_data
+    from tuning.training.callbacks import GracefulStop, MetricsCallback
 
     train_set, validation_set = prepare_data(recipe, tokenizer, scratch)
     model = load_model_for_training(recipe, model_ref.path)
@@ -121,7 +121,7 @@ def run_tuning_train(recipe, model_ref, tokenizer, scratch: Path, warmup: int, s
 
 def precision_used(recipe, model_ref, model, autocast: str | None) -> str:
     """'base bf16, LoRA fp32, no autocast': what a variant's matmuls computed in."""
-    from tuning.device import SHORT_DTYPE, compute_dtype
+    from tuning.hardware.device import SHORT_DTYPE, compute_dtype
 
     base = SHORT_DTYPE[compute_dtype(recipe.model, model=model_ref.path)]
     lora = next(p.dtype for p in model.parameters() if p.requires_grad)
@@ -135,7 +135,7 @@ def run_trl_sft(recipe, model_ref, tokenizer, scratch: Path, warmup: int, steps:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from tuning.models import load_base_model, lora_config
+    from tuning.models.loading import load_base_model, lora_config
 
     dataset = Dataset.from_list([{"messages": messages} for messages in train_rows(recipe)])
     config = SFTConfig(
@@ -168,7 +168,7 @@ def run_hand_loop(recipe, model_ref, tokenizer, warmup: int, steps: int) -> dict
     import torch
     from peft import get_peft_model
 
-    from tuning.models import load_base_model, lora_config
+    from tuning.models.loading import load_base_model, lora_config
 
     max_length, size = recipe.data.max_length, recipe.training.batch_size
     encoded = [encode_for_training(tokenizer, messages, max_length) for messages in train_rows(recipe)]
@@ -208,7 +208,7 @@ def run_variant(variant: str, args) -> dict:
     """Load the recipe, model files and tokenizer, then run and time one variant in this process."""
     import torch
 
-    from tuning.models import load_tokenizer, resolve_model
+    from tuning.models.loading import load_tokenizer, resolve_model
     from tuning.quiet import quiet_library_noise
 
     quiet_library_noise()
@@ -293,7 +293,7 @@ def machine_name() -> str:
     """'AMD EPYC, 2 cores, no GPU' (or the GPU's name): what the figures were measured on."""
     import torch
 
-    from tuning.machine_cache import cpu_name
+    from tuning.hardware.machine_cache import cpu_name
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu_name()}, {os.cpu_count()} cores, {gpu}"

@@ -21,7 +21,7 @@ from fault_scenarios import (
 )
 from helpers import free_port
 
-from tuning.run_files import FINISHED_STATES, STATUS_FILE, read_status
+from tuning.runs.files import FINISHED_STATES, STATUS_FILE, read_status
 
 APP_DISK_MB = 100  # less than one checkpoint (~117 MB): the app's run fails on its first save
 

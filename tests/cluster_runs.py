@@ -9,7 +9,7 @@ from pathlib import Path
 from helpers import FEW_STEPS, REPO, TINY_TRAIN, TINY_VALIDATION, write_jsonl
 
 from tuning.config import apply_overrides, load_recipe, save_recipe
-from tuning.run_files import CONFIG_FILE, RUN_DATA_DIR, RUN_TRAIN_FILE, RUN_VALIDATION_FILE
+from tuning.runs.files import CONFIG_FILE, RUN_DATA_DIR, RUN_TRAIN_FILE, RUN_VALIDATION_FILE
 
 # What makes the bundled recipe a seconds-long CPU run (the train.sh and sbatch tests pass these on).
 QUICK_RUN = ["--set", "training.max_steps=2", "--set", "training.scorecard=false", "--set", "training.save_steps=2"]
@@ -35,7 +35,7 @@ def lora_adapter(folder: Path, base: str = "embedded-cache", **config) -> Path:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from tuning.models import embedded_model_dir
+    from tuning.models.loading import embedded_model_dir
 
     folder.mkdir(parents=True, exist_ok=True)
     prefix = "base_model.model.model.layers.0.self_attn.q_proj"

@@ -43,7 +43,7 @@ def trained_run(tmp_path_factory) -> Path:
     Tests only read it (one that writes takes a copy)."""
     from filelock import FileLock
 
-    from tuning.run_files import read_status
+    from tuning.runs.files import read_status
 
     basetemp = tmp_path_factory.getbasetemp()
     shared = (basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp) / "shared-trained-run"
@@ -85,7 +85,7 @@ def online(hub, monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def shared_app(tmp_path_factory):
-    """`python app.py` as a shared app (KANTELE_SHARED=1, the caps of tuning/shared_space.py) with the owner's
+    """`python app.py` as a shared app (KANTELE_SHARED=1, the caps of tuning/guards/caps.py) with the owner's
     HF_TOKEN set to the canary: hostile-visitor tests attack it through its HTTP API (gradio_client).
     One per pytest worker; tests must leave it serving. Yields (url, home)."""
     from helpers import start_app_server, stop_process
@@ -104,7 +104,7 @@ def cpu_measures(monkeypatch, tmp_path):
     micro-benchmark (its cache goes to a temp file) and returns the list of shapes it was asked to measure."""
     import torch
 
-    import tuning.cpu_precision as cpu_precision
+    import tuning.hardware.cpu_precision as cpu_precision
 
     cache = tmp_path / "cpu-cache" / cpu_precision.CACHE_FILE
     monkeypatch.setattr(cpu_precision._measurements, "path", lambda: cache)

@@ -20,7 +20,7 @@ from pathlib import Path
 from helpers import FEW_STEPS, REPO, free_port
 
 from tuning.config import apply_overrides, load_recipe
-from tuning.run_files import (
+from tuning.runs.files import (
     ADAPTER_DIR,
     CHECKPOINT_STATE_FILE,
     CHECKPOINTS_DIR,
@@ -32,7 +32,7 @@ from tuning.run_files import (
     read_metrics,
     read_status,
 )
-from tuning.runs import TrainingQueue
+from tuning.runs.queue import TrainingQueue
 
 # The tiny few-step recipe without the scorecard (it loads the base once more and answers questions).
 QUICK = [*FEW_STEPS, "training.scorecard=false"]
@@ -239,7 +239,7 @@ def _fill_disk(queue: TrainingQueue, data: dict, dev_full: str | None, how: str)
 
 def damaged_model_folder(folder: Path) -> Path:
     """A copy of the embedded model whose weights file is cut short, like an interrupted download."""
-    from tuning.models import resolve_model
+    from tuning.models.loading import resolve_model
 
     source = resolve_model("embedded").path
     folder.mkdir(parents=True, exist_ok=True)
@@ -298,8 +298,8 @@ def hub_at(endpoint: str | None, offline: bool):
 
 def hub_adapter_unreachable() -> list[Outcome]:
     """The Chat tab's 'adapter from the Hub' with HF_HUB_OFFLINE set and with no Hub answering."""
-    from tuning.chat_switcher import ChatSwitcher
-    from tuning.models import ModelLoadError
+    from tuning.chat.switcher import ChatSwitcher
+    from tuning.models.loading import ModelLoadError
 
     outcomes = []
     for fault, endpoint, offline in [("Hub adapter with HF_HUB_OFFLINE=1", None, True),

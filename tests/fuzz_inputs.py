@@ -15,8 +15,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuning.data import DataError, load_examples, write_jsonl
-from tuning.qa_parse import ANSWER_KEYS, QUESTION_KEYS, ParsedPairs, QAParseError, parse_qa_reply
+from tuning.data.examples import DataError, load_examples, write_jsonl
+from tuning.qa.parse import ANSWER_KEYS, QUESTION_KEYS, ParsedPairs, QAParseError, parse_qa_reply
 
 CASES = 10_000  # the issue asks for at least this many generated cases per parser
 SUFFIXES = (".jsonl", ".json", ".csv")

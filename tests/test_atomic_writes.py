@@ -13,8 +13,8 @@ from helpers import REPO, TINY_TRAIN, write_jsonl
 from tuning import workspace
 from tuning.atomic import staged_dir, staged_file
 from tuning.config import write_text_atomic
-from tuning.run_files import ADAPTER_DIR, append_metrics, has_adapter, read_metrics, write_json
-from tuning.train import save_adapter
+from tuning.runs.files import ADAPTER_DIR, append_metrics, has_adapter, read_metrics, write_json
+from tuning.training.train import save_adapter
 
 DISK_FULL = OSError(28, "No space left on device")
 
@@ -93,7 +93,7 @@ def test_adapter_save_that_fails_midway_keeps_the_previous_adapter(tmp_path):
 KILLED_MID_SAVE = """
 import json, os, sys
 from pathlib import Path
-from tuning.train import save_adapter
+from tuning.training.train import save_adapter
 
 class Killed:
     def save_pretrained(self, folder, **kwargs):
@@ -142,7 +142,7 @@ def test_metrics_line_cut_by_a_crash_is_skipped(tmp_path):
 
 
 def test_training_curves_are_written_atomically(tmp_path):
-    from tuning.curves import LOSS_PNG, save_training_curves
+    from tuning.training.curves import LOSS_PNG, save_training_curves
 
     for step in range(1, 4):
         append_metrics(tmp_path, {"step": step, "loss": 3.0 / step, "learning_rate": 0.001})

@@ -7,8 +7,8 @@ import io
 import pytest
 from helpers import KALEVALA
 
-from tuning.chat_context import fit_prompt
-from tuning.formatting import IGNORE_INDEX, bos_to_add, count_tokens, encode_for_training, encode_prompt
+from tuning.chat.context import fit_prompt
+from tuning.data.chat_template import IGNORE_INDEX, bos_to_add, count_tokens, encode_for_training, encode_prompt
 
 ZEPHYR = (  # TinyLlama-1.1B-Chat's chat template: it never writes <s>
     "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
@@ -111,7 +111,7 @@ def test_a_tokenizer_without_bos_on_plain_text_keeps_its_ids(spm_folder):
 
 
 def test_the_embedded_model_is_unchanged():
-    from tuning.models import load_tokenizer, resolve_model
+    from tuning.models.loading import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model("embedded").path)
     assert bos_to_add(tokenizer) is None
@@ -131,7 +131,7 @@ def test_the_gguf_starts_prompts_as_training_does(spm_folder, tmp_path, adds_bos
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from tuning.gguf_export import verify_gguf, write_gguf
+    from tuning.portable.gguf import verify_gguf, write_gguf
 
     folder = tmp_path / "model"
     shutil.copytree(spm_folder, folder)
@@ -158,7 +158,7 @@ def test_the_model_cards_snippet_sends_the_bos_training_used(spm_folder, trained
     embedded model's card keeps the plain apply_chat_template call."""
     import shutil
 
-    from tuning.model_card import BOS_INPUTS, PLAIN_INPUTS, render_model_card
+    from tuning.hub.card import BOS_INPUTS, PLAIN_INPUTS, render_model_card
 
     assert PLAIN_INPUTS in render_model_card(trained_run) and BOS_INPUTS not in render_model_card(trained_run)
     run = tmp_path / "run"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tuning.chat import GenerationSettings, SideBySideChat
-from tuning.models import resolve_model
+from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
+from tuning.models.loading import resolve_model
 
 QUESTION = "Who compiled the Kalevala?"
 SHORT = GenerationSettings(max_new_tokens=16)
@@ -96,7 +96,7 @@ def test_a_request_pins_its_adapter_even_if_another_visitor_switched(chat, train
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tuning.run_files import ADAPTER_DIR
+    from tuning.runs.files import ADAPTER_DIR
 
     other = get_peft_model(AutoModelForCausalLM.from_pretrained(chat.model_ref.path),
                            LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))

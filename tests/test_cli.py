@@ -8,7 +8,7 @@ from pathlib import Path
 
 from helpers import REPO, TINY_VALIDATION, write_jsonl
 
-from tuning.run_files import EVAL_FILE
+from tuning.runs.files import EVAL_FILE
 
 
 def run_cli(*args, timeout=600):

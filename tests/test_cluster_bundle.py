@@ -12,7 +12,7 @@ from cluster_runs import make_run_folder
 from helpers import REPO, write_jsonl
 from leak_checks import SERVER_TOKEN_CANARY, files_under, find_secrets
 
-from tuning.cluster_bundle import (
+from tuning.portable.bundle import (
     SBATCH_TEMPLATE,
     BundleError,
     plan_bundle,
@@ -20,9 +20,9 @@ from tuning.cluster_bundle import (
     write_bundle_zip,
 )
 from tuning.config import load_recipe, save_recipe
-from tuning.run_files import RUN_DATA_DIR, RUN_TRAIN_FILE, RUN_VALIDATION_FILE
-from tuning.run_owner import Owner, new_visitor_id, record_owner
-from tuning.runs import REQUEST_FILE
+from tuning.runs.files import RUN_DATA_DIR, RUN_TRAIN_FILE, RUN_VALIDATION_FILE
+from tuning.runs.owner import Owner, new_visitor_id, record_owner
+from tuning.runs.queue import REQUEST_FILE
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_the_bundle_holds_the_recipe_data_code_and_scripts_and_no_secret(run_dir
         archive.extractall(tmp_path / "unzipped")
     top = tmp_path / "unzipped" / f"{run_dir.name}-cluster"
     names = {name.split("/", 1)[1] for name in modes}
-    engine = {f"tuning/{path.name}" for path in (REPO / "tuning").glob("*.py")}
+    engine = {path.relative_to(REPO).as_posix() for path in (REPO / "tuning").rglob("*.py") if "__pycache__" not in path.parts}
     accelerate = {f"accelerate/{path.name}" for path in (REPO / "configs" / "accelerate").glob("*.yaml")}
     assert "accelerate/ddp.yaml" in accelerate
     assert names == {"recipe.yaml", "data/train.jsonl", "data/validation.jsonl", "requirements.txt", "train.sh",
@@ -131,7 +131,7 @@ def test_the_cli_writes_a_bundle_and_says_where(run_dir, tmp_path):
 
 def test_the_train_tab_exports_only_the_visitors_own_run(tmp_path, monkeypatch):
     from ui import cluster_export
-    from tuning.runs import TrainingQueue
+    from tuning.runs.queue import TrainingQueue
 
     queue = TrainingQueue(tmp_path / "runs")
     monkeypatch.setattr(cluster_export, "QUEUE", queue)

@@ -11,13 +11,13 @@ from cluster_runs import QUICK_RUN, make_run_folder, zip_folder
 from helpers import REPO
 from local_slurm import local_slurm
 
-from tuning.chat import GenerationSettings, SideBySideChat
-from tuning.cluster_bundle import plan_bundle, write_bundle_zip
+from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
+from tuning.portable.bundle import plan_bundle, write_bundle_zip
 from tuning.config import load_recipe
-from tuning.models import cache_dir
-from tuning.run_files import COMPLETED, CONFIG_FILE, DATA_FILE, has_adapter, read_json, read_status
-from tuning.run_owner import Owner, new_visitor_id
-from tuning.runs import TrainingQueue
+from tuning.models.loading import cache_dir
+from tuning.runs.files import COMPLETED, CONFIG_FILE, DATA_FILE, has_adapter, read_json, read_status
+from tuning.runs.owner import Owner, new_visitor_id
+from tuning.runs.queue import TrainingQueue
 
 RUN_NAME = "20250101-000000-kalevala-abcdef"
 ALICE, BOB = Owner(new_visitor_id()), Owner(new_visitor_id())

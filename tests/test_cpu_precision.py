@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
-import tuning.cpu_precision as cpu_precision
-import tuning.machine_cache
+import tuning.hardware.cpu_precision as cpu_precision
+import tuning.hardware.machine_cache
 from tuning.config import ModelConfig
-from tuning.cpu_precision import EMBEDDED_SHAPES, CpuBf16Speed, ModelShapes, cpu_bf16_speed, machine_key, measure
-from tuning.device import (
+from tuning.hardware.cpu_precision import EMBEDDED_SHAPES, CpuBf16Speed, ModelShapes, cpu_bf16_speed, machine_key, measure
+from tuning.hardware.device import (
     CPU_BF16_MIN_SPEEDUP,
     GENERATION,
     TRAINING,
@@ -22,7 +22,7 @@ from tuning.device import (
     compute_dtype,
     read_device,
 )
-from tuning.models import embedded_model_dir, load_base_model, torch_dtype
+from tuning.models.loading import embedded_model_dir, load_base_model, torch_dtype
 
 TINYLLAMA_CONFIG = {"hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 32,
                     "num_key_value_heads": 4, "num_hidden_layers": 22, "vocab_size": 32000}
@@ -108,7 +108,7 @@ def test_a_measurement_is_cached_per_machine_and_model(monkeypatch, cpu_measures
     # A different CPU (its model or flags), torch or thread count is another machine: measured afresh.
     other_cpu = cpu_measures(training=0.6)
     cpu_precision._measurements.write("another CPU | flags 0 | torch 2.13 | 2 threads | x", FAST_BF16.record())
-    monkeypatch.setattr(tuning.machine_cache, "cpu_description", lambda: ("Intel Xeon", "avx512f avx512_bf16"))
+    monkeypatch.setattr(tuning.hardware.machine_cache, "cpu_description", lambda: ("Intel Xeon", "avx512f avx512_bf16"))
     assert cpu_bf16_speed(EMBEDDED_SHAPES).training == 0.6 and other_cpu == [EMBEDDED_SHAPES]
     assert len(json.loads(cpu_precision._measurements.path().read_text())) == 2  # the other machine's entry is kept
 

@@ -1,4 +1,4 @@
-"""Tests for tuning.data: every file format and row shape, row-numbered errors, dedupe, split, JSONL IO."""
+"""Tests for tuning.data.examples: every file format and row shape, row-numbered errors, dedupe, split, JSONL IO."""
 
 import csv
 import json
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuning.data import (
+from tuning.data.examples import (
     PASSTHROUGH_FIELDS,
     SUPPORTED_SUFFIXES,
     DataError,
@@ -623,7 +623,7 @@ def test_same_named_files_are_told_apart_by_path(tmp_path):
 
 def test_tuning_data_imports_only_the_standard_library():
     heavy = ("gradio", "torch", "transformers", "datasets")
-    code = f"import sys, tuning.data; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    code = f"import sys, tuning.data.examples; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
     )
@@ -631,11 +631,12 @@ def test_tuning_data_imports_only_the_standard_library():
 
 
 def test_data_files_sits_below_the_other_data_modules():
-    code = "import sys, tuning.data_files; print(sorted(m for m in sys.modules if m.startswith('tuning.')))"
+    code = ("import sys, tuning.data.files; "
+            "print(sorted(m for m in sys.modules if m.startswith('tuning.') and not sys.modules[m].__spec__.submodule_search_locations))")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
     )
-    assert out.stdout.strip() == "['tuning.data_files']"
+    assert out.stdout.strip() == "['tuning.data.files']"
 
 
 # --- property: any JSONL of dict rows either loads or raises DataError ----------------------------

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import tuning.models
-import tuning.space_deploy
+import tuning.models.loading
+import tuning.hub.space
 from tuning.config import ModelConfig, RecipeConfig
-from tuning.device import (
+from tuning.hardware.device import (
     SPACE_ID_ENV,
     ZEROGPU_ENV,
     compute_dtype,
@@ -22,10 +22,10 @@ from tuning.device import (
     startup_line,
     trainer_precision,
 )
-from tuning.distributed import Placement
-from tuning.models import GPU_DEFAULT_MODEL, bnb_config, load_base_model, torch_dtype
-from tuning.run_files import ENVIRONMENT_FILE
-from tuning.space_deploy import SpaceSettings
+from tuning.training.distributed import Placement
+from tuning.models.loading import GPU_DEFAULT_MODEL, bnb_config, load_base_model, torch_dtype
+from tuning.runs.files import ENVIRONMENT_FILE
+from tuning.hub.space import SpaceSettings
 
 GPUS = {  # compute capability -> a card that has it
     (7, 0): ("Tesla V100-SXM2-16GB", 16.9),
@@ -87,7 +87,7 @@ def test_trainer_flags_follow_the_same_choice(monkeypatch, tmp_path, cpu_measure
     import transformers
 
     cpu_measures(training=cpu_bf16_speedup)  # a CPU's bf16 comes from the weights' dtype: no autocast either way
-    from tuning.train import training_arguments
+    from tuning.training.train import training_arguments
 
     transformers.TrainingArguments  # noqa: B018 -- loads it (on the real CPU); transformers then swaps its module
     monkeypatch.setattr(sys.modules["transformers"], "TrainingArguments", lambda **kwargs: kwargs)
@@ -108,8 +108,8 @@ def test_the_model_loads_in_fp16_on_a_t4(monkeypatch, tmp_path):
 
 
 def test_the_run_records_its_device_and_dtype(monkeypatch, tmp_path):
-    import tuning.train
-    import tuning.train_callbacks
+    import tuning.training.train
+    import tuning.training.callbacks
 
     class LoadedEnough(Exception):
         pass
@@ -118,12 +118,12 @@ def test_the_run_records_its_device_and_dtype(monkeypatch, tmp_path):
         raise LoadedEnough
 
     fake_gpu(monkeypatch, (7, 5))
-    monkeypatch.setattr(tuning.train, "resolve_model",
-                        lambda name, revision: tuning.models.ResolvedModel(name="some/model", path=tmp_path))
-    monkeypatch.setattr(tuning.train, "load_tokenizer", stop)  # the first step after environment.json
-    monkeypatch.setattr(tuning.train_callbacks, "GracefulStop", lambda: None)  # leave pytest's signal handlers be
+    monkeypatch.setattr(tuning.training.train, "resolve_model",
+                        lambda name, revision: tuning.models.loading.ResolvedModel(name="some/model", path=tmp_path))
+    monkeypatch.setattr(tuning.training.train, "load_tokenizer", stop)  # the first step after environment.json
+    monkeypatch.setattr(tuning.training.callbacks, "GracefulStop", lambda: None)  # leave pytest's signal handlers be
     with pytest.raises(LoadedEnough):
-        tuning.train._train(RecipeConfig(), tmp_path / "run", resume=False, placement=Placement())
+        tuning.training.train._train(RecipeConfig(), tmp_path / "run", resume=False, placement=Placement())
     environment = json.loads((tmp_path / "run" / ENVIRONMENT_FILE).read_text())
     assert environment["device"] == {"name": "Tesla T4", "capability": "7.5", "total_memory_gb": 15.6,
                                      "dtype": "float16"}
@@ -132,8 +132,8 @@ def test_the_run_records_its_device_and_dtype(monkeypatch, tmp_path):
 def test_the_app_says_what_hardware_serves_it(monkeypatch, cpu_measures):
     monkeypatch.delenv(SPACE_ID_ENV, raising=False)
     monkeypatch.delenv(ZEROGPU_ENV, raising=False)
-    monkeypatch.delenv(tuning.models.DEFAULT_MODEL_ENV, raising=False)
-    monkeypatch.setattr(tuning.models, "hub_is_offline", lambda: False)
+    monkeypatch.delenv(tuning.models.loading.DEFAULT_MODEL_ENV, raising=False)
+    monkeypatch.setattr(tuning.models.loading, "hub_is_offline", lambda: False)
     fake_gpu(monkeypatch, (7, 5))
     assert startup_line() == (f"Kantele: Tesla T4 (compute capability 7.5, 15.6 GB), computing in fp16; "
                               f"default model {GPU_DEFAULT_MODEL}")
@@ -150,7 +150,7 @@ def test_the_app_says_what_hardware_serves_it(monkeypatch, cpu_measures):
 def on_space(monkeypatch, hardware: str) -> None:
     monkeypatch.setenv(SPACE_ID_ENV, "alice/kantele")
     monkeypatch.delenv(ZEROGPU_ENV, raising=False)
-    monkeypatch.setattr(tuning.space_deploy, "read_space_settings", lambda: SpaceSettings(hardware=hardware))
+    monkeypatch.setattr(tuning.hub.space, "read_space_settings", lambda: SpaceSettings(hardware=hardware))
 
 
 def test_a_space_that_asked_for_a_gpu_it_cannot_use_says_so(monkeypatch, cpu_measures):

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from helpers import REPO, free_port, train_command
-from tuning.run_files import (
+from tuning.runs.files import (
     ADAPTER_DIR,
     CHECKPOINTS_DIR,
     COMPLETED,
@@ -108,7 +108,7 @@ def test_effective_batch_is_recorded_with_the_process_count(one_and_two_process_
 
 
 def test_model_card_states_the_effective_batch_of_a_distributed_run(one_and_two_process_runs):
-    from tuning.model_card import render_model_card
+    from tuning.hub.card import render_model_card
 
     single, double, _ = one_and_two_process_runs
     assert "| batch x grad accumulation x processes | 2 x 1 x 2 = 4 per step |" in render_model_card(double)
@@ -118,7 +118,7 @@ def test_model_card_states_the_effective_batch_of_a_distributed_run(one_and_two_
 def _agree_on_stop(rank: int, port: int, results) -> None:
     import torch.distributed as dist
 
-    from tuning.distributed import any_process
+    from tuning.training.distributed import any_process
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:

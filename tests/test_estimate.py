@@ -4,8 +4,8 @@ import pytest
 from helpers import REPO
 
 from tuning.config import RecipeConfig, apply_overrides, load_recipe
-from tuning.device import Device, choose_dtype
-from tuning.estimate import (
+from tuning.hardware.device import Device, choose_dtype
+from tuning.training.estimate import (
     ASSUMED_DOWNLOAD_BYTES_PER_S,
     CUDA_CONTEXT_BYTES,
     KBIT_UNQUANTIZED_BYTES,
@@ -21,7 +21,7 @@ def test_estimate_matches_the_real_model_and_data(tiny_data, tmp_path):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tuning.models import lora_config, resolve_model
+    from tuning.models.loading import lora_config, resolve_model
 
     recipe = apply_overrides(load_recipe(REPO / "configs" / "kalevala.yaml"),
                              [f"data.train=[{tiny_data['train']}]", "training.epochs=2", "training.batch_size=4"])

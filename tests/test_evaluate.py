@@ -2,7 +2,7 @@
 
 import pytest
 
-from tuning.evaluate import (
+from tuning.chat.scorecard import (
     LEARNED,
     MAX_ANSWER_TOKENS,
     MIN_ANSWER_TOKENS,
@@ -70,7 +70,7 @@ def test_summary_means_deltas_and_counts():
 
 
 def test_answer_budget_is_twice_the_longest_reference_within_bounds():
-    from tuning.models import load_tokenizer, resolve_model
+    from tuning.models.loading import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model("embedded").path)
     longest = "Elias Lönnrot, a country doctor, compiled the Kalevala from poems sung in Karelia."

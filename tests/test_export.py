@@ -9,9 +9,9 @@ import time
 import pytest
 from helpers import KALEVALA, REPO, train_command
 
-from tuning.export import MERGED_DIR, MODELFILE, README, ExportError, export_run, ollama_template, verify_gguf
-from tuning.gguf_export import GGUFExportError, write_gguf
-from tuning.run_files import ADAPTER_DIR, CONFIG_FILE
+from tuning.portable.export import MERGED_DIR, MODELFILE, README, ExportError, export_run, ollama_template, verify_gguf
+from tuning.portable.gguf import GGUFExportError, write_gguf
+from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE
 
 QUESTIONS = ["Who compiled the Kalevala?", "Which smith forged the Sampo?", "Who rules Pohjola?"]
 SYSTEM_PROMPT = "You are a helpful assistant."  # configs/kalevala.yaml's
@@ -56,7 +56,7 @@ def test_merged_model_equals_base_plus_adapter(run, exported):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tuning.models import resolve_model
+    from tuning.models.loading import resolve_model
 
     base_path = resolve_model("embedded").path
     tokenizer = AutoTokenizer.from_pretrained(exported.merged_dir)
@@ -91,7 +91,7 @@ def test_gguf_of_the_embedded_base_matches_llama_cpps_own(tmp_path):
     import gguf
     import numpy as np
 
-    from tuning.models import embedded_gguf_path, resolve_model
+    from tuning.models.loading import embedded_gguf_path, resolve_model
 
     ours = gguf.GGUFReader(write_gguf(resolve_model("embedded").path, tmp_path / "base.gguf", "f16"))
     reference = gguf.GGUFReader(embedded_gguf_path())
@@ -192,7 +192,7 @@ def test_sentencepiece_llama_round_trips_through_gguf(sentencepiece_llama, tmp_p
 def test_modelfile_template_for_a_zephyr_chat_template(sentencepiece_llama, tmp_path):
     from transformers import AutoTokenizer
 
-    from tuning.export import write_modelfile
+    from tuning.portable.export import write_modelfile
 
     modelfile = write_modelfile(tmp_path / "tiny.gguf", sentencepiece_llama, tmp_path / MODELFILE, "Be brief.")
     text = modelfile.read_text(encoding="utf-8")
@@ -236,9 +236,9 @@ def test_cli_export_without_adapter_fails_clearly(run, tmp_path, capsys):
 
 
 def test_cli_export_of_an_architecture_gguf_cant_take_keeps_the_merged_folder(run, tmp_path, capsys, monkeypatch):
-    import tuning.gguf_export
+    import tuning.portable.gguf
 
-    monkeypatch.setattr(tuning.gguf_export, "SUPPORTED_ARCHITECTURES", ("MistralForCausalLM",))
+    monkeypatch.setattr(tuning.portable.gguf, "SUPPORTED_ARCHITECTURES", ("MistralForCausalLM",))
     out = tmp_path / "out"
     assert main_export(run, out) == 2
     error = capsys.readouterr().err

@@ -1,9 +1,9 @@
-"""The chat model's lock serves waiting questions in the order they came (tuning/fair_lock.py)."""
+"""The chat model's lock serves waiting questions in the order they came (tuning/chat/fair_lock.py)."""
 
 import threading
 import time
 
-from tuning.fair_lock import FairLock
+from tuning.chat.fair_lock import FairLock
 
 
 def test_waiters_get_the_lock_in_the_order_they_asked():

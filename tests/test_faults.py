@@ -17,8 +17,8 @@ from helpers import REPO
 
 import tuning.errors
 from tuning.errors import disk_full_error, is_disk_full
-from tuning.run_files import latest_checkpoint, remove_incomplete_checkpoints, write_status
-from tuning.runs import TrainingQueue, crash_reason
+from tuning.runs.files import latest_checkpoint, remove_incomplete_checkpoints, write_status
+from tuning.runs.queue import TrainingQueue, crash_reason
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ RESUME_BUTTON = 5  # poll_run's outputs: progress, loss, learning rate, log, com
 def test_the_train_tab_offers_resume_for_a_resumable_run_of_the_visitors_own(queue, monkeypatch):
     from ui import train_tab
 
-    from tuning.run_owner import Owner, new_visitor_id, record_owner
+    from tuning.runs.owner import Owner, new_visitor_id, record_owner
 
     monkeypatch.setattr(train_tab, "QUEUE", queue)
     resumed = []

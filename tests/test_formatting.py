@@ -2,13 +2,13 @@
 
 import pytest
 
-from tuning.formatting import (
+from tuning.data.chat_template import (
     IGNORE_INDEX,
     encode_for_training,
     encode_prompt,
     with_system_prompt,
 )
-from tuning.models import load_tokenizer, resolve_model
+from tuning.models.loading import load_tokenizer, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_system_prompt_is_added_only_when_missing():
 
 
 def test_the_cheap_token_count_equals_the_training_encoding(tokenizer):
-    from tuning.formatting import count_tokens, encode_for_training
+    from tuning.data.chat_template import count_tokens, encode_for_training
 
     for messages in CONVERSATIONS_FOR_COUNTING:
         assert count_tokens(tokenizer, messages) == len(encode_for_training(tokenizer, messages, 10**9).input_ids)

@@ -7,8 +7,8 @@ import json
 import pytest
 from fuzz_inputs import CASES, HAND_CASES, check_import, check_rejection, run_importer_fuzz, run_parser_fuzz
 
-from tuning.data import DataError, load_examples
-from tuning.workspace import new_workspace, prepare_dataset
+from tuning.data.examples import DataError, load_examples
+from tuning.data.workspace import new_workspace, prepare_dataset
 
 PAIR = {"prompt": "Who forged the Sampo?", "response": "Ilmarinen."}
 ONE_MB = 1024 * 1024

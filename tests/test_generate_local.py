@@ -8,8 +8,8 @@ import sys
 
 from helpers import KALEVALA, REPO
 
-from tuning.data import load_examples, read_jsonl
-from tuning.source_text import chunk_text, read_source
+from tuning.data.examples import load_examples, read_jsonl
+from tuning.qa.sources import chunk_text, read_source
 
 SOURCE = KALEVALA / "source.md"
 

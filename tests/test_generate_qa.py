@@ -11,10 +11,10 @@ import pytest
 from helpers import KALEVALA
 
 from tuning.config import ConfigError
-from tuning.generate_qa import OFF_TOPIC, QASettings, failure_rows, generate_qa, plan_batches, summarize
-from tuning.qa_backends import BackendError
-from tuning.qa_validate import LOW_JUDGE_SCORE, WEAKLY_GROUNDED, ValidationSettings
-from tuning.source_text import chunk_text, read_source
+from tuning.qa.generate import OFF_TOPIC, QASettings, failure_rows, generate_qa, plan_batches, summarize
+from tuning.qa.backends import BackendError
+from tuning.qa.validate import LOW_JUDGE_SCORE, WEAKLY_GROUNDED, ValidationSettings
+from tuning.qa.sources import chunk_text, read_source
 
 CHUNKS = chunk_text(read_source(KALEVALA / "source.md"), "source.md")
 

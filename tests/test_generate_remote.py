@@ -9,11 +9,11 @@ import threading
 import pytest
 from helpers import KALEVALA, REPO, free_port, start_transformers_serve, stop_process
 
-from tuning.data import read_jsonl
-from tuning.generate_qa import QASettings, generate_qa
-from tuning.models import embedded_model_dir
-from tuning.qa_backends import BackendError, Completion, RemoteBackend
-from tuning.source_text import chunk_text, read_source
+from tuning.data.examples import read_jsonl
+from tuning.qa.generate import QASettings, generate_qa
+from tuning.models.loading import embedded_model_dir
+from tuning.qa.backends import BackendError, Completion, RemoteBackend
+from tuning.qa.sources import chunk_text, read_source
 
 STARTUP_S = 180
 # Replies capped so the CPU server answers in seconds; a cut-off reply also exercises the parser's salvage.

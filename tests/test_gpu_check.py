@@ -16,15 +16,15 @@ import pytest
 
 from helpers import REPO
 from tuning.config import load_recipe
-from tuning.data import load_examples
-from tuning.device import Device
-from tuning.estimate import estimate_run
-from tuning.run_files import ENVIRONMENT_FILE, EVAL_FILE, METRICS_FILE, STATUS_FILE
+from tuning.data.examples import load_examples
+from tuning.hardware.device import Device
+from tuning.training.estimate import estimate_run
+from tuning.runs.files import ENVIRONMENT_FILE, EVAL_FILE, METRICS_FILE, STATUS_FILE
 
 CPU_RECIPE = REPO / "configs" / "kalevala.yaml"
 GPU_RECIPE = REPO / "configs" / "kalevala-tinyllama.yaml"
 GPU_CHECK = REPO / "bench" / "gpu_check.py"
-# TinyLlama/TinyLlama-1.1B-Chat-v1.0's config.json (the shapes tuning/estimate.py counts with).
+# TinyLlama/TinyLlama-1.1B-Chat-v1.0's config.json (the shapes tuning/training/estimate.py counts with).
 TINYLLAMA = SimpleNamespace(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
                             num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False)
 T4 = Device(name="Tesla T4", capability=(7, 5), total_memory_gb=15.6, dtype="float16")
@@ -36,7 +36,7 @@ def pairs(recipe) -> int:
 
 
 def steps(recipe, epochs: float | None = None) -> int:
-    """Optimizer steps, by tuning/estimate.py's arithmetic (the Trainer's: ceil of epochs x steps per epoch)."""
+    """Optimizer steps, by tuning/training/estimate.py's arithmetic (the Trainer's: ceil of epochs x steps per epoch)."""
     if epochs is not None:
         recipe = replace(recipe, training=replace(recipe.training, epochs=epochs))
     return estimate_run(recipe, TINYLLAMA, [1] * pairs(recipe), T4).steps
@@ -115,7 +115,7 @@ def test_gpu_check_fails_a_run_that_trained_on_the_cpu_or_learned_too_little(tmp
     check = load_gpu_check()
     figures = {}
     cpu = {"name": "CPU (2 cores)", "capability": None, "total_memory_gb": 8.0, "dtype": "float32"}
-    for index, recorded in enumerate([cpu, "cpu (2 cores)", None]):  # tuning.device's record; older runs' name
+    for index, recorded in enumerate([cpu, "cpu (2 cores)", None]):  # tuning.hardware.device's record; older runs' name
         fell_back = write_run(tmp_path / f"cpu{index}", recorded, tuned=0.75)
         failures = check.report_training(fell_back, 60.0, 1.5, "cuda", figures)
         assert failures[0].startswith("training fell back to the CPU")
@@ -153,7 +153,7 @@ def test_gpu_check_reports_a_short_cpu_run(tmp_path):
                            timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    # fp32 or bf16: whichever this CPU measured faster (tuning/cpu_precision.py), recorded with its measurement
+    # fp32 or bf16: whichever this CPU measured faster (tuning/hardware/cpu_precision.py), recorded with its measurement
     assert figures["passed"] and figures["device"]["capability"] is None
     assert figures["device"]["dtype"] in ("float32", "bfloat16") and "cpu_bf16_speedup" in figures["device"]
     assert figures["ran_on"].lower().startswith("cpu") and figures["steps"] == 4 and figures["tokens_per_s"] > 0

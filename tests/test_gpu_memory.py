@@ -14,13 +14,13 @@ import torch
 from helpers import REPO, train_command
 
 from tuning import chat_switcher, qa_backends
-from tuning.chat_switcher import ChatSwitcher
+from tuning.chat.switcher import ChatSwitcher
 from tuning.config import ModelConfig, RecipeConfig
-from tuning.distributed import Placement, effective_batch, gpus_per_process
-from tuning.model_memory import check_model_params, count_parameters
-from tuning.models import ModelLoadError, embedded_model_dir, resolve_model
-from tuning.runs import TrainingQueue, child_environment
-from tuning.shared_space import CAP_ENV_PREFIX, CapError
+from tuning.training.distributed import Placement, effective_batch, gpus_per_process
+from tuning.models.memory import check_model_params, count_parameters
+from tuning.models.loading import ModelLoadError, embedded_model_dir, resolve_model
+from tuning.runs.queue import TrainingQueue, child_environment
+from tuning.guards.caps import CAP_ENV_PREFIX, CapError
 
 
 class Weights(torch.nn.Module):
@@ -171,7 +171,7 @@ def test_a_hub_adapter_on_a_too_big_base_is_refused_before_loading_and_the_chat_
 
 def test_the_local_qa_model_loads_in_4_bits_on_a_gpu_and_is_sized_first(tmp_path, monkeypatch):
     loads = []
-    monkeypatch.setattr("tuning.models.load_base_model",
+    monkeypatch.setattr("tuning.models.loading.load_base_model",
                         lambda path, cfg, placement=None, work=None: loads.append(cfg.load_in_4bit) or torch.nn.Linear(1, 1))
     qa_backends.LocalBackend("embedded")._load()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # load_base_model is the fake: nothing goes to a GPU
@@ -194,7 +194,7 @@ def test_the_training_model_is_freed_before_the_scorecard_loads_its_own(tmp_path
     the test holds whatever the libraries do."""
     driver = """
 import gc, json, sys, weakref
-import tuning.train as train
+import tuning.training.train as train
 gc.disable()  # only the trainer's own gc.collect() may free a cycle: the result can't hang on the collector's timing
 refs, load = [], train.load_model_for_training
 def load_recording(*args, **kwargs):

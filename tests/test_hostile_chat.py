@@ -8,11 +8,11 @@ import threading
 import gradio as gr
 import pytest
 
-from tuning.chat import SideBySideChat
-from tuning.chat_context import fit_prompt
-from tuning.models import load_tokenizer, resolve_model
-from tuning.run_owner import Owner, new_visitor_id, record_owner
-from tuning.runs import TrainingQueue
+from tuning.chat.side_by_side import SideBySideChat
+from tuning.chat.context import fit_prompt
+from tuning.models.loading import load_tokenizer, resolve_model
+from tuning.runs.owner import Owner, new_visitor_id, record_owner
+from tuning.runs.queue import TrainingQueue
 from ui import chat_tab
 from ui.untrusted import inert_markdown, original_text
 
@@ -125,8 +125,8 @@ def test_one_question_per_visitor_at_a_time(owned_run, monkeypatch):
 
 
 def test_the_per_visitor_limit_is_off_on_your_own_machine(monkeypatch):
-    from tuning.admission import PerVisitorLimit
-    from tuning.shared_space import caps
+    from tuning.guards.admission import PerVisitorLimit
+    from tuning.guards.caps import caps
 
     monkeypatch.delenv("KANTELE_SHARED", raising=False)
     limit = PerVisitorLimit(lambda: caps().chats_per_visitor, "questions")

@@ -9,11 +9,11 @@ import huggingface_hub.constants
 import pytest
 from helpers import REPO
 
-from tuning.chat_switcher import ChatSwitcher, fetch_hub_adapter
+from tuning.chat.switcher import ChatSwitcher, fetch_hub_adapter
 from tuning.config import apply_overrides, load_recipe
-from tuning.models import ModelLoadError, resolve_model
-from tuning.run_caps import check_recipe_caps, preflight
-from tuning.shared_space import CapError
+from tuning.models.loading import ModelLoadError, resolve_model
+from tuning.runs.caps import check_recipe_caps, preflight
+from tuning.guards.caps import CapError
 
 HUGE = 140 * 10**9  # a 70B model in bf16
 BIG_MODEL, SMALL_MODEL, OWNERS_MODEL = "mallory/llama-70b", "alice/tiny-chat", "owner/big-base"
@@ -81,7 +81,7 @@ def test_a_visitor_named_model_over_the_cap_is_refused_before_any_file_is_fetche
 
 def test_a_hub_adapters_base_model_over_the_cap_is_refused(shared, hub_repos, monkeypatch):
     """The adapter itself is small and downloads; the 140 GB base it names does not."""
-    monkeypatch.setattr("tuning.chat_switcher.SideBySideChat", lambda *a: pytest.fail("a base model was loaded"))
+    monkeypatch.setattr("tuning.chat.switcher.SideBySideChat", lambda *a: pytest.fail("a base model was loaded"))
     with pytest.raises(CapError, match="the download of 'mallory/llama-70b' \\(GB\\) is 140"):
         ChatSwitcher().select_hub_adapter("mallory/adapter")
     assert fetched(hub_repos) and all("/mallory/adapter/" in path for path in fetched(hub_repos))

@@ -18,10 +18,10 @@ import httpx2
 import pytest
 from fake_hub import CANARY
 
-from tuning.generate_qa import QASettings, generate_qa
-from tuning.qa_backends import BackendError, Completion, RemoteBackend
-from tuning.safe_url import ALLOWED_ENDPOINTS_ENV, AddressRefused, PublicOnlyTransport
-from tuning.source_text import chunk_text
+from tuning.qa.generate import QASettings, generate_qa
+from tuning.qa.backends import BackendError, Completion, RemoteBackend
+from tuning.guards.safe_url import ALLOWED_ENDPOINTS_ENV, AddressRefused, PublicOnlyTransport
+from tuning.qa.sources import chunk_text
 
 VISITOR_TOKEN = "hf_visitor0123456789abcdefVISITOR"
 TYPED_TOKEN = "hf_typed0123456789abcdefTYPEDKEY"

@@ -1,6 +1,6 @@
 """Generate from documents survives hostile visitors: a huge batch count costs nothing to plan and is refused on a
 shared app, documents are size-checked before they are read, and a PDF bomb is refused in bounded time with a
-message naming the file and the fix (tuning/generate_qa.py, tuning/source_text.py, tuning/pdf_text.py)."""
+message naming the file and the fix (tuning/qa/generate.py, tuning/qa/sources.py, tuning/qa/pdf_text.py)."""
 
 import json
 import tracemalloc
@@ -8,11 +8,11 @@ import zlib
 
 import pytest
 
-from tuning.data import DataError
-from tuning.data_files import MB
-from tuning.generate_qa import QASettings, count_batches, generate_qa, plan_batches
-from tuning.shared_space import CAP_ENV_PREFIX, SHARED_CAPS, SHARED_ENV, CapError, Caps
-from tuning.source_text import PASTED_SOURCE, Chunk, read_documents, read_source
+from tuning.data.examples import DataError
+from tuning.data.files import MB
+from tuning.qa.generate import QASettings, count_batches, generate_qa, plan_batches
+from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_CAPS, SHARED_ENV, CapError, Caps
+from tuning.qa.sources import PASTED_SOURCE, Chunk, read_documents, read_source
 
 ONE_CHUNK = [Chunk(source="pasted text", chunk_id=0, start=0, end=40, text="Lönnrot compiled the Kalevala in 1835.")]
 PASSAGE = "Elias Lönnrot compiled the Kalevala from folk poems he collected in Karelia. " * 4

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from helpers import TINY_TRAIN, write_jsonl
 
-from tuning.data_files import MB, UploadLimits, count_rows, read_file_rows, upload_limits
-from tuning.shared_space import CAP_ENV_PREFIX, SHARED_CAPS, SHARED_ENV
-from tuning.workspace import UPLOADS_DIR, keep_uploads, new_workspace, prepare_dataset
+from tuning.data.files import MB, UploadLimits, count_rows, read_file_rows, upload_limits
+from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_CAPS, SHARED_ENV
+from tuning.data.workspace import UPLOADS_DIR, keep_uploads, new_workspace, prepare_dataset
 
 UPLOAD_ROUTE = "gradio_api/upload"
 APP_LIMITS = {"KANTELE_MAX_UPLOAD_MB": "1", f"{CAP_ENV_PREFIX}SOURCE_MB": "1",  # Gradio takes no file over 1 MB
@@ -67,10 +67,10 @@ def test_files_under_the_file_limit_but_over_the_load_limit_together_are_refused
 
 
 def test_rows_over_the_load_limit_are_refused_before_any_row_is_checked(tmp_path, monkeypatch):
-    import tuning.workspace
+    import tuning.data.workspace
 
     files = [write_jsonl(tmp_path / f"part{i}.jsonl", TINY_TRAIN) for i in (1, 2)]  # 8 rows each
-    monkeypatch.setattr(tuning.workspace, "load_examples", lambda *a, **k: pytest.fail("rows were read"))
+    monkeypatch.setattr(tuning.data.workspace, "load_examples", lambda *a, **k: pytest.fail("rows were read"))
     with pytest.raises(Exception) as caught:
         prepare_dataset(new_workspace(tmp_path / "ws"), files, 0.25, seed=1,
                         limits=UploadLimits(max_rows=8, request_rows=15))

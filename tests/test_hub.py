@@ -15,8 +15,8 @@ from helpers import REPO, free_port
 from huggingface_hub import DatasetCard, ModelCard
 
 from tuning.cli import main
-from tuning.hub import PushPlan, plan_adapter_push, plan_dataset_push, push_plans, validate_card
-from tuning.hub_auth import HubError, check_write_access
+from tuning.hub.push import PushPlan, plan_adapter_push, plan_dataset_push, push_plans, validate_card
+from tuning.hub.auth import HubError, check_write_access
 
 REPO_ID = "alice/kalevala-adapter"
 DATASET_ID = "alice/kalevala-data"

@@ -10,8 +10,8 @@ import gradio as gr
 import pytest
 from helpers import REPO
 
-from tuning.run_owner import Owner, new_visitor_id, record_owner
-from tuning.runs import TrainingQueue
+from tuning.runs.owner import Owner, new_visitor_id, record_owner
+from tuning.runs.queue import TrainingQueue
 from ui import chat_tab, publish_tab, scorecard, train_tab
 from ui.visitor import identify
 

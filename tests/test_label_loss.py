@@ -6,9 +6,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
 
 from tuning import label_loss
-from tuning.formatting import IGNORE_INDEX
-from tuning.label_loss import LabelOnlyLossTrainer, causal_lm_of, label_only_loss, supports_label_only_loss
-from tuning.train import PadToLongest
+from tuning.data.chat_template import IGNORE_INDEX
+from tuning.training.loss import LabelOnlyLossTrainer, causal_lm_of, label_only_loss, supports_label_only_loss
+from tuning.training.train import PadToLongest
 
 
 def tiny_lora_model(**config):

@@ -3,7 +3,7 @@
 from huggingface_hub import ModelCard
 
 from tuning.config import load_recipe
-from tuning.model_card import render_model_card
+from tuning.hub.card import render_model_card
 
 
 def test_card_metadata_and_sections(trained_run):
@@ -21,7 +21,7 @@ def test_card_metadata_and_sections(trained_run):
 
 def test_card_names_the_hardware_and_precision_the_run_used(tmp_path):
     from tuning.config import RecipeConfig, save_recipe
-    from tuning.run_files import CONFIG_FILE, ENVIRONMENT_FILE, write_json
+    from tuning.runs.files import CONFIG_FILE, ENVIRONMENT_FILE, write_json
 
     save_recipe(RecipeConfig(), tmp_path / CONFIG_FILE)
     write_json(tmp_path / ENVIRONMENT_FILE, {"device": {"name": "Tesla T4", "capability": "7.5",

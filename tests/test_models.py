@@ -3,7 +3,7 @@
 import pytest
 
 from tuning.config import LoraConfig, ModelConfig
-from tuning.models import (
+from tuning.models.loading import (
     EMBEDDED_MODEL,
     ModelLoadError,
     bnb_config,

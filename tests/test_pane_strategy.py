@@ -7,10 +7,10 @@ import threading
 import pytest
 import torch
 
-import tuning.pane_strategy as pane_strategy
-from tuning.chat import GenerationSettings, SideBySideChat
-from tuning.lora_scaling import lora_layers
-from tuning.pane_strategy import (
+import tuning.chat.pane_strategy as pane_strategy
+from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
+from tuning.chat.lora_scaling import lora_layers
+from tuning.chat.pane_strategy import (
     BATCHED,
     CHAT_STRATEGIES,
     SCORECARD_STRATEGIES,
@@ -19,7 +19,7 @@ from tuning.pane_strategy import (
     PaneTimings,
     choose_strategy,
 )
-from tuning.side_threads import run_sides_at_once
+from tuning.chat.side_threads import run_sides_at_once
 
 QUESTION = "Who compiled the Kalevala?"
 SHORT = GenerationSettings(max_new_tokens=16)
@@ -141,7 +141,7 @@ def test_the_measurement_is_taken_once_and_shown(trained_run, monkeypatch, tmp_p
     assert set(timings.both) == set(CHAT_STRATEGIES) and timings.single > 0 and timings.rows == 1
     assert (tmp_path / pane_strategy.CACHE_FILE).is_file()
     calls = []
-    monkeypatch.setattr("tuning.chat.measure_strategies", lambda *args: calls.append(args))
+    monkeypatch.setattr("tuning.chat.side_by_side.measure_strategies", lambda *args: calls.append(args))
     pane_strategy.forget_timings()
     again = SideBySideChat.from_run(trained_run)
     assert again.pane_strategy() == timings and not calls  # read from the file, not measured again

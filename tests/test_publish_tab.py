@@ -5,7 +5,7 @@ import gradio as gr
 import pytest
 from fake_hub import CANARY
 
-from tuning.run_owner import Owner, new_visitor_id
+from tuning.runs.owner import Owner, new_visitor_id
 from ui import publish_tab
 
 VISITOR = Owner(new_visitor_id())  # the trained run is ownerless (made from the shell): open to every visitor

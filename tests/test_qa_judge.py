@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuning.qa_judge import Judgement, parse_judge_reply
+from tuning.qa.judge import Judgement, parse_judge_reply
 
 
 @pytest.mark.parametrize("reply, expected", [

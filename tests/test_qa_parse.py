@@ -1,4 +1,4 @@
-"""Tests for tuning.qa_parse: hand-written replies models really give, error cases, and fuzzing."""
+"""Tests for tuning.qa.parse: hand-written replies models really give, error cases, and fuzzing."""
 
 import time
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuning.qa_parse import ParsedPairs, QAParseError, parse_qa_reply
+from tuning.qa.parse import ParsedPairs, QAParseError, parse_qa_reply
 
 SAMPO = {"question": "Who forged the Sampo?", "answer": "Ilmarinen"}
 KANTELE = {"question": "What did Väinämöinen make from a pike's jawbone?", "answer": "A kantele"}

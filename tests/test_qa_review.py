@@ -1,10 +1,10 @@
 """Reviewing generated pairs: the table, accept-all-unflagged, edits, and what is added."""
 
-from tuning.data import read_jsonl
-from tuning.generate_qa import GeneratedPair
-from tuning.qa_review import NO_FLAGS, accept_unflagged, accepted_pairs, review_table
-from tuning.qa_validate import WEAKLY_GROUNDED
-from tuning.workspace import add_accepted, new_workspace, save_review
+from tuning.data.examples import read_jsonl
+from tuning.qa.generate import GeneratedPair
+from tuning.qa.review import NO_FLAGS, accept_unflagged, accepted_pairs, review_table
+from tuning.qa.validate import WEAKLY_GROUNDED
+from tuning.data.workspace import add_accepted, new_workspace, save_review
 
 WHERE = {"source": "source.md", "chunk_id": 2, "start": 1200, "end": 2650, "batch": 4}
 PAIRS = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tuning.qa_validate import (
+from tuning.qa.validate import (
     NOT_A_QUESTION,
     NOT_SELF_CONTAINED,
     TOO_LONG,

@@ -3,7 +3,7 @@
 import pytest
 
 from tuning.config import RecipeConfig
-from tuning.run_owner import (
+from tuning.runs.owner import (
     OWNER_FILE,
     Owner,
     RunAccessError,
@@ -12,7 +12,7 @@ from tuning.run_owner import (
     new_visitor_id,
     record_owner,
 )
-from tuning.runs import TrainingQueue
+from tuning.runs.queue import TrainingQueue
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 from helpers import FEW_STEPS, REPO
 
 from tuning.config import apply_overrides, load_recipe
-from tuning.run_files import has_adapter, read_status
-from tuning.runs import TrainingQueue, make_run_id
+from tuning.runs.files import has_adapter, read_status
+from tuning.runs.queue import TrainingQueue, make_run_id
 
 
 def tiny_recipe(tiny_data, *extra):
@@ -76,8 +76,8 @@ def test_run_ids_never_come_from_user_paths(queue):
 
 
 def test_chat_is_offered_once_the_adapter_is_saved_not_before():
-    from tuning.run_files import COMPLETED, FAILED, RUNNING, SCORECARD_PHASE
-    from tuning.runs import RunView
+    from tuning.runs.files import COMPLETED, FAILED, RUNNING, SCORECARD_PHASE
+    from tuning.runs.queue import RunView
 
     assert RunView("r", RUNNING, phase=SCORECARD_PHASE, has_adapter=True).adapter_ready  # scorecard still running
     assert RunView("r", COMPLETED, step=6, has_adapter=True).adapter_ready

@@ -1,12 +1,12 @@
 """Messages for visitors carry no server paths: the app's data folder becomes relative, an upload its file name,
-caches and temp folders what they are (tuning/server_paths.py, ui/messages.py)."""
+caches and temp folders what they are (tuning/guards/server_paths.py, ui/messages.py)."""
 
 import tempfile
 from pathlib import Path
 
 from tuning.errors import disk_full_error
-from tuning.models import cache_dir
-from tuning.server_paths import hide_server_paths
+from tuning.models.loading import cache_dir
+from tuning.guards.server_paths import hide_server_paths
 from ui.messages import for_visitor
 from ui.state import APP_DATA
 

@@ -4,8 +4,8 @@ import pytest
 from helpers import KALEVALA
 
 from tuning.config import ConfigError
-from tuning.data import DataError
-from tuning.source_text import chunk_text, read_source
+from tuning.data.examples import DataError
+from tuning.qa.sources import chunk_text, read_source
 
 SOURCE = KALEVALA / "source.md"
 

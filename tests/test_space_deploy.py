@@ -9,8 +9,8 @@ from huggingface_hub import SpaceCard
 
 from tuning.cli import main
 from tuning.config import ConfigError
-from tuning.models import DEFAULT_MODEL_ENV, default_model_name
-from tuning.space_deploy import SpaceSettings, app_files, plan_space_deploy, read_space_settings, render_space_readme
+from tuning.models.loading import DEFAULT_MODEL_ENV, default_model_name
+from tuning.hub.space import SpaceSettings, app_files, plan_space_deploy, read_space_settings, render_space_readme
 
 SPACE_ID = "alice/kantele"
 
@@ -34,7 +34,7 @@ def test_readme_front_matter_is_rendered_from_spaces_yaml():
 
 def test_the_space_gets_the_app_and_nothing_else():
     files = app_files()
-    assert {"app.py", "requirements.txt", "spaces.yaml", "tuning/hub.py", "ui/publish_tab.py",
+    assert {"app.py", "requirements.txt", "spaces.yaml", "tuning/hub/push.py", "ui/publish_tab.py",
             "configs/kalevala.yaml", "datasets/kalevala/train.jsonl"} <= set(files)
     assert not [name for name in files if name.startswith(("tests/", "runs/", "bench/", "docs/", ".venv/"))]
     assert not [name for name in files if "__pycache__" in name]
@@ -57,7 +57,7 @@ def test_dry_run_prints_the_files_and_readme_and_sends_nothing(hub, capsys, monk
     monkeypatch.setenv("HF_TOKEN", CANARY)
     assert main(["deploy", "--space", SPACE_ID, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "app.py" in out and "tuning/train.py" in out and "hf_oauth: true" in out
+    assert "app.py" in out and "tuning/training/train.py" in out and "hf_oauth: true" in out
     assert CANARY not in out
     assert hub.requests == []
 
@@ -98,9 +98,9 @@ def test_default_model_variable_decides_what_auto_means(monkeypatch):
 
 @pytest.mark.parametrize("hardware", ["zero-a10g", "zero-h200"])
 def test_deploy_refuses_zerogpu_and_says_why(hub, capsys, monkeypatch, hardware):
-    import tuning.space_deploy
+    import tuning.hub.space
 
-    monkeypatch.setattr(tuning.space_deploy, "read_space_settings", lambda *args: SpaceSettings(hardware=hardware))
+    monkeypatch.setattr(tuning.hub.space, "read_space_settings", lambda *args: SpaceSettings(hardware=hardware))
     assert main(["deploy", "--space", SPACE_ID, "--dry-run"]) == 2
     assert main(["deploy", "--space", SPACE_ID]) == 2
     err = capsys.readouterr().err

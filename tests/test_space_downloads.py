@@ -3,9 +3,9 @@
 import pytest
 from fake_hub import CANARY
 
-from tuning.chat_switcher import fetch_hub_adapter
-from tuning.hub_auth import download_token
-from tuning.models import ModelLoadError, resolve_model
+from tuning.chat.switcher import fetch_hub_adapter
+from tuning.hub.auth import download_token
+from tuning.models.loading import ModelLoadError, resolve_model
 
 PRIVATE = "alice/private-adapter"
 

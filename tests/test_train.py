@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 from helpers import REPO, train_command
 
-from tuning.curves import LEARNING_RATE_PNG, LOSS_PNG
-from tuning.run_files import (
+from tuning.training.curves import LEARNING_RATE_PNG, LOSS_PNG
+from tuning.runs.files import (
     ADAPTER_DIR,
     CONFIG_FILE,
     DATA_FILE,

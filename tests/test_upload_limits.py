@@ -7,8 +7,8 @@ import time
 import pytest
 from helpers import TINY_TRAIN, write_jsonl
 
-from tuning.data import DataError, UploadLimits, load_examples
-from tuning.data_files import (
+from tuning.data.examples import DataError, UploadLimits, load_examples
+from tuning.data.files import (
     DEFAULT_MAX_ROWS,
     DEFAULT_MAX_UPLOAD_MB,
     MAX_ROWS_ENV,
@@ -16,8 +16,8 @@ from tuning.data_files import (
     MB,
     upload_limits,
 )
-from tuning.shared_space import CAP_ENV_PREFIX, SHARED_ENV
-from tuning.workspace import UPLOADS_DIR, keep_uploads, new_workspace, prepare_dataset
+from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_ENV
+from tuning.data.workspace import UPLOADS_DIR, keep_uploads, new_workspace, prepare_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,8 @@
 import pytest
 from helpers import TINY_TRAIN, write_jsonl
 
-from tuning.data import DataError, read_jsonl
-from tuning.workspace import (
+from tuning.data.examples import DataError, read_jsonl
+from tuning.data.workspace import (
     UPLOADS_DIR,
     kalevala_files,
     keep_uploads,
@@ -54,7 +54,7 @@ def test_a_shared_app_deletes_workspaces_left_idle_and_keeps_the_active_ones(tmp
     import os
     import time
 
-    from tuning.workspace import new_workspace, sweep_idle_workspaces
+    from tuning.data.workspace import new_workspace, sweep_idle_workspaces
 
     idle, active = new_workspace(tmp_path), new_workspace(tmp_path)
     (idle / "uploads" / "old.jsonl").write_text("{}")

@@ -13,7 +13,7 @@ DEFAULT_RUNS_DIR = Path("runs")
 
 
 def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
-    from tuning.chat import GenerationSettings
+    from tuning.chat.side_by_side import GenerationSettings
 
     defaults = GenerationSettings()
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
@@ -24,7 +24,7 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args):
-    from tuning.chat import GenerationSettings
+    from tuning.chat.side_by_side import GenerationSettings
 
     return GenerationSettings(
         max_new_tokens=args.max_new_tokens,
@@ -43,11 +43,11 @@ def new_run_dir(config: Path, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
 def command_train(args) -> int:
     """Train per a recipe into a run folder."""
     from tuning.config import apply_overrides, load_recipe
-    from tuning.train import train
+    from tuning.training.train import train
 
     output = Path(args.output) if args.output else new_run_dir(Path(args.config))
     if args.resume:
-        from tuning.run_files import CONFIG_FILE
+        from tuning.runs.files import CONFIG_FILE
 
         if not args.output:
             raise SystemExit("--resume needs --output RUN_DIR (the run to continue)")
@@ -62,8 +62,8 @@ def command_train(args) -> int:
 
 def command_answer(args) -> int:
     """Answer questions with the adapter off and on; one JSON line per question."""
-    from tuning.chat import SideBySideChat
-    from tuning.data import write_jsonl
+    from tuning.chat.side_by_side import SideBySideChat
+    from tuning.data.examples import write_jsonl
 
     questions = _read_questions(Path(args.questions))
     chat = SideBySideChat.from_run(args.run)
@@ -82,7 +82,7 @@ def command_answer(args) -> int:
 
 def _read_questions(path: Path) -> list[str]:
     """Questions from `{"question": ...}` lines, or the user turns of any supported data file."""
-    from tuning.data import DataError, load_examples, read_rows, user_prompts
+    from tuning.data.examples import DataError, load_examples, read_rows, user_prompts
 
     rows = read_rows(path)
     if rows and all(set(k.lower() for k in row) <= {"question", "id", "key_facts"} for _, row in rows):
@@ -98,8 +98,8 @@ def _read_questions(path: Path) -> list[str]:
 
 def command_eval(args) -> int:
     """Score base vs tuned on held-out questions; print the table, write eval.json."""
-    from tuning.curves import save_training_curves
-    from tuning.evaluate import evaluate_run, format_summary
+    from tuning.training.curves import save_training_curves
+    from tuning.chat.scorecard import evaluate_run, format_summary
 
     report = evaluate_run(args.run, args.data, settings=_settings(args), max_questions=args.sample)
     save_training_curves(args.run)
@@ -111,11 +111,11 @@ def command_generate(args) -> int:
     """Generate validated QA pairs from documents into a JSONL file (with provenance) and print a summary."""
     import os
 
-    from tuning.data import read_jsonl, user_prompts, write_jsonl
-    from tuning.generate_qa import QASettings, failure_rows, generate_qa, summarize
-    from tuning.qa_backends import LocalBackend, RemoteBackend
-    from tuning.qa_validate import ValidationSettings
-    from tuning.source_text import read_documents
+    from tuning.data.examples import read_jsonl, user_prompts, write_jsonl
+    from tuning.qa.generate import QASettings, failure_rows, generate_qa, summarize
+    from tuning.qa.backends import LocalBackend, RemoteBackend
+    from tuning.qa.validate import ValidationSettings
+    from tuning.qa.sources import read_documents
 
     # One request's caps over every document, as in the app; "-" reads the text from stdin.
     pasted = sys.stdin.read() if "-" in args.source else ""
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command_push(args) -> int:
     """Push a run's adapter + card (optionally its dataset and merged model); --dry-run shows what would go."""
-    from tuning.hub import plan_pushes, push_plans
+    from tuning.hub.push import plan_pushes, push_plans
 
     plans = plan_pushes(args.run, args.repo, dataset_repo=args.dataset, merged=args.merged)
     _print_plans(plans, with_cards=args.dry_run)
@@ -234,7 +234,7 @@ def _add_push_parser(commands) -> None:
 
 def command_deploy(args) -> int:
     """Create/update the Kantele Space from spaces.yaml; --dry-run shows the files and the README."""
-    from tuning.space_deploy import deploy_space, plan_space_deploy
+    from tuning.hub.space import deploy_space, plan_space_deploy
 
     _print_plans([plan_space_deploy(args.space)], with_cards=args.dry_run)
     if args.dry_run:
@@ -259,7 +259,7 @@ def _add_deploy_parser(commands) -> None:
 
 def command_export(args) -> int:
     """Merge a run's adapter into its base; write the merged folder, a GGUF and an Ollama Modelfile."""
-    from tuning.export import export_run
+    from tuning.portable.export import export_run
 
     result = export_run(args.run, args.out, dtype=args.dtype, skip_gguf=args.skip_gguf)
     print("written:")
@@ -278,9 +278,9 @@ def command_export(args) -> int:
 def _print_gguf_check(run_dir: str, result, how_many: int) -> None:
     """Greedy answers of the merged model and of the GGUF (read back by transformers) to the run's held-out questions."""
     from tuning.config import load_recipe
-    from tuning.data import read_jsonl
-    from tuning.gguf_export import verify_gguf
-    from tuning.run_files import CONFIG_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE
+    from tuning.data.examples import read_jsonl
+    from tuning.portable.gguf import verify_gguf
+    from tuning.runs.files import CONFIG_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE
 
     rows = read_jsonl(Path(run_dir) / RUN_DATA_DIR / RUN_VALIDATION_FILE)[:how_many]
     questions = [row["messages"][-2]["content"] for row in rows]
@@ -309,7 +309,7 @@ def _add_export_parser(commands) -> None:
 
 def command_bundle(args) -> int:
     """Pack a run to train unchanged on a cluster: a zip (--out *.zip) or a folder."""
-    from tuning.cluster_bundle import plan_bundle, write_bundle_dir, write_bundle_zip
+    from tuning.portable.bundle import plan_bundle, write_bundle_dir, write_bundle_zip
 
     out = Path(args.out)
     as_zip = out.suffix.lower() == ".zip"
@@ -338,7 +338,7 @@ def _add_bundle_parser(commands) -> None:
 
 def command_import_adapter(args) -> int:
     """Add an adapter trained elsewhere (a zip or folder of the adapter or its whole run) as a finished run."""
-    from tuning.adapter_import import import_adapter
+    from tuning.portable.adapter_import import import_adapter
 
     imported = import_adapter(args.source, args.runs)
     _print_notes(imported.notes)
@@ -356,9 +356,9 @@ def _add_import_parser(commands) -> None:
 
 
 def _add_generate_parser(commands) -> None:
-    from tuning.qa_backends import DEFAULT_REMOTE_IN_FLIGHT
-    from tuning.qa_validate import ValidationSettings
-    from tuning.source_text import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS
+    from tuning.qa.backends import DEFAULT_REMOTE_IN_FLIGHT
+    from tuning.qa.validate import ValidationSettings
+    from tuning.qa.sources import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS
 
     checks = ValidationSettings()
     generate = commands.add_parser("generate", help="generate validated QA pairs from documents")
@@ -394,21 +394,21 @@ def _add_generate_parser(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line instead of a traceback."""
-    from tuning.adapter_import import AdapterImportError
-    from tuning.cluster_bundle import BundleError
+    from tuning.portable.adapter_import import AdapterImportError
+    from tuning.portable.bundle import BundleError
     from tuning.config import ConfigError
-    from tuning.data import DataError
+    from tuning.data.examples import DataError
     from tuning.errors import DiskFullError
-    from tuning.export import ExportError
-    from tuning.formatting import TemplateError
-    from tuning.models import ModelLoadError
-    from tuning.hub_auth import HubError
-    from tuning.qa_backends import BackendError
+    from tuning.portable.export import ExportError
+    from tuning.data.chat_template import TemplateError
+    from tuning.models.loading import ModelLoadError
+    from tuning.hub.auth import HubError
+    from tuning.qa.backends import BackendError
     from tuning.quiet import quiet_library_noise
 
     args = build_parser().parse_args(argv)
     if args.func is command_train:
-        from tuning.early_stop import remember_stop_signals
+        from tuning.training.early_stop import remember_stop_signals
 
         remember_stop_signals()  # before any heavy import: a Stop pressed during them must not kill the run
     quiet_library_noise()

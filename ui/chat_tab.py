@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tuning.adapter_import import AdapterImportError, import_adapter
-from tuning.admission import PerVisitorLimit
-from tuning.chat import GenerationSettings
-from tuning.models import ModelLoadError, display_name
-from tuning.run_files import has_adapter
-from tuning.run_owner import Owner
-from tuning.shared_space import caps
+from tuning.portable.adapter_import import AdapterImportError, import_adapter
+from tuning.guards.admission import PerVisitorLimit
+from tuning.chat.side_by_side import GenerationSettings
+from tuning.models.loading import ModelLoadError, display_name
+from tuning.runs.files import has_adapter
+from tuning.runs.owner import Owner
+from tuning.guards.caps import caps
 from ui.messages import for_visitor
 from ui.state import CHAT, QUEUE, RUNS_DIR
 from ui.untrusted import inert_markdown, original_text

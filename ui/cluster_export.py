@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tuning.cluster_bundle import BundleError, plan_bundle, write_bundle_zip
-from tuning.run_owner import Owner
+from tuning.portable.bundle import BundleError, plan_bundle, write_bundle_zip
+from tuning.runs.owner import Owner
 from ui.messages import for_visitor
 from ui.state import QUEUE
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from tuning.data import DataError, read_jsonl, user_prompts
-from tuning.workspace import (
+from tuning.data.examples import DataError, read_jsonl, user_prompts
+from tuning.data.workspace import (
     kalevala_files,
     keep_uploads,
     new_workspace,

@@ -9,15 +9,15 @@ from pathlib import Path
 import gradio as gr
 
 from tuning.config import ConfigError
-from tuning.data import DataError, read_jsonl, user_prompts
-from tuning.generate_qa import GeneratedPair, QASettings, count_batches, failure_rows, generate_qa, summarize
-from tuning.models import ModelLoadError
-from tuning.qa_backends import DEFAULT_REMOTE_IN_FLIGHT, MAX_REMOTE_IN_FLIGHT, BackendError, RemoteBackend
-from tuning.qa_prompts import MAX_PAIRS, MIN_PAIRS
-from tuning.qa_review import KEEP, REVIEW_COLUMNS, accept_unflagged, accepted_pairs, is_ticked, review_table
-from tuning.qa_validate import ValidationSettings
-from tuning.source_text import read_documents
-from tuning.workspace import add_accepted, new_workspace, save_review
+from tuning.data.examples import DataError, read_jsonl, user_prompts
+from tuning.qa.generate import GeneratedPair, QASettings, count_batches, failure_rows, generate_qa, summarize
+from tuning.models.loading import ModelLoadError
+from tuning.qa.backends import DEFAULT_REMOTE_IN_FLIGHT, MAX_REMOTE_IN_FLIGHT, BackendError, RemoteBackend
+from tuning.qa.prompts import MAX_PAIRS, MIN_PAIRS
+from tuning.qa.review import KEEP, REVIEW_COLUMNS, accept_unflagged, accepted_pairs, is_ticked, review_table
+from tuning.qa.validate import ValidationSettings
+from tuning.qa.sources import read_documents
+from tuning.data.workspace import add_accepted, new_workspace, save_review
 from ui.messages import hide_paths
 from ui.state import WORKSPACES_DIR, local_generator
 
@@ -187,7 +187,7 @@ def _table_rows(table) -> list[list]:
 
 def download_review(review: dict) -> str:
     """The pairs under review as a JSONL file to keep."""
-    from tuning.data import write_jsonl
+    from tuning.data.examples import write_jsonl
 
     path = Path(tempfile.mkdtemp()) / "generated-pairs.jsonl"
     write_jsonl(review["rows"], path)

@@ -1,9 +1,9 @@
-"""Error and log text as a visitor may see it: without the server's own paths (tuning/server_paths.py) and
+"""Error and log text as a visitor may see it: without the server's own paths (tuning/guards/server_paths.py) and
 inert, since it can quote a file name, a model's words or an endpoint's reply (ui/untrusted.py)."""
 
 from __future__ import annotations
 
-from tuning.server_paths import hide_server_paths
+from tuning.guards.server_paths import hide_server_paths
 from ui.state import APP_DATA
 from ui.untrusted import inert_markdown
 

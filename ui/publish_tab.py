@@ -6,10 +6,10 @@ import os
 
 import gradio as gr
 
-from tuning.hub import HubError, plan_pushes, push_plans
-from tuning.hub_auth import on_space, resolve_token
-from tuning.run_owner import Owner
-from tuning.shared_space import is_shared
+from tuning.hub.push import HubError, plan_pushes, push_plans
+from tuning.hub.auth import on_space, resolve_token
+from tuning.runs.owner import Owner
+from tuning.guards.caps import is_shared
 from ui.chat_tab import finished_runs
 from ui.messages import for_visitor
 from ui.state import QUEUE
@@ -96,7 +96,7 @@ def push(owner, run_id, repo_id, private, include, dataset_repo, pasted_token,
 
 def export_for_ollama(owner: Owner | None, run_id: str | None, progress=gr.Progress()):
     """Merge + GGUF + Modelfile into the run's export/ folder; offer the GGUF and Modelfile for download."""
-    from tuning.export import ExportError, export_run
+    from tuning.portable.export import ExportError, export_run
 
     if not run_id:
         return "Finish a training run first.", None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tuning.evaluate import LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG, questions_phrase
-from tuning.run_files import EVAL_FILE, read_json
-from tuning.run_owner import Owner
+from tuning.chat.scorecard import LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG, questions_phrase
+from tuning.runs.files import EVAL_FILE, read_json
+from tuning.runs.owner import Owner
 from ui.plots import metrics_bar_chart
 from ui.state import QUEUE
 from ui.untrusted import inert_markdown

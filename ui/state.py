@@ -6,9 +6,9 @@ import functools
 import os
 from pathlib import Path
 
-from tuning.chat_switcher import ChatSwitcher
-from tuning.estimate import estimate_seconds_for_run
-from tuning.runs import TrainingQueue
+from tuning.chat.switcher import ChatSwitcher
+from tuning.training.estimate import estimate_seconds_for_run
+from tuning.runs.queue import TrainingQueue
 
 APP_DATA = Path(os.environ.get("KANTELE_HOME", ".")).resolve()
 RUNS_DIR = APP_DATA / "runs"
@@ -22,7 +22,7 @@ CHAT = ChatSwitcher()
 @functools.lru_cache(maxsize=4)
 def tokenizer_for(model_name: str = "auto"):
     """A model's tokenizer, loaded once (token counts for the Data tab and estimates)."""
-    from tuning.models import load_tokenizer, resolve_model
+    from tuning.models.loading import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model(model_name).path)
 
@@ -30,14 +30,14 @@ def tokenizer_for(model_name: str = "auto"):
 @functools.lru_cache(maxsize=1)
 def local_generator():
     """The local QA-generation backend, loaded on first use and shared (one generate at a time)."""
-    from tuning.qa_backends import LocalBackend
+    from tuning.qa.backends import LocalBackend
 
     return LocalBackend()
 
 
 def count_tokens_with(model_name: str = "auto"):
     """A function counting a conversation's tokens with the model's chat template."""
-    from tuning.formatting import count_tokens
+    from tuning.data.chat_template import count_tokens
 
     tokenizer = tokenizer_for(model_name)
     return lambda messages: count_tokens(tokenizer, messages)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import gradio as gr
 
 from tuning.config import ConfigError, RecipeConfig, load_recipe
-from tuning.device import space_gpu_warning
-from tuning.estimate import estimate_recipe
-from tuning.model_names import check_model_name
-from tuning.models import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
-from tuning.run_caps import check_estimate_caps, check_recipe_caps, check_scorecard_caps, preflight
-from tuning.run_files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
-from tuning.run_owner import Owner
-from tuning.shared_space import CapError, is_shared
+from tuning.hardware.device import space_gpu_warning
+from tuning.training.estimate import estimate_recipe
+from tuning.models.names import check_model_name
+from tuning.models.loading import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
+from tuning.runs.caps import check_estimate_caps, check_recipe_caps, check_scorecard_caps, preflight
+from tuning.runs.files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
+from tuning.runs.owner import Owner
+from tuning.guards.caps import CapError, is_shared
 from ui.cluster_export import build_export_panel
 from ui.plots import curves_frame
 from ui.scorecard import build_scorecard, refresh_scorecard

@@ -1,7 +1,7 @@
 """Gradio's own guards on uploads, which run before any handler sees a file: the most one file and one request
 may carry, and how long Gradio keeps its copies of uploads, finished or cut off.
 
-The numbers are the app's own (tuning.data_files, tuning.shared_space), so Gradio refuses nothing the app would
+The numbers are the app's own (tuning.data.files, tuning.guards.caps), so Gradio refuses nothing the app would
 take. Gradio stores every upload in its cache as it streams in, before the app's own checks run; without
 these a visitor could fill the disk with files the app would refuse, or with many files it would take.
 """
@@ -16,8 +16,8 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 
-from tuning.data_files import MAX_UPLOAD_MB_ENV, MB, format_size, upload_limits
-from tuning.shared_space import CAP_ENV_PREFIX, caps
+from tuning.data.files import MAX_UPLOAD_MB_ENV, MB, format_size, upload_limits
+from tuning.guards.caps import CAP_ENV_PREFIX, caps
 
 FORM_SLACK_BYTES = MB  # a request's form headers and boundaries come on top of its files' bytes
 CACHE_CHECKS_PER_AGE = 6  # a copy outlives its age by a sixth of it at most

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tuning.run_owner import Owner, ensure_visitor_id
+from tuning.runs.owner import Owner, ensure_visitor_id
 
 VISITOR_KEY = "kantele-visitor"
 # Gradio ships a BrowserState's secret to the page in its config, so the secret hides nothing; a fixed one

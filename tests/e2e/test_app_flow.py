@@ -10,7 +10,7 @@ from fake_openai import FakeOpenAI
 from leak_checks import SERVER_TOKEN_CANARY, files_under, find_secrets
 from playwright.sync_api import expect
 
-from tuning.run_files import read_status
+from tuning.runs.files import read_status
 from ui.generate_panel import OPENAI_CHOICE
 from ui.publish_tab import INCLUDE_DATASET
 

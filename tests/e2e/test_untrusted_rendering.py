@@ -10,7 +10,7 @@ import threading
 from cluster_runs import zip_folder
 from playwright.sync_api import expect
 
-from tuning.run_files import EVAL_FILE
+from tuning.runs.files import EVAL_FILE
 
 
 class Beacon(http.server.BaseHTTPRequestHandler):

@@ -1,0 +1,1 @@
+"""The machine: which device trains and answers, in which precision, decided by measuring this machine."""

