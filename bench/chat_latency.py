@@ -24,17 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 import torch
 
-from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
-from tuning.hardware.machine_cache import cpu_name
 from tuning.chat.pane_strategy import CHAT_STRATEGIES, DESCRIPTIONS
+from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
 from tuning.data.examples import load_examples, user_prompts
+from tuning.hardware.machine_cache import cpu_name
 from tuning.quiet import quiet_library_noise
 from tuning.runs.files import RUN_DATA_DIR, RUN_VALIDATION_FILE
-
 
 APP = "both panes, as the app answers them"
 

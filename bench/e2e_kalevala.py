@@ -13,16 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
 from tuning.config import apply_overrides, load_recipe
 from tuning.data.chat_template import encode_for_training
+from tuning.data.workspace import kalevala_files, new_workspace, prepare_dataset
 from tuning.models.loading import load_tokenizer, resolve_model
 from tuning.quiet import quiet_library_noise
 from tuning.runs.files import COMPLETED, EVAL_FILE, read_json
 from tuning.runs.queue import TrainingQueue
-from tuning.data.workspace import kalevala_files, new_workspace, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "Who compiled the Kalevala?"

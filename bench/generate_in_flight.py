@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run as a script from anywhere; the server helper lives in tests
+sys.path[:0] = [str(ROOT / "tests")]  # run as a script from anywhere; the server helper lives in tests
 
 from helpers import KALEVALA, free_port, start_transformers_serve, stop_process  # noqa: E402
 
-from tuning.qa.generate import QASettings, generate_qa, summarize  # noqa: E402
 from tuning.models.loading import embedded_model_dir  # noqa: E402
 from tuning.qa.backends import RemoteBackend  # noqa: E402
+from tuning.qa.generate import QASettings, generate_qa, summarize  # noqa: E402
 from tuning.qa.sources import chunk_text, read_source  # noqa: E402
 
 REPLY_TOKENS = 200

@@ -12,21 +12,18 @@ what `compute_dtype: auto` chooses for answering here (tuning/hardware/cpu_preci
 
 import argparse
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from chat_latency import FixedLength, timed  # a neighbour: bench/ is on sys.path when run as a script
 
-from chat_latency import FixedLength, timed  # noqa: E402 -- bench/ is on sys.path when run as a script
-
+from tuning.chat.scorecard import answer_budget, sample_examples, score_answer, summarize, verdict
 from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
 from tuning.config import load_recipe
-from tuning.hardware.machine_cache import cpu_name
 from tuning.data.examples import load_examples, reference_answers, user_prompts
 from tuning.hardware.device import GENERATION, SHORT_DTYPE, compute_dtype, cpu_measurement, read_device
-from tuning.chat.scorecard import answer_budget, sample_examples, score_answer, summarize, verdict
+from tuning.hardware.machine_cache import cpu_name
 from tuning.models.loading import resolve_model
 from tuning.quiet import quiet_library_noise
 from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE

@@ -27,7 +27,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path[:0] = [str(REPO), str(BENCH)]  # run as a script from anywhere; chat_latency is a neighbour
+sys.path[:0] = [str(REPO), str(BENCH)]  # runs on a bare GPU machine too (no `pip install -e .`); chat_latency is a neighbour
 
 RECIPE = REPO / "configs" / "kalevala-tinyllama.yaml"
 TARGET_SECONDS = 8 * 60

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run as a script from anywhere; the app helpers live in tests/
+sys.path[:0] = [str(REPO / "tests")]  # run as a script from anywhere; the app helpers live in tests/
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -29,7 +29,7 @@ from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_ENV  # noqa: E402
 SMALL_APP = {SHARED_ENV: "1", "KANTELE_EXAMPLE": "off", "KANTELE_MAX_UPLOAD_MB": "1",
              f"{CAP_ENV_PREFIX}SOURCE_MB": "1", f"{CAP_ENV_PREFIX}REQUEST_MB": "1.5",
              f"{CAP_ENV_PREFIX}UPLOAD_CACHE_MINUTES": "0.25"}  # 1 MB per file, 1.5 MB per load, copies kept 15 s
-WORDS = "kantele sampo louhi pohjola ilmarinen väinämöinen aino kalevala smith forged north song poem".split()
+WORDS = ["kantele", "sampo", "louhi", "pohjola", "ilmarinen", "väinämöinen", "aino", "kalevala", "smith", "forged", "north", "song", "poem"]
 
 
 def _stored(cache: Path) -> int:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run from anywhere; the scenarios live in tests
+sys.path[:0] = [str(ROOT / "tests")]  # run from anywhere; the scenarios live in tests
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # this machine has no Hub; set before huggingface_hub loads
 
 from app_fault_scenarios import app_faults  # noqa: E402
@@ -39,7 +39,6 @@ from fault_scenarios import (  # noqa: E402
 from helpers import TINY_TRAIN, TINY_VALIDATION, write_jsonl  # noqa: E402
 
 from tuning.runs.queue import TrainingQueue  # noqa: E402
-
 
 SAVE_STEPS = 3
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]  # run from anywhere; the probes live in tests
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]  # run from anywhere; the probes live in tests
 
 import hostile_uploads  # noqa: E402
 from fake_hub import CANARY  # noqa: E402
@@ -38,9 +38,9 @@ from test_hostile_generation import write_pdf  # noqa: E402
 from visitors import flood, text_of, user_turns  # noqa: E402
 
 from tuning.data.files import MB  # noqa: E402
-from tuning.models.names import MODEL_REFUSED  # noqa: E402
-from tuning.guards.safe_url import ALLOWED_ENDPOINTS_ENV, AddressRefused, check_url  # noqa: E402
 from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_ENV, caps  # noqa: E402
+from tuning.guards.safe_url import ALLOWED_ENDPOINTS_ENV, AddressRefused, check_url  # noqa: E402
+from tuning.models.names import MODEL_REFUSED  # noqa: E402
 from ui.untrusted import inert_markdown  # noqa: E402
 
 SECRET_BODY = "db-password=hunter2-SECRET-in-error-page"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run as a script from anywhere; the strategies live in tests/
+sys.path[:0] = [str(REPO / "tests")]  # run as a script from anywhere; the strategies live in tests/
 
 from fuzz_inputs import CASES, HAND_CASES, check_import, run_importer_fuzz, run_parser_fuzz  # noqa: E402
 

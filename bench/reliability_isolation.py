@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run from anywhere; the fake servers and probes live in tests
+sys.path[:0] = [str(ROOT / "tests")]  # run from anywhere; the fake servers and probes live in tests
 
 from fake_hub import CANARY, FakeHub  # noqa: E402
 from fake_openai import FakeOpenAI  # noqa: E402

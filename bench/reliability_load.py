@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run from anywhere; the simulated visitors live in tests/
+sys.path[:0] = [str(ROOT / "tests")]  # run from anywhere; the simulated visitors live in tests/
 
 from helpers import start_app_server, stop_process  # noqa: E402
 from visitors import (  # noqa: E402

@@ -14,11 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
+from tuning.chat.scorecard import evaluate_run
 from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
 from tuning.data.examples import load_examples, user_prompts, write_jsonl
-from tuning.chat.scorecard import evaluate_run
 from tuning.quiet import quiet_library_noise
 from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE, RUN_DATA_DIR, RUN_VALIDATION_FILE
 

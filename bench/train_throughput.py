@@ -30,11 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 from tuning.config import load_recipe
-from tuning.data.examples import load_examples
 from tuning.data.chat_template import IGNORE_INDEX, encode_for_training, with_system_prompt
+from tuning.data.examples import load_examples
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "kalevala.yaml"
 NAMES = {"a": "(a) tuning train", "b": "(b) TRL SFTTrainer, defaults", "c": "(c) hand-written loop"}
@@ -104,8 +102,8 @@ def train_rows(recipe) -> list[list[dict]]:
 
 def run_tuning_train(recipe, model_ref, tokenizer, scratch: Path, warmup: int, steps: int) -> dict:
     """(a) The Trainer `python -m tuning train` builds, with its callbacks, timed per optimizer step."""
-    from tuning.training.train import build_trainer, load_model_for_training, prepare_data
     from tuning.training.callbacks import GracefulStop, MetricsCallback
+    from tuning.training.train import build_trainer, load_model_for_training, prepare_data
 
     train_set, validation_set = prepare_data(recipe, tokenizer, scratch)
     model = load_model_for_training(recipe, model_ref.path)
@@ -132,9 +130,9 @@ def precision_used(recipe, model_ref, model, autocast: str | None) -> str:
 def run_trl_sft(recipe, model_ref, tokenizer, scratch: Path, warmup: int, steps: int) -> dict:
     """(b) TRL SFTTrainer with a default SFTConfig but for what must match (batch, length, steps, CPU)."""
     import torch
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from datasets import Dataset
     from tuning.models.loading import load_base_model, lora_config
 
     dataset = Dataset.from_list([{"messages": messages} for messages in train_rows(recipe)])

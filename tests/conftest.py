@@ -4,8 +4,8 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 import huggingface_hub.constants
+import pytest
 from fake_hub import BOB_TOKEN, CANARY, FINE_TOKEN, ORG, READ_TOKEN, FakeHub
 from helpers import REPO, TINY_TRAIN, TINY_VALIDATION, train_command, write_jsonl
 

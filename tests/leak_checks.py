@@ -88,8 +88,8 @@ def crafted_paths(home: Path, gradio_tmp: Path, planted: dict[str, Path], loopba
         ("double-encoded traversal", f"/gradio_api/file={quote(encoded, safe='')}"),
         ("url-encoded absolute", f"/gradio_api/file={quote('/etc/passwd', safe='')}"),
         ("encoded upload path", f"/gradio_api/file={quote(str(planted['workspace upload']), safe='')}"),
-        ("assets traversal", f"/assets/..%2F..%2F..%2F..%2Fapp.py"),
-        ("static traversal", f"/static/..%2F..%2F..%2F..%2Fapp.py"),
+        ("assets traversal", "/assets/..%2F..%2F..%2F..%2Fapp.py"),
+        ("static traversal", "/static/..%2F..%2F..%2F..%2Fapp.py"),
         ("gradio_api static traversal", "/gradio_api/static/..%2F..%2F..%2F..%2Fapp.py"),
         ("favicon traversal", "/favicon.ico/..%2F..%2Fapp.py"),
     ]

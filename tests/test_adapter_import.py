@@ -8,9 +8,9 @@ import pytest
 from cluster_runs import lora_adapter, make_run_folder, zip_folder
 
 from tuning import adapter_import
-from tuning.portable.adapter_import import AdapterImportError, import_adapter, portable_base_name
 from tuning.config import EMBEDDED_MODEL, load_recipe
 from tuning.data.files import UploadLimits
+from tuning.portable.adapter_import import AdapterImportError, import_adapter, portable_base_name
 from tuning.runs.files import COMPLETED, CONFIG_FILE, EVAL_FILE, METRICS_FILE, has_adapter, read_status
 from tuning.runs.owner import Owner, new_visitor_id
 from tuning.runs.queue import TrainingQueue

@@ -12,6 +12,7 @@ from cluster_runs import make_run_folder
 from helpers import REPO, write_jsonl
 from leak_checks import SERVER_TOKEN_CANARY, files_under, find_secrets
 
+from tuning.config import load_recipe, save_recipe
 from tuning.portable.bundle import (
     SBATCH_TEMPLATE,
     BundleError,
@@ -19,7 +20,6 @@ from tuning.portable.bundle import (
     write_bundle_dir,
     write_bundle_zip,
 )
-from tuning.config import load_recipe, save_recipe
 from tuning.runs.files import RUN_DATA_DIR, RUN_TRAIN_FILE, RUN_VALIDATION_FILE
 from tuning.runs.owner import Owner, new_visitor_id, record_owner
 from tuning.runs.queue import REQUEST_FILE
@@ -130,11 +130,12 @@ def test_the_cli_writes_a_bundle_and_says_where(run_dir, tmp_path):
 
 
 def test_the_train_tab_exports_only_the_visitors_own_run(tmp_path, monkeypatch):
-    from ui import cluster_export
     from tuning.runs.queue import TrainingQueue
+    from tuning.runs.visitor_runs import VisitorRuns
+    from ui import cluster_export
 
     queue = TrainingQueue(tmp_path / "runs")
-    monkeypatch.setattr(cluster_export, "QUEUE", queue)
+    monkeypatch.setattr(cluster_export, "RUNS", VisitorRuns(queue))
     alice, bob = Owner(new_visitor_id()), Owner(new_visitor_id())
     run = make_run_folder(queue.runs_dir / "20250101-000000-alices-run-abcdef")
     record_owner(run, alice)
@@ -156,6 +157,7 @@ def test_train_sh_without_accelerate_says_how_to_set_up(run_dir, tmp_path):
 
 def test_the_app_offers_export_in_train_and_import_in_chat():
     import gradio as gr
+
     from app import build_app
 
     events = {getattr(fn.fn, "__name__", ""): fn for fn in build_app().fns.values()}

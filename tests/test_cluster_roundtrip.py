@@ -12,12 +12,13 @@ from helpers import REPO
 from local_slurm import local_slurm
 
 from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
-from tuning.portable.bundle import plan_bundle, write_bundle_zip
 from tuning.config import load_recipe
 from tuning.models.loading import cache_dir
+from tuning.portable.bundle import plan_bundle, write_bundle_zip
 from tuning.runs.files import COMPLETED, CONFIG_FILE, DATA_FILE, has_adapter, read_json, read_status
 from tuning.runs.owner import Owner, new_visitor_id
 from tuning.runs.queue import TrainingQueue
+from tuning.runs.visitor_runs import VisitorRuns
 
 RUN_NAME = "20250101-000000-kalevala-abcdef"
 ALICE, BOB = Owner(new_visitor_id()), Owner(new_visitor_id())
@@ -62,8 +63,7 @@ def test_its_adapter_comes_back_answers_in_chat_and_is_only_its_importers(cluste
 
     queue = TrainingQueue(tmp_path / "app-runs")
     for module in (chat_tab, publish_tab):
-        monkeypatch.setattr(module, "QUEUE", queue)
-    monkeypatch.setattr(chat_tab, "RUNS_DIR", queue.runs_dir)
+        monkeypatch.setattr(module, "RUNS", VisitorRuns(queue))
     upload = zip_folder(cluster_run, tmp_path / f"{RUN_NAME}.zip")  # checkpoints/ left out, as README.txt says
 
     message, picker = chat_tab.import_trained_adapter(str(upload), ALICE)

@@ -8,6 +8,7 @@ from tuning.config import (
     ConfigError,
     RecipeConfig,
     apply_overrides,
+    apply_settings,
     describe_fields,
     load_recipe,
     recipe_from_dict,
@@ -76,6 +77,74 @@ def test_bad_override_says_the_expected_form():
         apply_overrides(RecipeConfig(), ["max_steps=3"])
     with pytest.raises(ConfigError, match="unknown key 'training.max_step'"):
         apply_overrides(RecipeConfig(), ["training.max_step=3"])
+
+
+def test_a_set_value_that_is_not_yaml_says_to_quote_it():
+    with pytest.raises(ConfigError, match=r"not valid YAML -- put it in quotes"):
+        apply_overrides(RecipeConfig(), ["model.name=[unclosed"])
+
+
+# Each bad value as the Train tab passes it (typed, from a form) and as `--set` spells it.
+BAD_SETTINGS = [
+    ("training.epochs", None, "training.epochs="),  # an emptied field
+    ("training.max_steps", None, "training.max_steps="),
+    ("training.batch_size", 2.5, "training.batch_size=2.5"),
+    ("lora.r", "eight", "lora.r=eight"),
+    ("model.load_in_4bit", "yes please", "model.load_in_4bit=yes please"),
+    ("model.name", None, "model.name="),
+]
+# Good values both ways; 2e-4 is text to YAML, and a float all the same.
+GOOD_SETTINGS = {"model.name": "embedded", "model.load_in_4bit": False, "training.epochs": 2.0,
+                 "training.max_steps": 60, "training.learning_rate": 2e-4, "lora.r": 4, "lora.dropout": 0.0,
+                 "data.max_length": 256, "training.scorecard_questions": 8}
+GOOD_SET = ["model.name=embedded", "model.load_in_4bit=false", "training.epochs=2", "training.max_steps=60",
+            "training.learning_rate=2e-4", "lora.r=4", "lora.dropout=0", "data.max_length=256",
+            "training.scorecard_questions=8"]
+
+
+def refusal(apply) -> str:
+    with pytest.raises(ConfigError) as caught:
+        apply()
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("key", "value", "text"), BAD_SETTINGS)
+def test_the_train_tab_and_set_refuse_a_bad_value_alike(key, value, text):
+    from ui.train_tab import KNOBS, build_recipe, preset_settings
+
+    preset = load_recipe(CONFIGS / "kalevala.yaml")
+    by_cli = refusal(lambda: apply_overrides(preset, [text]))
+    assert f"'{key}'" in by_cli  # names the key, and what it takes
+    assert refusal(lambda: apply_settings(preset, {key: value})) == by_cli
+    assert key in KNOBS
+    knobs = {**preset_settings("kalevala"), key: value}
+    dataset = {"train_file": "train.jsonl", "validation_file": "validation.jsonl"}
+    assert refusal(lambda: build_recipe("kalevala", knobs, dataset)) == by_cli
+
+
+def test_the_train_tab_and_set_make_the_same_recipe_of_good_values():
+    from ui.train_tab import KNOBS, build_recipe, preset_settings
+
+    preset = load_recipe(CONFIGS / "kalevala.yaml")
+    by_cli = apply_overrides(preset, GOOD_SET)
+    assert apply_settings(preset, GOOD_SETTINGS) == by_cli
+    assert by_cli.training.learning_rate == 2e-4 and by_cli.lora.r == 4 and not by_cli.model.load_in_4bit
+    knobs = {**preset_settings("kalevala"), **GOOD_SETTINGS}
+    assert list(knobs) == list(KNOBS)  # every knob is a recipe key the preset has
+    dataset = {"train_file": "train.jsonl", "validation_file": "validation.jsonl"}
+    by_tab = build_recipe("kalevala", knobs, dataset)
+    assert by_tab == apply_overrides(preset, [*GOOD_SET, "data.train=train.jsonl", "data.validation=validation.jsonl"])
+
+
+def test_the_train_tab_takes_a_presets_own_values_unchanged():
+    from ui.train_tab import build_recipe, preset_names, preset_settings
+
+    dataset = {"train_file": "train.jsonl", "validation_file": "validation.jsonl"}
+    for name in preset_names():
+        recipe = build_recipe(name, preset_settings(name), dataset)
+        preset = load_recipe(CONFIGS / f"{name}.yaml")
+        preset.data.train, preset.data.validation = ["train.jsonl"], ["validation.jsonl"]
+        assert recipe == preset
 
 
 def test_missing_recipe_and_bad_yaml(tmp_path):

@@ -12,7 +12,14 @@ import torch
 import tuning.hardware.cpu_precision as cpu_precision
 import tuning.hardware.machine_cache
 from tuning.config import ModelConfig
-from tuning.hardware.cpu_precision import EMBEDDED_SHAPES, CpuBf16Speed, ModelShapes, cpu_bf16_speed, machine_key, measure
+from tuning.hardware.cpu_precision import (
+    EMBEDDED_SHAPES,
+    CpuBf16Speed,
+    ModelShapes,
+    cpu_bf16_speed,
+    machine_key,
+    measure,
+)
 from tuning.hardware.device import (
     CPU_BF16_MIN_SPEEDUP,
     GENERATION,

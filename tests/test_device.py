@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import tuning.models.loading
 import tuning.hub.space
+import tuning.models.loading
 from tuning.config import ModelConfig, RecipeConfig
 from tuning.hardware.device import (
     SPACE_ID_ENV,
@@ -22,10 +22,10 @@ from tuning.hardware.device import (
     startup_line,
     trainer_precision,
 )
-from tuning.training.distributed import Placement
+from tuning.hub.space import SpaceSettings
 from tuning.models.loading import GPU_DEFAULT_MODEL, bnb_config, load_base_model, torch_dtype
 from tuning.runs.files import ENVIRONMENT_FILE
-from tuning.hub.space import SpaceSettings
+from tuning.training.distributed import Placement
 
 GPUS = {  # compute capability -> a card that has it
     (7, 0): ("Tesla V100-SXM2-16GB", 16.9),
@@ -108,8 +108,8 @@ def test_the_model_loads_in_fp16_on_a_t4(monkeypatch, tmp_path):
 
 
 def test_the_run_records_its_device_and_dtype(monkeypatch, tmp_path):
-    import tuning.training.train
     import tuning.training.callbacks
+    import tuning.training.train
 
     class LoadedEnough(Exception):
         pass

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import REPO, free_port, train_command
+
 from tuning.runs.files import (
     ADAPTER_DIR,
     CHECKPOINTS_DIR,

@@ -15,8 +15,8 @@ from fault_scenarios import (
 )
 from helpers import REPO
 
-import tuning.errors
-from tuning.errors import disk_full_error, is_disk_full
+import tuning.atomic
+from tuning.atomic import disk_full_error, is_disk_full
 from tuning.runs.files import latest_checkpoint, remove_incomplete_checkpoints, write_status
 from tuning.runs.queue import TrainingQueue, crash_reason
 
@@ -80,11 +80,11 @@ RESUME_BUTTON = 5  # poll_run's outputs: progress, loss, learning rate, log, com
 
 
 def test_the_train_tab_offers_resume_for_a_resumable_run_of_the_visitors_own(queue, monkeypatch):
+    from tuning.runs.owner import Owner, new_visitor_id, record_owner
+    from tuning.runs.visitor_runs import VisitorRuns
     from ui import train_tab
 
-    from tuning.runs.owner import Owner, new_visitor_id, record_owner
-
-    monkeypatch.setattr(train_tab, "QUEUE", queue)
+    monkeypatch.setattr(train_tab, "RUNS", VisitorRuns(queue))
     resumed = []
     monkeypatch.setattr(queue, "resume", lambda run_id, owner=None: resumed.append(run_id))
     alice, bob = Owner(new_visitor_id()), Owner(new_visitor_id())
@@ -131,9 +131,9 @@ def test_disk_full_is_recognised_however_a_library_says_it(tmp_path, monkeypatch
     chained.__cause__ = OSError(errno.ENOSPC, "No space left on device")
     assert is_disk_full(chained)
     torch_says = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")  # measured
-    monkeypatch.setattr(tuning.errors, "free_bytes", lambda folder: 0)
+    monkeypatch.setattr(tuning.atomic, "free_bytes", lambda folder: 0)
     assert is_disk_full(torch_says, tmp_path)
-    monkeypatch.setattr(tuning.errors, "free_bytes", lambda folder: 10 * 2**30)
+    monkeypatch.setattr(tuning.atomic, "free_bytes", lambda folder: 10 * 2**30)
     assert not is_disk_full(torch_says, tmp_path)
     assert not is_disk_full(PermissionError(errno.EACCES, "Permission denied"))
 

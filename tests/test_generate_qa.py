@@ -1,4 +1,5 @@
-"""The batch pipeline: retry and report, duplicates, previous questions, concurrency, cancel, judge.
+"""The batch pipeline: retry and report, duplicates, previous questions, concurrency, cancel, judge; and the
+backend and settings both front ends build from a person's choices (tuning/qa/choices.py).
 
 These tests script the LLM's replies: the pipeline's bookkeeping must be checked on known replies
 (a real model can't be made to fail parsing on cue). Real models run in test_generate_qa_backends.py.
@@ -11,10 +12,13 @@ import pytest
 from helpers import KALEVALA
 
 from tuning.config import ConfigError
+from tuning.guards.caps import CapError
+from tuning.models.names import ModelNameError
+from tuning.qa.backends import REMOTE, BackendError, LocalBackend
+from tuning.qa.choices import OPENAI_COMPATIBLE, PROVIDERS, GenerationChoices, prepare_generation, qa_backend
 from tuning.qa.generate import OFF_TOPIC, QASettings, failure_rows, generate_qa, plan_batches, summarize
-from tuning.qa.backends import BackendError
-from tuning.qa.validate import LOW_JUDGE_SCORE, WEAKLY_GROUNDED, ValidationSettings
 from tuning.qa.sources import chunk_text, read_source
+from tuning.qa.validate import LOW_JUDGE_SCORE, WEAKLY_GROUNDED, ValidationSettings
 
 CHUNKS = chunk_text(read_source(KALEVALA / "source.md"), "source.md")
 
@@ -48,7 +52,8 @@ def grounded_pairs(request, number):
     """Ten questions quoting the chunk's own sentences, distinct per chunk."""
     chunk = chunk_of(request)
     sentences = [s for s in chunk.text.replace("\n", " ").split(". ") if len(s) > 20][:10]
-    return pairs_json((f"What does part {chunk.chunk_id} say, point {i}: {s[:40]}?", s) for i, s in enumerate(sentences))
+    return pairs_json((f"What does part {chunk.chunk_id} say, point {i}: {s[:40]}?", s)
+                      for i, s in enumerate(sentences))
 
 
 def test_pairs_carry_provenance_and_checks():
@@ -122,7 +127,8 @@ def test_later_rounds_show_the_questions_already_made():
 
 
 def test_plan_spreads_fewer_batches_over_the_source_and_wraps_for_more():
-    assert [c.chunk_id for c in next(plan_batches(CHUNKS, 3))] == [0, round(len(CHUNKS) / 3), round(2 * len(CHUNKS) / 3)]
+    thirds = [0, round(len(CHUNKS) / 3), round(2 * len(CHUNKS) / 3)]
+    assert [c.chunk_id for c in next(plan_batches(CHUNKS, 3))] == thirds
     rounds = list(plan_batches(CHUNKS[:4], 10))
     assert [len(r) for r in rounds] == [4, 4, 2]
     assert list(plan_batches([], 5)) == []
@@ -169,7 +175,8 @@ def test_off_topic_redirects_are_added_after_the_batches():
 def test_judge_scores_and_flags_low_ones():
     def reply(request, n):
         if "Score each pair" in request.messages[-1]["content"]:
-            return '```json\n[{"id": 1, "score": 9, "reason": "supported"}, {"id": 2, "score": "3/10", "reason": "made up"}]\n```'
+            return ('```json\n[{"id": 1, "score": 9, "reason": "supported"}, '
+                    '{"id": 2, "score": "3/10", "reason": "made up"}]\n```')
         return pairs_json([("Where was Lönnrot born?", "In Sammatti."), ("Who was Lönnrot's wife?", "Queen Victoria.")])
 
     chunk = next(c for c in CHUNKS if "Sammatti" in c.text)
@@ -198,3 +205,73 @@ def test_an_unreadable_judgement_leaves_pairs_unscored_with_a_note():
 def test_settings_out_of_range_are_named(settings, message):
     with pytest.raises(ConfigError, match=message):
         list(generate_qa(CHUNKS[:1], ScriptedLLM(grounded_pairs), settings))
+
+
+# --- One door for both front ends: the backend and settings from a person's choices ---------------------------
+
+
+@pytest.fixture
+def own_machine(monkeypatch):
+    for name in ("KANTELE_SHARED", "SYSTEM", "SPACE_ID", "KANTELE_ALLOWED_ENDPOINTS", "KANTELE_CAP_GENERATE_BATCHES"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def shared_app(monkeypatch, own_machine):
+    monkeypatch.setenv("KANTELE_SHARED", "1")
+
+
+def test_the_defaults_are_the_local_model_and_the_default_settings(own_machine):
+    backend, settings = prepare_generation(GenerationChoices())
+    assert isinstance(backend, LocalBackend) and backend.model_name == "auto"
+    assert settings == QASettings()
+
+
+def test_a_uis_floats_and_empty_boxes_become_whole_numbers(own_machine):
+    _, settings = prepare_generation(GenerationChoices(pairs_per_batch=12.0, batches=None, off_topic=None,
+                                                       min_judge_score=7.0, duplicate_similarity=0.85))
+    assert (settings.pairs_per_batch, settings.batches, settings.off_topic) == (12, 0, 0)
+    assert settings.validation.min_judge_score == 7 and settings.validation.duplicate_similarity == 0.85
+
+
+def test_the_settings_are_checked_before_the_backend(own_machine):
+    with pytest.raises(ConfigError, match="10-20"):
+        prepare_generation(GenerationChoices(backend=OPENAI_COMPATIBLE, pairs_per_batch=5))
+    with pytest.raises(BackendError, match="give the endpoint's base URL"):
+        prepare_generation(GenerationChoices(backend=OPENAI_COMPATIBLE, model="m"))
+
+
+def test_remote_is_an_endpoint_with_a_base_url_else_inference_providers(own_machine):
+    endpoint, _ = prepare_generation(GenerationChoices(backend=REMOTE, model="m", base_url="http://127.0.0.1:9/v1/",
+                                                       in_flight=3.0))
+    assert (endpoint.base_url, endpoint.max_in_flight) == ("http://127.0.0.1:9/v1", 3)
+    providers, _ = prepare_generation(GenerationChoices(backend=REMOTE, model="m", api_key="hf_typed"))
+    assert providers.base_url is None and providers._token == "hf_typed"
+
+
+def test_the_sign_in_token_goes_to_inference_providers_only_and_a_typed_key_wins(own_machine):
+    signed_in = {"model": "m", "signed_in_token": "hf_signed_in"}
+    assert qa_backend(GenerationChoices(backend=PROVIDERS, **signed_in))._token == "hf_signed_in"
+    assert qa_backend(GenerationChoices(backend=PROVIDERS, api_key=" hf_typed ", **signed_in))._token == "hf_typed"
+    endpoint = qa_backend(GenerationChoices(backend=OPENAI_COMPATIBLE, base_url="http://127.0.0.1:9/v1", **signed_in))
+    assert endpoint._token is None, "the endpoint gets no key rather than the sign-in token"
+
+
+def test_keys_never_show_in_a_repr(own_machine):
+    choices = GenerationChoices(backend=PROVIDERS, model="m", api_key="hf_typed", signed_in_token="hf_signed_in")
+    assert "hf_typed" not in repr(choices) and "hf_signed_in" not in repr(choices)
+    assert "hf_typed" not in repr(qa_backend(choices))
+
+
+def test_an_unknown_backend_is_named(own_machine):
+    with pytest.raises(BackendError, match="unknown backend 'gpt' -- use one of local, openai-compatible"):
+        qa_backend(GenerationChoices(backend="gpt"))
+
+
+def test_a_shared_app_keeps_its_guards_whichever_front_end_asks(shared_app, tmp_path):
+    with pytest.raises(BackendError, match="not a public internet address"):
+        prepare_generation(GenerationChoices(backend=REMOTE, model="m", base_url="http://127.0.0.1:9/v1"))
+    with pytest.raises(ModelNameError, match="loads base models from the Hugging Face Hub only"):
+        prepare_generation(GenerationChoices(model=str(tmp_path)))
+    with pytest.raises(CapError, match="over this app's limit of 200"):
+        prepare_generation(GenerationChoices(batches=201))

@@ -10,9 +10,9 @@ import pytest
 from helpers import KALEVALA, REPO, free_port, start_transformers_serve, stop_process
 
 from tuning.data.examples import read_jsonl
-from tuning.qa.generate import QASettings, generate_qa
 from tuning.models.loading import embedded_model_dir
 from tuning.qa.backends import BackendError, Completion, RemoteBackend
+from tuning.qa.generate import QASettings, generate_qa
 from tuning.qa.sources import chunk_text, read_source
 
 STARTUP_S = 180

@@ -13,13 +13,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from helpers import REPO
+
 from tuning.config import load_recipe
 from tuning.data.examples import load_examples
 from tuning.hardware.device import Device
-from tuning.training.estimate import estimate_run
 from tuning.runs.files import ENVIRONMENT_FILE, EVAL_FILE, METRICS_FILE, STATUS_FILE
+from tuning.training.estimate import estimate_run
 
 CPU_RECIPE = REPO / "configs" / "kalevala.yaml"
 GPU_RECIPE = REPO / "configs" / "kalevala-tinyllama.yaml"

@@ -8,11 +8,12 @@ import threading
 import gradio as gr
 import pytest
 
-from tuning.chat.side_by_side import SideBySideChat
 from tuning.chat.context import fit_prompt
+from tuning.chat.side_by_side import SideBySideChat
 from tuning.models.loading import load_tokenizer, resolve_model
 from tuning.runs.owner import Owner, new_visitor_id, record_owner
 from tuning.runs.queue import TrainingQueue
+from tuning.runs.visitor_runs import VisitorRuns
 from ui import chat_tab
 from ui.untrusted import inert_markdown, original_text
 
@@ -27,8 +28,7 @@ def owned_run(tmp_path, monkeypatch, trained_run) -> Owner:
     shutil.copytree(trained_run, queue.runs_dir / RUN_ID)
     owner = Owner(new_visitor_id())
     record_owner(queue.runs_dir / RUN_ID, owner)
-    monkeypatch.setattr(chat_tab, "QUEUE", queue)
-    monkeypatch.setattr(chat_tab, "RUNS_DIR", queue.runs_dir)
+    monkeypatch.setattr(chat_tab, "RUNS", VisitorRuns(queue))
     return owner
 
 

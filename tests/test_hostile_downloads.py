@@ -11,9 +11,9 @@ from helpers import REPO
 
 from tuning.chat.switcher import ChatSwitcher, fetch_hub_adapter
 from tuning.config import apply_overrides, load_recipe
+from tuning.guards.caps import CapError
 from tuning.models.loading import ModelLoadError, resolve_model
 from tuning.runs.caps import check_recipe_caps, preflight
-from tuning.guards.caps import CapError
 
 HUGE = 140 * 10**9  # a 70B model in bf16
 BIG_MODEL, SMALL_MODEL, OWNERS_MODEL = "mallory/llama-70b", "alice/tiny-chat", "owner/big-base"

@@ -18,9 +18,9 @@ import httpx2
 import pytest
 from fake_hub import CANARY
 
-from tuning.qa.generate import QASettings, generate_qa
-from tuning.qa.backends import BackendError, Completion, RemoteBackend
 from tuning.guards.safe_url import ALLOWED_ENDPOINTS_ENV, AddressRefused, PublicOnlyTransport
+from tuning.qa.backends import BackendError, Completion, RemoteBackend
+from tuning.qa.generate import QASettings, generate_qa
 from tuning.qa.sources import chunk_text
 
 VISITOR_TOKEN = "hf_visitor0123456789abcdefVISITOR"

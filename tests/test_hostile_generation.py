@@ -10,8 +10,8 @@ import pytest
 
 from tuning.data.examples import DataError
 from tuning.data.files import MB
-from tuning.qa.generate import QASettings, count_batches, generate_qa, plan_batches
 from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_CAPS, SHARED_ENV, CapError, Caps
+from tuning.qa.generate import QASettings, count_batches, generate_qa, plan_batches
 from tuning.qa.sources import PASTED_SOURCE, Chunk, read_documents, read_source
 
 ONE_CHUNK = [Chunk(source="pasted text", chunk_id=0, start=0, end=40, text="Lönnrot compiled the Kalevala in 1835.")]

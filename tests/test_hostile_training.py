@@ -12,15 +12,15 @@ from helpers import REPO
 
 from tuning import models
 from tuning import runs as runs_module
-from tuning.portable.adapter_import import AdapterImportError, import_adapter
 from tuning.chat.switcher import ChatSwitcher
 from tuning.config import apply_overrides, load_recipe
-from tuning.models.names import MODEL_REFUSED, ModelNameError, check_model_name, check_revision, portable_base_name
+from tuning.guards.caps import SHARED_CAPS, CapError
 from tuning.models.loading import ModelLoadError, resolve_model
+from tuning.models.names import MODEL_REFUSED, ModelNameError, check_model_name, check_revision, portable_base_name
+from tuning.portable.adapter_import import AdapterImportError, import_adapter
 from tuning.runs.caps import check_recipe_caps, preflight
 from tuning.runs.owner import Owner, new_visitor_id
 from tuning.runs.queue import TrainingQueue
-from tuning.guards.caps import SHARED_CAPS, CapError
 
 ALICE, BOB = Owner(new_visitor_id()), Owner(new_visitor_id())
 LONG_NAME = "x" * 5000

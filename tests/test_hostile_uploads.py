@@ -11,8 +11,8 @@ import pytest
 from helpers import TINY_TRAIN, write_jsonl
 
 from tuning.data.files import MB, UploadLimits, count_rows, read_file_rows, upload_limits
-from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_CAPS, SHARED_ENV
 from tuning.data.workspace import UPLOADS_DIR, keep_uploads, new_workspace, prepare_dataset
+from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_CAPS, SHARED_ENV
 
 UPLOAD_ROUTE = "gradio_api/upload"
 APP_LIMITS = {"KANTELE_MAX_UPLOAD_MB": "1", f"{CAP_ENV_PREFIX}SOURCE_MB": "1",  # Gradio takes no file over 1 MB

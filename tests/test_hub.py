@@ -10,13 +10,13 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-from fake_hub import BOB_TOKEN, CANARY, FINE_TOKEN, ORG, READ_TOKEN, FakeHub
+from fake_hub import CANARY, FINE_TOKEN, ORG, READ_TOKEN
 from helpers import REPO, free_port
 from huggingface_hub import DatasetCard, ModelCard
 
 from tuning.cli import main
-from tuning.hub.push import PushPlan, plan_adapter_push, plan_dataset_push, push_plans, validate_card
 from tuning.hub.auth import HubError, check_write_access
+from tuning.hub.push import PushPlan, plan_adapter_push, plan_dataset_push, push_plans, validate_card
 
 REPO_ID = "alice/kalevala-adapter"
 DATASET_ID = "alice/kalevala-data"

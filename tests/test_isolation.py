@@ -12,6 +12,7 @@ from helpers import REPO
 
 from tuning.runs.owner import Owner, new_visitor_id, record_owner
 from tuning.runs.queue import TrainingQueue
+from tuning.runs.visitor_runs import VisitorRuns
 from ui import chat_tab, publish_tab, scorecard, train_tab
 from ui.visitor import identify
 
@@ -26,8 +27,7 @@ def alices_run(tmp_path, monkeypatch, trained_run):
     alice, bob = Owner(new_visitor_id()), Owner(new_visitor_id())
     record_owner(queue.runs_dir / RUN_ID, alice)
     for module in (chat_tab, publish_tab, scorecard, train_tab):
-        monkeypatch.setattr(module, "QUEUE", queue)
-    monkeypatch.setattr(chat_tab, "RUNS_DIR", queue.runs_dir)
+        monkeypatch.setattr(module, "RUNS", VisitorRuns(queue))
     return alice, bob
 
 
@@ -76,13 +76,28 @@ def test_identify_keeps_a_real_visitor_id_and_replaces_a_forged_one():
 
 
 def test_the_ui_never_opens_a_run_folder_without_the_ownership_check():
-    """QUEUE.run_dir and QUEUE.list_runs know nothing of owners: UI code goes through owned_run_dir/owned_runs."""
+    """The UI reaches runs only through ui.state.RUNS (VisitorRuns), whose every method takes the asker: no UI
+    module names the queue, the runs folder, or a run-file name of its own."""
+    import inspect
+
+    from tuning.runs.visitor_runs import VisitorRuns
+
+    for name, method in inspect.getmembers(VisitorRuns, inspect.isfunction):
+        if not name.startswith("_") and name not in VisitorRuns.MACHINE_WIDE:
+            assert "asker" in inspect.signature(method).parameters, f"VisitorRuns.{name} doesn't take the asker"
+            assert inspect.signature(method).parameters["asker"].default is inspect.Parameter.empty, name
     offenders = []
     for path in [REPO / "app.py", *(REPO / "ui").glob("*.py")]:
+        if path.name == "state.py":  # where the one queue is made, and handed to RUNS
+            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Attribute) and node.attr in ("run_dir", "list_runs")
-                    and isinstance(node.value, ast.Name) and node.value.id == "QUEUE"):
-                offenders.append(f"{path.name}:{node.lineno} QUEUE.{node.attr}")
+            if isinstance(node, ast.Name) and node.id in ("QUEUE", "TrainingQueue", "RUNS_DIR"):
+                offenders.append(f"{path.name}:{node.lineno} {node.id}")
+            if isinstance(node, ast.Attribute) and node.attr in ("runs_dir", "run_dir", "owned_run_dir", "list_runs"):
+                offenders.append(f"{path.name}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and node.module in ("tuning.runs.files", "tuning.runs.queue"):
+                offenders += [f"{path.name}:{node.lineno} {alias.name}" for alias in node.names  # run states are fine
+                              if node.module.endswith("queue") or alias.name.endswith(("_FILE", "_DIR"))]
     assert offenders == []
 
 

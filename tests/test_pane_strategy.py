@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import tuning.chat.pane_strategy as pane_strategy
-from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
 from tuning.chat.lora_scaling import lora_layers
 from tuning.chat.pane_strategy import (
     BATCHED,
@@ -19,6 +18,7 @@ from tuning.chat.pane_strategy import (
     PaneTimings,
     choose_strategy,
 )
+from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
 from tuning.chat.side_threads import run_sides_at_once
 
 QUESTION = "Who compiled the Kalevala?"

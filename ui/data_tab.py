@@ -7,13 +7,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from tuning.data.examples import DataError, read_jsonl, user_prompts
+from tuning.data.examples import read_jsonl, user_prompts
 from tuning.data.workspace import (
     kalevala_files,
     keep_uploads,
     new_workspace,
     prepare_dataset,
 )
+from tuning.errors import KanteleError
 from ui.generate_panel import build_generate_panel
 from ui.plots import token_histogram
 from ui.state import WORKSPACES_DIR, count_tokens_with
@@ -62,13 +63,13 @@ def _load(files, validation_files, validation_fraction, state: dict, name: str):
     validation_files = validation_files or []
     try:  # one call: the limits per load count the training and validation files together
         kept = keep_uploads(workspace, [*files, *validation_files])
-    except DataError as error:  # over the upload limits: nothing was copied
+    except KanteleError as error:  # over the upload limits: nothing was copied
         return _show_error(state, error)
     split = len(kept) - len(validation_files)
     return prepare_and_show(workspace, kept[:split], kept[split:], validation_fraction, state, name)
 
 
-def _show_error(state: dict, error: DataError):
+def _show_error(state: dict, error: KanteleError):
     shown = "\n".join(f"- {e}" for e in error.errors[:MAX_ERRORS_SHOWN])
     more = f"\n- … and {len(error.errors) - MAX_ERRORS_SHOWN} more" if len(error.errors) > MAX_ERRORS_SHOWN else ""
     what = "these rows" if shown else "this"
@@ -100,7 +101,7 @@ def prepare_and_show(workspace: Path, kept: list[Path], kept_validation: list[Pa
         prepared = prepare_dataset(workspace, kept, validation_fraction, seed=42,
                                    max_tokens=DEFAULT_MAX_LENGTH, count_tokens=count,
                                    validation_files=kept_validation or None)
-    except DataError as error:
+    except KanteleError as error:
         return _show_error(state, error)
     rows = _preview_rows(prepared.loaded.examples)
     lengths = [count(e["messages"]) for e in prepared.loaded.examples]  # counted once, while loading

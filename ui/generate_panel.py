@@ -1,4 +1,6 @@
-"""Data tab, "Generate from documents": source text -> batches of checked pairs -> review -> the dataset."""
+"""Data tab, "Generate from documents": source text -> batches of checked pairs -> review -> the dataset.
+The Gradio wiring only: the review's steps are tuning/qa/session.py's; the backend and the settings come from
+tuning/qa/choices.py, as they do for `python -m tuning generate`."""
 
 from __future__ import annotations
 
@@ -9,28 +11,26 @@ from pathlib import Path
 import gradio as gr
 
 from tuning.config import ConfigError
-from tuning.data.examples import DataError, read_jsonl, user_prompts
-from tuning.qa.generate import GeneratedPair, QASettings, count_batches, failure_rows, generate_qa, summarize
+from tuning.data.examples import DataError, read_jsonl, user_prompts, write_jsonl
+from tuning.data.workspace import new_workspace
 from tuning.models.loading import ModelLoadError
-from tuning.qa.backends import DEFAULT_REMOTE_IN_FLIGHT, MAX_REMOTE_IN_FLIGHT, BackendError, RemoteBackend
+from tuning.qa.backends import DEFAULT_REMOTE_IN_FLIGHT, LOCAL, MAX_REMOTE_IN_FLIGHT, BackendError
+from tuning.qa.choices import OPENAI_COMPATIBLE, PROVIDERS, GenerationChoices, prepare_generation, qa_backend
+from tuning.qa.generate import count_batches, summarize
 from tuning.qa.prompts import MAX_PAIRS, MIN_PAIRS
-from tuning.qa.review import KEEP, REVIEW_COLUMNS, accept_unflagged, accepted_pairs, is_ticked, review_table
-from tuning.qa.validate import ValidationSettings
+from tuning.qa.review import REMOVED_COLUMNS, REVIEW_COLUMNS
+from tuning.qa.session import ReviewSession
 from tuning.qa.sources import read_documents
-from tuning.data.workspace import add_accepted, new_workspace, save_review
+from tuning.qa.validate import ValidationSettings
 from ui.messages import hide_paths
-from ui.state import WORKSPACES_DIR, local_generator
+from ui.state import WORKSPACES_DIR
 
 LOCAL_CHOICE = "Local model (runs here, offline)"
 OPENAI_CHOICE = "OpenAI-compatible endpoint"
 PROVIDERS_CHOICE = "Hugging Face Inference Providers"
-REMOVED_COLUMNS = ["question", "answer", "why removed", "from"]
+BACKEND_KINDS = {LOCAL_CHOICE: LOCAL, OPENAI_CHOICE: OPENAI_COMPATIBLE, PROVIDERS_CHOICE: PROVIDERS}
 USER_ERRORS = (DataError, BackendError, ConfigError, ModelLoadError)  # caps' CapError is a ConfigError
-
-
-def empty_review() -> dict:
-    """A session's generated pairs awaiting review (as dataset rows, so they survive a JSON round trip)."""
-    return {"rows": [], "removed": []}
+NOTHING_TICKED = "Tick 'keep' on the pairs to add (or 'Accept all unflagged')."
 
 
 def read_chunks(files, pasted: str) -> list:
@@ -38,27 +38,30 @@ def read_chunks(files, pasted: str) -> list:
     return read_documents([Path(getattr(file, "name", file)) for file in files or []], pasted or "")
 
 
+def backend_choices(choice: str, base_url: str, model: str, api_key: str, in_flight: float,
+                    signed_in_token: str | None = None) -> dict:
+    """GenerationChoices' backend fields from the panel's boxes. The Model box is for endpoints only: the local
+    backend is the app's own model ('auto'), whatever the box still holds from another choice."""
+    return {"backend": BACKEND_KINDS.get(choice, PROVIDERS), "model": "" if choice == LOCAL_CHOICE else model or "",
+            "base_url": base_url or "", "api_key": api_key or "", "signed_in_token": signed_in_token,
+            "in_flight": in_flight}
+
+
 def make_backend(choice: str, base_url: str, model: str, api_key: str, in_flight: float,
                  signed_in_token: str | None = None):
     """The backend the visitor picked; the key is used for requests only, never kept or shown. Inference
     Providers take the key typed in, else the visitor's "Sign in with Hugging Face" token."""
-    if choice == LOCAL_CHOICE:
-        return local_generator()
-    if choice == OPENAI_CHOICE:
-        if not (base_url or "").strip():
-            raise BackendError("give the endpoint's base URL, e.g. http://127.0.0.1:8000/v1")
-        # Never the Hugging Face sign-in token here: it would go to whatever server the URL names.
-        return RemoteBackend(model, base_url=base_url, token=api_key, max_in_flight=int(in_flight))
-    return RemoteBackend(model, token=(api_key or "").strip() or signed_in_token, max_in_flight=int(in_flight))
+    choices = backend_choices(choice, base_url, model, api_key, in_flight, signed_in_token)
+    return qa_backend(GenerationChoices(**choices))
 
 
-def dataset_questions(dataset: dict, review: dict) -> list[str]:
-    """Questions already in the working dataset and under review: new pairs must not repeat them."""
+def dataset_questions(dataset: dict) -> list[str]:
+    """Questions already in the working dataset: new pairs must not repeat them."""
     questions = []
     for key in ("train_file", "validation_file"):
         if dataset.get(key) and Path(dataset[key]).is_file():
             questions += user_prompts(read_jsonl(dataset[key]))
-    return questions + [row["messages"][0]["content"] for row in review["rows"]]
+    return questions
 
 
 def progress_html(results: list, planned: int, status: str = "") -> str:
@@ -80,102 +83,73 @@ def progress_html(results: list, planned: int, status: str = "") -> str:
     return f"<div id='generate-progress-body'>{head}{note}<ol>{''.join(lines)}</ol></div>"
 
 
-def removed_table(review: dict) -> list[list]:
-    """Removed pairs and failed batches, with the reason."""
-    rows = []
-    for row in review["removed"]:
-        if "failed_batch" in row:
-            rows.append(["", (row.get("raw_reply") or "")[:300], f"batch {row['failed_batch']} failed: {row['error']}",
-                         f"{row.get('source', '')} part {row.get('chunk_id', 0) + 1}"])
-        else:
-            pair = GeneratedPair.from_row(row)
-            rows.append([pair.question, pair.answer, pair.removed, pair.provenance.get("source", "")])
-    return rows
-
-
 def generate(files, pasted, choice, base_url, model, api_key, in_flight, per_batch, batches, off_topic, topic,
              judge, min_judge, duplicate_threshold, dataset: dict, review: dict,
              oauth_token: gr.OAuthToken | None = None):
     """Run the batches, streaming progress and the growing review table; pairs made so far are kept.
-    gradio fills oauth_token when the visitor signed in with Hugging Face (on a Space), else None."""
-    review = {"rows": list(review["rows"]), "removed": list(review["removed"])}
+    gradio fills oauth_token when the visitor signed in with Hugging Face (on a Space), else None.
+    The parameter names are the API's (tests find them by name)."""
+    session = ReviewSession.from_state(review)
     dataset = dict(dataset)
     try:
-        settings = QASettings(pairs_per_batch=int(per_batch), batches=int(batches or 0), off_topic=int(off_topic or 0),
-                              topic=topic or "", judge=bool(judge),
-                              validation=ValidationSettings(duplicate_similarity=float(duplicate_threshold),
-                                                            min_judge_score=int(min_judge)))
-        settings.check()  # the settings' own caps before reading anything: reading a PDF can take its budget
-        backend = make_backend(choice, base_url, model, api_key, in_flight, oauth_token.token if oauth_token else None)
+        backend, settings = prepare_generation(GenerationChoices(
+            **backend_choices(choice, base_url, model, api_key, in_flight, oauth_token.token if oauth_token else None),
+            pairs_per_batch=per_batch, batches=batches, off_topic=off_topic, topic=topic, judge=judge,
+            min_judge_score=min_judge, duplicate_similarity=duplicate_threshold))
         chunks = read_chunks(files, pasted)
         settings.check(len(chunks))
     except USER_ERRORS as error:
-        yield dataset, review, progress_html([], 0, f"Nothing generated: {hide_paths(error)}"), gr.update(), \
-            gr.update()
+        yield dataset, session.state(), progress_html([], 0, f"Nothing generated: {hide_paths(error)}"), \
+            gr.update(), gr.update()
         return
     workspace = Path(dataset.get("workspace") or new_workspace(WORKSPACES_DIR))
     dataset["workspace"] = str(workspace)
     planned = count_batches(len(chunks), settings.batches) + (1 if settings.off_topic else 0)
     results = []
-    yield dataset, review, progress_html(results, planned, f"{len(chunks)} chunks; asking {backend.label}…"), \
+    yield dataset, session.state(), progress_html(results, planned, f"{len(chunks)} chunks; asking {backend.label}…"), \
         gr.update(), gr.update()
     try:
-        for result in generate_qa(chunks, backend, settings, dataset_questions(dataset, review)):
+        for result in session.generate(chunks, backend, settings, dataset_questions(dataset), workspace):
             results.append(result)
-            review["rows"] += [pair.to_row() for pair in result.kept]
-            review["removed"] += failure_rows([result])
-            save_review(workspace, review["rows"])
-            yield dataset, review, progress_html(results, planned), review_table(_pairs(review)), removed_table(review)
+            yield dataset, session.state(), progress_html(results, planned), session.table(), session.removed_table()
     except USER_ERRORS as error:
-        yield dataset, review, progress_html(results, planned, f"Stopped: {hide_paths(error)}"), gr.update(), \
-            gr.update()
+        yield dataset, session.state(), progress_html(results, planned, f"Stopped: {hide_paths(error)}"), \
+            gr.update(), gr.update()
         return
-    yield dataset, review, progress_html(results, planned, "Done. Review the pairs below, then add them."), \
-        review_table(_pairs(review)), removed_table(review)
-
-
-def _pairs(review: dict) -> list[GeneratedPair]:
-    return [GeneratedPair.from_row(row) for row in review["rows"]]
+    yield dataset, session.state(), progress_html(results, planned, "Done. Review the pairs below, then add them."), \
+        session.table(), session.removed_table()
 
 
 def accept_all_unflagged(table):
     """Tick every pair without flags."""
-    return accept_unflagged(_table_rows(table))
+    return ReviewSession.tick_unflagged(_table_rows(table))
 
 
 def add_to_dataset(table, dataset: dict, review: dict, prepare_and_show):
     """Append the ticked (and edited) pairs to the working dataset; the rest stay under review."""
-    pairs = _pairs(review)
-    rows = _table_rows(table)
-    accepted, problems = accepted_pairs(rows, pairs)
-    if problems or not accepted:
-        message = "\n".join(f"- {p}" for p in problems) or "- Tick 'keep' on the pairs to add (or 'Accept all unflagged')."
+    session = ReviewSession.from_state(review)
+    workspace = Path(dataset["workspace"]) if dataset.get("workspace") else None
+    outcome = session.accept(_table_rows(table), workspace)
+    if not outcome.pairs:
+        message = "\n".join(f"- {p}" for p in outcome.problems) or f"- {NOTHING_TICKED}"
         return (*[gr.update()] * 7, review, gr.update(), f"### Nothing was added\n{message}")
-    workspace = Path(dataset["workspace"])
-    accepted_file = add_accepted(workspace, [pair.to_row() for pair in accepted])
     sources = [Path(p) for p in dataset.get("sources") or []]
-    if accepted_file not in sources:
-        sources.append(accepted_file)
+    if outcome.file not in sources:
+        sources.append(outcome.file)
     outputs = prepare_and_show(workspace, sources, [Path(p) for p in dataset.get("validation_sources") or []],
                                dataset.get("fraction", 0.1), dataset, dataset.get("name") or "generated pairs")
-    still_open = [row for row, table_row in zip(review["rows"], rows) if not is_ticked(table_row[KEEP])]
-    review = {"rows": still_open, "removed": review["removed"]}
-    save_review(workspace, review["rows"])
-    status = f"Added {len(accepted)} pairs to the working dataset ({accepted_file.name} in your workspace)."
-    return (*outputs, review, review_table(_pairs(review)), status)
+    status = f"Added {len(outcome.pairs)} pairs to the working dataset ({outcome.file.name} in your workspace)."
+    return (*outputs, session.state(), session.table(), status)
 
 
 def discard_unticked(table, review: dict):
     """Reject every unticked pair: it leaves the review and is listed under removed, with the reason."""
-    rows = _table_rows(table)
-    if len(rows) != len(review["rows"]):
-        return review, gr.update(), gr.update(), "The review table is out of date -- generate again."
-    kept = [row for row, table_row in zip(review["rows"], rows) if is_ticked(table_row[KEEP])]
-    rejected = [{**row, "removed": "rejected in review"} for row, table_row in zip(review["rows"], rows)
-                if not is_ticked(table_row[KEEP])]
-    review = {"rows": kept, "removed": review["removed"] + rejected}
-    return review, review_table(_pairs(review), [True] * len(kept)), removed_table(review), \
-        f"Rejected {len(rejected)} pairs (listed under 'Removed pairs')."
+    session = ReviewSession.from_state(review)
+    outcome = session.reject_unticked(_table_rows(table))
+    if outcome.problems:
+        return review, gr.update(), gr.update(), outcome.problems[0]
+    return session.state(), session.table([True] * len(session.rows)), session.removed_table(), \
+        f"Rejected {len(outcome.pairs)} pairs (listed under 'Removed pairs')."
 
 
 def _table_rows(table) -> list[list]:
@@ -187,10 +161,8 @@ def _table_rows(table) -> list[list]:
 
 def download_review(review: dict) -> str:
     """The pairs under review as a JSONL file to keep."""
-    from tuning.data.examples import write_jsonl
-
     path = Path(tempfile.mkdtemp()) / "generated-pairs.jsonl"
-    write_jsonl(review["rows"], path)
+    write_jsonl(ReviewSession.from_state(review).rows, path)
     return str(path)
 
 
@@ -203,7 +175,7 @@ def toggle_remote(choice: str):
 
 def build_generate_panel(dataset_state: gr.State, data_outputs: list, prepare_and_show) -> None:
     """The panel; `data_outputs` are the Data tab's outputs that `prepare_and_show` fills."""
-    review_state = gr.State(empty_review())
+    review_state = gr.State(ReviewSession().state())
     with gr.Accordion("Generate pairs from documents", open=False, elem_id="generate-panel"):
         gr.Markdown("Turn your own text into question–answer pairs, 10–20 per batch. Every pair is checked "
                     "(question form, length, grounding in its passage, duplicates) and waits for your review.")
@@ -231,7 +203,8 @@ def build_generate_panel(dataset_state: gr.State, data_outputs: list, prepare_an
             topic = gr.Textbox(label="Subject (for redirects)", placeholder="the Kalevala", elem_id="generate-topic")
         with gr.Row():
             judge = gr.Checkbox(label="LLM judge scores each pair 1–10")
-            min_judge = gr.Slider(1, 10, value=ValidationSettings.min_judge_score, step=1, label="Flag judge scores under")
+            min_judge = gr.Slider(1, 10, value=ValidationSettings.min_judge_score, step=1,
+                                  label="Flag judge scores under")
             duplicate_threshold = gr.Slider(0.5, 1.0, value=ValidationSettings.duplicate_similarity, step=0.05,
                                             label="Near-duplicate similarity")
         with gr.Row():
@@ -240,8 +213,8 @@ def build_generate_panel(dataset_state: gr.State, data_outputs: list, prepare_an
         progress = gr.HTML(elem_id="generate-progress")
         table = gr.Dataframe(headers=REVIEW_COLUMNS, datatype=["bool", "str", "str", "str", "number", "str", "str"],
                              interactive=True, static_columns=[3, 4, 5, 6], wrap=True,
-                             column_widths=["84px", "24%", "26%", "12%", "110px", "80px", "20%"], label="Review: tick 'keep', "
-                             "edit any question or answer", elem_id="generate-review")
+                             column_widths=["84px", "24%", "26%", "12%", "110px", "80px", "20%"],
+                             label="Review: tick 'keep', edit any question or answer", elem_id="generate-review")
         with gr.Row():
             accept = gr.Button("Accept all unflagged", elem_id="generate-accept-unflagged")
             discard = gr.Button("Reject unticked", elem_id="generate-reject")

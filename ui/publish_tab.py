@@ -6,13 +6,14 @@ import os
 
 import gradio as gr
 
-from tuning.hub.push import HubError, plan_pushes, push_plans
-from tuning.hub.auth import on_space, resolve_token
-from tuning.runs.owner import Owner
+from tuning.errors import KanteleError
 from tuning.guards.caps import is_shared
+from tuning.hub.auth import on_space, resolve_token
+from tuning.hub.push import HubError, plan_pushes, push_plans
+from tuning.runs.owner import Owner
 from ui.chat_tab import finished_runs
 from ui.messages import for_visitor
-from ui.state import QUEUE
+from ui.state import RUNS
 from ui.untrusted import inert_markdown
 
 INCLUDE_DATASET = "Dataset (the run's train/validation rows + dataset card)"
@@ -50,7 +51,7 @@ def plan_for(owner: Owner | None, run_id: str | None, repo_id: str, include: lis
     if not run_id:
         raise HubError("finish a training run first: its adapter and card appear here")
     try:
-        run_dir = QUEUE.owned_run_dir(run_id, owner)
+        run_dir = RUNS.run(run_id, owner).path
     except ValueError as error:
         raise HubError(str(error)) from None
     return plan_pushes(run_dir, repo_id.strip() or REPO_PLACEHOLDER,
@@ -62,7 +63,7 @@ def show_plan(owner, run_id, repo_id, include, dataset_repo):
     """Dry run: every file each repository will receive, and the card as the Hub will show it."""
     try:
         plans = plan_for(owner, run_id, repo_id, include or [], dataset_repo or "")
-    except HubError as error:
+    except KanteleError as error:
         return [], f"**{for_visitor(error)}**"
     rows = [[plan.repo_type, plan.repo_id, name, size] for plan in plans for name, size in plan.describe()]
     return rows, card_preview(plans[0].card())
@@ -87,7 +88,7 @@ def push(owner, run_id, repo_id, private, include, dataset_repo, pasted_token,
                               allow_ambient=not is_shared())
         urls = push_plans(plans, token=token, private=bool(private),
                           progress=lambda done, total, what: progress((done, total), desc=what))
-    except HubError as error:
+    except KanteleError as error:
         return f"❌ Not pushed: {for_visitor(error)}"
     links = "\n".join(f"- [{plan.repo_id}]({plan.repo_url()}) — [this commit]({url})"
                       for plan, url in zip(plans, urls))
@@ -96,15 +97,15 @@ def push(owner, run_id, repo_id, private, include, dataset_repo, pasted_token,
 
 def export_for_ollama(owner: Owner | None, run_id: str | None, progress=gr.Progress()):
     """Merge + GGUF + Modelfile into the run's export/ folder; offer the GGUF and Modelfile for download."""
-    from tuning.portable.export import ExportError, export_run
+    from tuning.portable.export import export_run
 
     if not run_id:
         return "Finish a training run first.", None
     progress(0, desc="merging the adapter into the base, then writing the GGUF")
     try:
-        run_dir = QUEUE.owned_run_dir(run_id, owner)
+        run_dir = RUNS.run(run_id, owner).path
         result = export_run(run_dir, run_dir / EXPORT_DIR)
-    except (ExportError, OSError, ValueError) as error:
+    except (KanteleError, OSError, ValueError) as error:
         return f"❌ Export failed: {for_visitor(error)}", None
     return (f"✅ Exported in {sum(result.seconds.values()):.0f} s. Download both files into one folder, then:\n"
             f"```sh\nollama create {result.name} -f Modelfile\nollama run {result.name}\n```",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tuning.chat.scorecard import LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG, questions_phrase
-from tuning.runs.files import EVAL_FILE, read_json
+from tuning.chat.scorecard import LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG
 from tuning.runs.owner import Owner
+from tuning.runs.run import Scorecard
 from ui.plots import metrics_bar_chart
-from ui.state import QUEUE
+from ui.state import RUNS
 from ui.untrusted import inert_markdown
 
 ALL_VERDICTS = "all"
@@ -16,44 +16,43 @@ VERDICT_CHOICES = [ALL_VERDICTS, LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_
 TABLE_COLUMNS = ["verdict", "question", "base", "tuned", "reference"]
 
 
-def read_scorecard(run_id: str | None, owner: Owner | None) -> dict | None:
-    """The asker's run's eval.json, when it has one."""
+def read_scorecard(run_id: str | None, owner: Owner | None) -> Scorecard | None:
+    """The asker's run's scorecard, when it has one."""
     if not run_id:
         return None
     try:
-        return read_json(QUEUE.owned_run_dir(run_id, owner) / EVAL_FILE)
+        return RUNS.run(run_id, owner).scorecard()
     except ValueError:  # not theirs (or gone): the progress line already says so
         return None
 
 
-def summary_markdown(report: dict) -> str:
+def summary_markdown(card: Scorecard) -> str:
     """Totals per metric and the verdict counts (an imported run's eval.json names them: shown inert)."""
-    summary = report["summary"]
-    lines = [f"### Scorecard: {questions_phrase(summary)}, base vs tuned", "",
+    lines = [f"### Scorecard: {card.questions_phrase()}, base vs tuned", "",
              "| metric | base | tuned | change |", "|---|---|---|---|"]
-    for metric, values in summary["metrics"].items():
+    for metric, values in card.metrics.items():
         lines.append(f"| {inert_markdown(str(metric).replace('_', ' '))} | {values['base']:.2f} | {values['tuned']:.2f} | "
                      f"{values['delta']:+.2f} |")
-    counts = ", ".join(f"**{inert_markdown(str(v))}** {inert_markdown(str(k))}" for k, v in summary["verdicts"].items())
+    counts = ", ".join(f"**{inert_markdown(str(v))}** {inert_markdown(str(k))}" for k, v in card.verdicts.items())
     return "\n".join([*lines, "", f"Verdicts: {counts}. Click a question to ask it again in Chat."])
 
 
-def table_rows(report: dict | None, verdict: str) -> list[list]:
+def table_rows(card: Scorecard | None, verdict: str) -> list[list]:
     """Per-question rows, optionally only one verdict."""
-    if not report:
+    if not card:
         return []
-    return [[r["verdict"], r["question"], r["base"], r["tuned"], r["reference"]] for r in report["questions"]
-            if verdict in (None, ALL_VERDICTS) or r["verdict"] == verdict]
+    return [[q.verdict, q.question, q.base, q.tuned, q.reference] for q in card.questions
+            if verdict in (None, ALL_VERDICTS) or q.verdict == verdict]
 
 
 def refresh_scorecard(run_id: str | None, owner: Owner | None, shown: str | None, verdict: str):
     """Show the scorecard once the run has one (and only re-render when it is new)."""
-    report = read_scorecard(run_id, owner)
-    if not report or run_id == shown:
+    card = read_scorecard(run_id, owner)
+    if not card or run_id == shown:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return (run_id, gr.update(value=summary_markdown(report), visible=True),
-            gr.update(value=metrics_bar_chart(report["summary"]["metrics"]), visible=True),
-            gr.update(value=table_rows(report, verdict), visible=True), gr.update(visible=True))
+    return (run_id, gr.update(value=summary_markdown(card), visible=True),
+            gr.update(value=metrics_bar_chart(card.metrics), visible=True),
+            gr.update(value=table_rows(card, verdict), visible=True), gr.update(visible=True))
 
 
 def filter_rows(run_id: str | None, owner: Owner | None, verdict: str):

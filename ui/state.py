@@ -7,15 +7,17 @@ import os
 from pathlib import Path
 
 from tuning.chat.switcher import ChatSwitcher
-from tuning.training.estimate import estimate_seconds_for_run
 from tuning.runs.queue import TrainingQueue
+from tuning.runs.visitor_runs import VisitorRuns
+from tuning.training.estimate import estimate_seconds_for_run
 
 APP_DATA = Path(os.environ.get("KANTELE_HOME", ".")).resolve()
 RUNS_DIR = APP_DATA / "runs"
 WORKSPACES_DIR = APP_DATA / "workspaces"  # one private folder per browser session
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-QUEUE = TrainingQueue(RUNS_DIR, estimate_seconds=estimate_seconds_for_run)
+# The UI reaches runs only through RUNS, which checks every run id against who asks (tests/test_isolation.py).
+RUNS = VisitorRuns(TrainingQueue(RUNS_DIR, estimate_seconds=estimate_seconds_for_run))
 CHAT = ChatSwitcher()
 
 
@@ -25,14 +27,6 @@ def tokenizer_for(model_name: str = "auto"):
     from tuning.models.loading import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model(model_name).path)
-
-
-@functools.lru_cache(maxsize=1)
-def local_generator():
-    """The local QA-generation backend, loaded on first use and shared (one generate at a time)."""
-    from tuning.qa.backends import LocalBackend
-
-    return LocalBackend()
 
 
 def count_tokens_with(model_name: str = "auto"):

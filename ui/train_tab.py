@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import gradio as gr
+from collections.abc import Callable
+from typing import Any
 
-from tuning.config import ConfigError, RecipeConfig, load_recipe
+import gradio as gr
+from gradio.components import Component
+
+from tuning.config import ConfigError, RecipeConfig, apply_settings, load_recipe, settings_of
+from tuning.guards.caps import CapError, is_shared
 from tuning.hardware.device import space_gpu_warning
-from tuning.training.estimate import estimate_recipe
-from tuning.models.names import check_model_name
 from tuning.models.loading import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
-from tuning.runs.caps import check_estimate_caps, check_recipe_caps, check_scorecard_caps, preflight
+from tuning.models.names import check_model_name
+from tuning.runs.caps import check_estimate_caps, check_recipe_caps, check_scorecard_caps
 from tuning.runs.files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
 from tuning.runs.owner import Owner
-from tuning.guards.caps import CapError, is_shared
 from ui.cluster_export import build_export_panel
+from ui.messages import for_visitor, hide_paths
 from ui.plots import curves_frame
 from ui.scorecard import build_scorecard, refresh_scorecard
-from ui.messages import for_visitor, hide_paths
-from ui.state import CHAT, CONFIGS_DIR, QUEUE, RUNS_DIR
+from ui.state import CHAT, CONFIGS_DIR, RUNS
 
 MODEL_CHOICES = ["auto", "embedded", GPU_DEFAULT_MODEL]
 MODEL_LABEL = "Base model (Hub id, local folder, 'embedded'; auto = by hardware)"
@@ -26,6 +29,43 @@ POLL_SECONDS = 2.0
 SHORT_RUN_STEPS = 50
 # What a knob a visitor typed can raise (int(inf) is an OverflowError): each is shown, none is a crash.
 KNOB_ERRORS = (ConfigError, ModelLoadError, ValueError, OverflowError)
+
+
+def model_label() -> str:
+    """The model knob's label: a shared app takes no local folders."""
+    return SHARED_MODEL_LABEL if is_shared() else MODEL_LABEL
+
+
+def _number(label: str, **settings) -> Callable[[], gr.Number]:
+    return lambda: gr.Number(label=label, render=False, **settings)
+
+
+# The knobs that are recipe keys, each built here and only here, by the key it sets (build_train_tab lays them
+# out by key). This order is the tab's HTTP API: /preset_values returns the knobs in it, /show_estimate and
+# /start_training take them in it after the preset, and API clients address them by position -- so a new knob
+# goes at the end.
+KNOBS: dict[str, Callable[[], Component]] = {
+    "model.name": lambda: gr.Dropdown(MODEL_CHOICES, value="auto", allow_custom_value=True, label=model_label(),
+                                      render=False),
+    "training.epochs": _number("Epochs", minimum=0.1),
+    "training.max_steps": _number("Max steps (-1: use epochs)", precision=0, elem_id="max-steps"),
+    "training.learning_rate": _number("Learning rate"),
+    "lora.r": _number("LoRA r", precision=0, minimum=1),
+    "lora.alpha": _number("LoRA alpha", precision=0, minimum=1),
+    "lora.dropout": _number("LoRA dropout", minimum=0, maximum=0.9),
+    "training.batch_size": _number("Batch size", precision=0, minimum=1),
+    "training.grad_accum": _number("Grad accumulation", precision=0, minimum=1),
+    "data.max_length": _number("Max length (tokens)", precision=0, minimum=16),
+    "model.load_in_4bit": lambda: gr.Checkbox(value=True, label="4-bit base weights (QLoRA)", render=False),
+    # The scorecard answers every question twice after training: a sample makes a quick run's quick.
+    "training.scorecard_questions": _number("Scorecard questions (0: all held-out)", precision=0, minimum=0,
+                                            elem_id="scorecard-questions"),
+}
+
+
+def knob_settings(values) -> dict[str, Any]:
+    """The knobs' values as an event passes them (in KNOBS order), by recipe key."""
+    return dict(zip(KNOBS, values, strict=True))
 
 
 def preset_names() -> list[str]:
@@ -38,28 +78,28 @@ def default_preset() -> str:
     return "kalevala-tinyllama" if has_gpu() else "kalevala"
 
 
-def preset_values(name: str) -> list:
-    """Knob values of a preset, in KNOBS order."""
-    recipe = load_recipe(CONFIGS_DIR / f"{name}.yaml")
-    t, lora = recipe.training, recipe.lora
-    return [recipe.model.name, t.epochs, t.max_steps, t.learning_rate, lora.r, lora.alpha, lora.dropout,
-            t.batch_size, t.grad_accum, recipe.data.max_length, recipe.model.load_in_4bit, t.scorecard_questions]
+def preset_settings(name: str) -> dict[str, Any]:
+    """A preset's value of every knob, by recipe key."""
+    return settings_of(load_recipe(CONFIGS_DIR / f"{name}.yaml"), KNOBS)
 
 
-def build_recipe(preset, model, epochs, max_steps, lr, r, alpha, dropout, batch, accum, max_length, four_bit,
-                 scorecard_questions, dataset: dict) -> RecipeConfig:
-    """The preset with the knobs applied and the session's dataset as its data."""
+def knobs_filler(knobs: dict[str, Component]) -> Callable[[str], dict[Component, Any]]:
+    """The handler that sets the knobs to a preset's values; its outputs are the knobs' components, in KNOBS
+    order (the order /preset_values answers in)."""
+    def preset_values(name: str) -> dict[Component, Any]:  # its name is its HTTP API name
+        return {knobs[key]: value for key, value in preset_settings(name).items()}
+
+    return preset_values
+
+
+def build_recipe(preset: str, settings: dict[str, Any], dataset: dict) -> RecipeConfig:
+    """The preset with the knobs' settings applied -- checked as `--set` checks them -- and the session's
+    dataset as its data."""
     if not dataset.get("train_file"):
         raise ConfigError("load a dataset first (Data tab: 'Load the Kalevala example' or your files)")
-    model = check_model_name(model)  # before anything reads the disk: a shared app names no local folder
-    recipe = load_recipe(CONFIGS_DIR / f"{preset}.yaml")
-    recipe.model.name, recipe.model.load_in_4bit = model, bool(four_bit)
-    recipe.training.epochs, recipe.training.max_steps = float(epochs), int(max_steps or -1)
-    recipe.training.learning_rate, recipe.training.batch_size = float(lr), int(batch)
-    recipe.training.grad_accum = int(accum)
-    recipe.training.scorecard_questions = max(0, int(scorecard_questions or 0))
-    recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout = int(r), int(alpha), float(dropout)
-    recipe.data.max_length = int(max_length)
+    recipe = apply_settings(load_recipe(CONFIGS_DIR / f"{preset}.yaml"), settings)
+    # Before anything reads the disk for the model: a shared app names no local folder.
+    recipe.model.name = check_model_name(recipe.model.name)
     recipe.data.train, recipe.data.validation = [dataset["train_file"]], [dataset["validation_file"]]
     if 0 < recipe.training.max_steps < SHORT_RUN_STEPS:
         recipe.training.logging_steps = 1  # a short run still draws a curve
@@ -73,11 +113,13 @@ def gpu_warning() -> str:
 
 
 def show_estimate(dataset: dict, *knobs) -> str:
-    """The pre-flight estimate for the current settings (after the missing-GPU warning, if there is one)."""
+    """The pre-flight estimate for the current settings (after the missing-GPU warning, if there is one);
+    knobs: the preset, then the KNOBS values."""
     warning = gpu_warning()
+    preset, *values = knobs
     try:
-        recipe = build_recipe(*knobs, dataset)
-        estimate = estimate_recipe(recipe, RUNS_DIR)
+        recipe = build_recipe(preset, knob_settings(values), dataset)
+        estimate = RUNS.estimate(recipe)
     except KNOB_ERRORS as error:
         return "\n\n".join(filter(None, [warning, f"Can't estimate yet: {for_visitor(error)}"]))
     return "\n\n".join(filter(None, [warning, estimate.summary() + over_caps_note(recipe, estimate)]))
@@ -95,17 +137,19 @@ def over_caps_note(recipe: RecipeConfig, estimate) -> str:
 
 
 def start_training(dataset: dict, owner: Owner | None, *knobs):
-    """Queue a run for this visitor (theirs alone); it starts at once when nothing else trains."""
+    """Queue a run for this visitor (theirs alone); it starts at once when nothing else trains. knobs: the
+    preset, then the KNOBS values."""
     if owner is None:
         return None, "**Not started:** this browser is not identified yet -- reload the page"
+    preset, *values = knobs
     try:
-        recipe = build_recipe(*knobs, dataset)
-        QUEUE.check_room(owner)  # cheap, so before the estimate; submit checks it again, atomically
-        preflight(recipe, RUNS_DIR)
+        recipe = build_recipe(preset, knob_settings(values), dataset)
+        RUNS.check_room(owner)  # cheap, so before the estimate; submit checks it again, atomically
+        RUNS.preflight(recipe)
         if has_gpu():
             # GPU memory is the scarce thing on a Space: drop the chat model; it reloads on the next question.
             CHAT.release()
-        run_id = QUEUE.submit(recipe, label=dataset.get("name") or "run", owner=owner)
+        run_id = RUNS.submit(recipe, label=dataset.get("name") or "run", asker=owner)
     except KNOB_ERRORS as error:
         return None, f"**Not started:** {for_visitor(error)}"
     return run_id, f"Submitted run `{run_id}`."
@@ -116,10 +160,9 @@ def stop_training(run_id: str | None, owner: Owner | None) -> str:
     if not run_id:
         return "No run of yours to stop."
     try:
-        QUEUE.owned_run_dir(run_id, owner)
+        RUNS.stop(run_id, owner)
     except ValueError as error:
         return f"**Not stopped:** {for_visitor(error)}"
-    QUEUE.stop(run_id)
     return f"Stopping `{run_id}` after the current step; its adapter will be saved."
 
 
@@ -128,8 +171,7 @@ def resume_training(run_id: str | None, owner: Owner | None) -> str:
     if not run_id:
         return "No run of yours to resume."
     try:
-        QUEUE.owned_run_dir(run_id, owner)
-        QUEUE.resume(run_id, owner)
+        RUNS.resume(run_id, owner)
     except ValueError as error:
         return f"**Not resumed:** {for_visitor(error)}"
     return f"Resuming `{run_id}` from its last checkpoint."
@@ -155,15 +197,12 @@ def _progress_text(view) -> str:
     return text
 
 
-def _busy_note(active: str | None, run_id: str | None, owner: Owner | None) -> str:
+def _busy_note(run_id: str | None, owner: Owner | None) -> str:
     """Who else trains now (another visitor's run id is theirs to know, not ours to show)."""
-    if not active or active == run_id:
+    busy, theirs = RUNS.training_now(owner)
+    if not busy or (theirs and theirs == run_id):
         return ""
-    try:
-        QUEUE.owned_run_dir(active, owner)
-    except ValueError:
-        return "Training now on this app: another visitor's run."
-    return f"Training now on this app: `{active}`."
+    return f"Training now on this app: `{theirs}`." if theirs else "Training now on this app: another visitor's run."
 
 
 def poll_run(run_id: str | None, owner: Owner | None):
@@ -171,12 +210,11 @@ def poll_run(run_id: str | None, owner: Owner | None):
     hidden = gr.update(visible=False)
     if owner is None and run_id:  # the page's load event, which identifies the visitor, hasn't run yet
         return (gr.skip(),) * 6
-    others = _busy_note(QUEUE.active_run(), run_id, owner)
+    others = _busy_note(run_id, owner)
     if not run_id:
         return (others or "No training started in this browser yet.", None, None, "", hidden, hidden)
     try:
-        QUEUE.owned_run_dir(run_id, owner)
-        view = QUEUE.view(run_id)
+        view = RUNS.view(run_id, owner)
     except ValueError as error:
         return (f"**Can't show that run:** {for_visitor(error)}", None, None, "", hidden, hidden)
     text = _progress_text(view) + (f"\n\n{others}" if others else "")
@@ -185,32 +223,32 @@ def poll_run(run_id: str | None, owner: Owner | None):
             gr.update(visible=view.resumable))
 
 
+def place(knobs: dict[str, Component], *keys: str) -> None:
+    """Show these knobs here (in the row being built), in this order."""
+    for key in keys:
+        knobs[key].render()
+
+
 def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -> dict:
-    """The Train tab; returns the components other tabs hook into."""
+    """The Train tab; returns what the rest of the page hooks into: the preset picker, the knobs by recipe key,
+    and the handler that fills the knobs from a preset (its outputs: the knobs' components)."""
     with gr.Tab("Train", id="train"):
         warning = gpu_warning()
         gr.Markdown(warning, visible=bool(warning), elem_id="gpu-warning")
+        knobs = {key: make() for key, make in KNOBS.items()}
         with gr.Row():
             preset = gr.Dropdown(preset_names(), value=default_preset(), label="Recipe preset")
-            model = gr.Dropdown(MODEL_CHOICES, value="auto", allow_custom_value=True,
-                                label=SHARED_MODEL_LABEL if is_shared() else MODEL_LABEL)
-            four_bit = gr.Checkbox(value=True, label="4-bit base weights (QLoRA)")
+            place(knobs, "model.name", "model.load_in_4bit")
         with gr.Row():
-            epochs = gr.Number(label="Epochs", minimum=0.1)
-            max_steps = gr.Number(label="Max steps (-1: use epochs)", precision=0, elem_id="max-steps")
-            lr = gr.Number(label="Learning rate")
-            batch = gr.Number(label="Batch size", precision=0, minimum=1)
-            accum = gr.Number(label="Grad accumulation", precision=0, minimum=1)
+            place(knobs, "training.epochs", "training.max_steps", "training.learning_rate", "training.batch_size",
+                  "training.grad_accum")
         with gr.Row():
-            r = gr.Number(label="LoRA r", precision=0, minimum=1)
-            alpha = gr.Number(label="LoRA alpha", precision=0, minimum=1)
-            dropout = gr.Number(label="LoRA dropout", minimum=0, maximum=0.9)
-            max_length = gr.Number(label="Max length (tokens)", precision=0, minimum=16)
-            # The scorecard answers every question twice after training: a sample makes a quick run's quick.
-            scorecard_questions = gr.Number(label="Scorecard questions (0: all held-out)", precision=0, minimum=0,
-                                            elem_id="scorecard-questions")
-        knobs = [preset, model, epochs, max_steps, lr, r, alpha, dropout, batch, accum, max_length, four_bit,
-                 scorecard_questions]
+            place(knobs, "lora.r", "lora.alpha", "lora.dropout", "data.max_length", "training.scorecard_questions")
+        unplaced = [key for key, knob in knobs.items() if not knob.is_rendered]
+        if unplaced:
+            raise RuntimeError(f"knobs {unplaced} are in KNOBS but nowhere on the tab -- place() them in a row")
+        knob_inputs = [preset, *knobs.values()]  # as show_estimate and start_training take them
+        fill_knobs = knobs_filler(knobs)
         estimate = gr.Markdown(elem_id="estimate")
         with gr.Row():
             estimate_button = gr.Button("Estimate")
@@ -227,13 +265,14 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
         build_export_panel(run_state, owner_state)
         timer = gr.Timer(POLL_SECONDS)
 
-        preset.change(preset_values, preset, knobs[1:])
-        estimate_button.click(show_estimate, [dataset_state, *knobs], estimate)
-        start.click(start_training, [dataset_state, owner_state, *knobs], [run_state, progress]).then(
-            show_estimate, [dataset_state, *knobs], estimate)
+        preset.change(fill_knobs, preset, list(knobs.values()))
+        estimate_button.click(show_estimate, [dataset_state, *knob_inputs], estimate)
+        start.click(start_training, [dataset_state, owner_state, *knob_inputs], [run_state, progress]).then(
+            show_estimate, [dataset_state, *knob_inputs], estimate)
         stop.click(stop_training, [run_state, owner_state], progress)
         resume.click(resume_training, [run_state, owner_state], progress)
         timer.tick(poll_run, [run_state, owner_state], [progress, loss_plot, lr_plot, log, compare, resume])
         timer.tick(refresh_scorecard, [run_state, owner_state, scorecard["shown"], scorecard["verdict"]],
                    scorecard["outputs"])
-    return {"preset": preset, "knobs": knobs, "compare": compare, "scorecard_table": scorecard["table"]}
+    return {"preset": preset, "knobs": knobs, "fill_knobs": fill_knobs, "compare": compare,
+            "scorecard_table": scorecard["table"]}

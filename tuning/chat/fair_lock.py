@@ -34,7 +34,7 @@ class FairLock:
             else:
                 self._held = False
 
-    def __enter__(self) -> "FairLock":
+    def __enter__(self) -> FairLock:
         self.acquire()
         return self
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 _DONE = object()
 
@@ -24,7 +24,7 @@ class MergedRows:
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()  # feeds on different threads update different rows of one snapshot
 
-    def streamer(self, row: int | None) -> "_RowsFeed":
+    def streamer(self, row: int | None) -> _RowsFeed:
         """A transformers streamer feeding every row (a batched generate) or just `row` (its own generate)."""
         return _RowsFeed(self, None if row is None else [row])
 

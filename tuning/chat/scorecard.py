@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tuning.config import write_text_atomic
 from tuning.data.examples import load_examples, reference_answers, user_prompts
+from tuning.errors import UsageError
 from tuning.runs.files import (
     EVAL_CSV_FILE,
     EVAL_FILE,
@@ -149,8 +150,9 @@ def sample_examples(examples: list[dict], limit: int, seed: int) -> list[dict]:
 
 def questions_phrase(summary: dict) -> str:
     """'58 held-out questions', or '8 of 58 held-out questions' for a sampled scorecard."""
-    scored, held_out = summary["questions"], summary.get("held_out", summary["questions"])
-    return f"{scored} held-out questions" if scored == held_out else f"{scored} of {held_out} held-out questions"
+    from tuning.runs.run import questions_phrase as phrase
+
+    return phrase(summary["questions"], summary.get("held_out", summary["questions"]))
 
 
 def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, settings=None, chat=None,
@@ -163,7 +165,7 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, setti
     data_file = Path(data_file) if data_file else run_dir / RUN_DATA_DIR / RUN_VALIDATION_FILE
     held_out = load_examples(data_file).examples
     if not held_out:
-        raise ValueError(f"{data_file}: no questions to evaluate")
+        raise UsageError(f"{data_file}: no questions to evaluate")
     examples = sample_examples(held_out, max_questions, seed)
     chat = chat or SideBySideChat.from_run(run_dir, dequantize=False)
     references = reference_answers(examples)

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from tuning.chat.context import FittedPrompt, fit_prompt, prompt_budget
-from tuning.config import ModelConfig, load_recipe
-from tuning.hardware.device import GENERATION, SHORT_DTYPE
 from tuning.chat.fair_lock import FairLock
-from tuning.data.chat_template import with_system_prompt
-from tuning.models.loading import (
-    ResolvedModel,
-    display_name,
-    load_base_model,
-    load_inference_model,
-    load_tokenizer,
-    resolve_model,
-)
 from tuning.chat.lora_scaling import masked_rows
 from tuning.chat.pane_strategy import (
     CHAT_STRATEGIES,
@@ -33,8 +23,20 @@ from tuning.chat.pane_strategy import (
 )
 from tuning.chat.row_streamer import MergedRows
 from tuning.chat.side_threads import measure_strategies, run_sides_at_once
-from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE
+from tuning.config import ModelConfig
+from tuning.data.chat_template import with_system_prompt
+from tuning.errors import UsageError
 from tuning.guards.caps import caps
+from tuning.hardware.device import GENERATION, SHORT_DTYPE
+from tuning.models.loading import (
+    ResolvedModel,
+    display_name,
+    load_base_model,
+    load_inference_model,
+    load_tokenizer,
+    resolve_model,
+)
+from tuning.runs.run import Run
 
 TUNED_ADAPTER = "tuned"  # PEFT's name for the adapter in use
 
@@ -99,12 +101,14 @@ class SideBySideChat:
         return load_base_model(self.model_ref.path, self.model_cfg, work=GENERATION)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, dequantize: bool = True) -> "SideBySideChat":
-        """Load the base model a run was trained on, in the same precision, with its adapter."""
-        recipe = load_recipe(Path(run_dir) / CONFIG_FILE)
-        chat = cls(resolve_model(recipe.model.name, recipe.model.revision), recipe.model, recipe.data.system_prompt,
-                   dequantize=dequantize)
-        chat.use_adapter(Path(run_dir) / ADAPTER_DIR, label=Path(run_dir).name)
+    def from_run(cls, run_dir: str | Path, dequantize: bool = True) -> SideBySideChat:
+        """Load the base model a run was trained on (never what 'auto' means now), in the same precision, with
+        its adapter."""
+        run = Run(run_dir)
+        recipe, base = run.recipe(), run.base_model()
+        model_cfg = dataclasses.replace(recipe.model, name=base.name, revision=base.revision)
+        chat = cls(resolve_model(base.name, base.revision), model_cfg, recipe.data.system_prompt, dequantize=dequantize)
+        chat.use_adapter(run.adapter_dir, label=run.id)
         return chat
 
     @property
@@ -169,7 +173,7 @@ class SideBySideChat:
 
     def _adapter_context(self, adapter_on: bool):
         if adapter_on and self.adapter_dir is None:
-            raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
+            raise UsageError("no adapter loaded: pick a finished run or a Hub adapter first")
         if not adapter_on and self.adapter_dir is not None:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
@@ -196,7 +200,7 @@ class SideBySideChat:
         (pane_strategy: one side after the other on all cores, or both at once on a core each)."""
         settings = settings or GenerationSettings()
         if self.adapter_dir is None:
-            raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
+            raise UsageError("no adapter loaded: pick a finished run or a Hub adapter first")
         prompts = [self.fit(q, settings).ids for q in questions]
         with self._lock:
             strategy = self._strategy(min(batch_size, len(prompts)), SCORECARD_STRATEGIES)
@@ -260,7 +264,7 @@ class SideBySideChat:
         fastest here (pane_strategy): one batched generate with the adapter's update scaled by 0 on the base
         row, or one generate per pane at once, each on its own core, the adapter off on the base pane's. Either way both panes grow together."""
         if adapter is None and self.adapter_dir is None:
-            raise ValueError("no adapter loaded: pick a finished run or a Hub adapter first")
+            raise UsageError("no adapter loaded: pick a finished run or a Hub adapter first")
         yield from self._stream_rows([base_question, tuned_question], [False, True], settings, adapter,
                                      adapter_on=True)
 

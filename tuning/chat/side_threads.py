@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tuning.chat.lora_scaling import adapter_off_on_some_threads, adapter_off_on_this_thread, masked_rows
 from tuning.chat.pane_strategy import BATCHED, MEASURE_TOKENS, SEQUENTIAL, THREADS, PaneTimings

@@ -6,18 +6,19 @@ different base model (or precision) replaces the base. A Hub adapter id is fetch
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
 from tuning.chat.side_by_side import SideBySideChat
-from tuning.config import ModelConfig, RecipeConfig, load_recipe
+from tuning.config import ModelConfig, RecipeConfig
+from tuning.guards.caps import MAX_NAME_CHARS, caps
 from tuning.hub.auth import download_token
 from tuning.hub.size import pin_under_cap, snapshot
+from tuning.models.loading import ModelLoadError, resolve_model
 from tuning.models.memory import check_model_params, chosen_model_config, free_memory
 from tuning.models.names import ModelNameError, base_model_of, is_hub_id
-from tuning.models.loading import ModelLoadError, resolve_model
-from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE, has_adapter
-from tuning.guards.caps import MAX_NAME_CHARS, caps
+from tuning.runs.run import Run
 
 HUB_ADAPTER_PATTERNS = ["adapter_config.json", "*.safetensors", "*.json"]
 ADAPTER_SIZE_FIX = "pick a smaller adapter (a LoRA adapter is a few MB to a few hundred), or pick a local run"
@@ -105,14 +106,15 @@ class ChatSwitcher:
 
     def select_run(self, run_dir: str | Path) -> tuple[SideBySideChat, Path]:
         """The chat for a finished run's adapter (on the base it was trained on) and that adapter's folder."""
-        run_dir = Path(run_dir)
-        if not has_adapter(run_dir):
-            raise ModelLoadError(f"run {run_dir.name} has no adapter yet -- wait for it to finish")
-        recipe = load_recipe(run_dir / CONFIG_FILE)
+        run = Run(run_dir)
+        if not run.has_adapter():
+            raise ModelLoadError(f"run {run.id} has no adapter yet -- wait for it to finish")
+        recipe, base = run.recipe(), run.base_model()  # the base it trained on, even where 'auto' now differs
+        model_cfg = dataclasses.replace(recipe.model, name=base.name, revision=base.revision)
         with self._lock:
-            chat = self._ensure_base(recipe.model.name, recipe.model, recipe.data.system_prompt)
-            chat.use_adapter(run_dir / ADAPTER_DIR, label=run_dir.name)  # no-op when already attached
-            return chat, run_dir / ADAPTER_DIR
+            chat = self._ensure_base(base.name, model_cfg, recipe.data.system_prompt)
+            chat.use_adapter(run.adapter_dir, label=run.id)  # no-op when already attached
+            return chat, run.adapter_dir
 
     def select_hub_adapter(self, repo_id: str) -> tuple[SideBySideChat, Path]:
         """The chat for an adapter from the Hub (on its own base model) and the adapter's folder."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuning.errors import KanteleError
+
 IGNORE_INDEX = -100  # label value the loss skips (prompt tokens, padding)
 
 
-class TemplateError(ValueError):
+class TemplateError(KanteleError, ValueError):
     """The chat template renders a conversation in a way we can't mask safely."""
 
 

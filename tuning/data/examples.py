@@ -32,6 +32,7 @@ from tuning.data.shapes import (
     normalize_row,
     normalize_row_with_shape,
 )
+from tuning.errors import UsageError
 
 __all__ = [
     "PASSTHROUGH_FIELDS",
@@ -157,7 +158,7 @@ def load_examples(paths, max_tokens=None, count_tokens=None, limits: UploadLimit
 def split_examples(examples, validation_fraction: float, seed: int) -> tuple[list, list]:
     """Shuffle with the seed and split into (train, validation); at least one validation example if asked."""
     if not 0 <= validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be at least 0 and below 1, got {validation_fraction} — try 0.1")
+        raise UsageError(f"validation_fraction must be at least 0 and below 1, got {validation_fraction} — try 0.1")
     examples = list(examples)
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuning.errors import KanteleError
+
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv")
 MAX_ERRORS_SHOWN = 20
 MAX_UPLOAD_MB_ENV, MAX_ROWS_ENV = "KANTELE_MAX_UPLOAD_MB", "KANTELE_MAX_ROWS"
@@ -94,7 +96,7 @@ def _env_number(name: str, default, example: str, kind):
     return value
 
 
-class DataError(ValueError):
+class DataError(KanteleError, ValueError):
     """A data file that can't be used; .errors is the list of RowError."""
 
     def __init__(self, summary: str, errors=()):

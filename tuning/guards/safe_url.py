@@ -18,6 +18,8 @@ import socket
 
 import httpx2
 
+from tuning.errors import KanteleError
+
 ALLOWED_ENDPOINTS_ENV = "KANTELE_ALLOWED_ENDPOINTS"
 # Names of cloud metadata services, refused before DNS (the addresses they resolve to are refused too).
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data",
@@ -29,7 +31,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class AddressRefused(ValueError):
+class AddressRefused(KanteleError, ValueError):
     """A URL points into this app's own network; the message names the host and how the owner may allow it."""
 
 

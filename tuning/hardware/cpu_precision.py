@@ -47,7 +47,7 @@ class ModelShapes:
     vocab: int
 
     @classmethod
-    def from_config(cls, config: dict) -> "ModelShapes":
+    def from_config(cls, config: dict) -> ModelShapes:
         """Shapes from a config.json's fields (text config of a multimodal one when it is nested)."""
         config = config.get("text_config", config)
         hidden = int(config["hidden_size"])
@@ -59,7 +59,7 @@ class ModelShapes:
                    vocab=int(config.get("vocab_size") or 32000))
 
     @classmethod
-    def from_folder(cls, path: str | os.PathLike | None) -> "ModelShapes":
+    def from_folder(cls, path: str | os.PathLike | None) -> ModelShapes:
         """Shapes of the model saved in `path` (its config.json); the embedded model's when it can't be read."""
         try:
             return cls.from_config(json.loads((Path(path) / "config.json").read_text(encoding="utf-8")))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from tuning.errors import first_line
+from tuning.errors import KanteleError, first_line
 
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 WRITE_ROLES = {"write", "admin"}
@@ -15,7 +15,7 @@ READ_ONLY_ORG_ROLES = {"read"}  # org members with this role may not create or p
 NAMESPACE_ENTITIES = {"user", "org"}  # fine-grained scopes on a whole account; others name one repo
 
 
-class HubError(RuntimeError):
+class HubError(KanteleError, RuntimeError):
     """A Hub call that failed; the message names the fix and never contains a token."""
 
 

@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuning.config import EMBEDDED_MODEL, load_recipe
-from tuning.training.curves import LOSS_PNG
 from tuning.hardware.device import SHORT_DTYPE
-from tuning.training.distributed import effective_batch
-from tuning.chat.scorecard import questions_phrase
 from tuning.runs.files import (
     ADAPTER_DIR,
     CONFIG_FILE,
     DATA_FILE,
     ENVIRONMENT_FILE,
-    EVAL_FILE,
     read_json,
     read_metrics,
 )
+from tuning.runs.run import Run, Scorecard
+from tuning.training.curves import LOSS_PNG
+from tuning.training.distributed import effective_batch
 
 SAMPLE_ANSWERS = 3
 
@@ -88,17 +87,16 @@ print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_to
 ```"""
 
 
-def _scorecard(report: dict) -> list[str]:
-    summary = report["summary"]
+def _scorecard(card: Scorecard) -> list[str]:
     lines = ["## Before / after", "",
-             f"Base and tuned answered the same {questions_phrase(summary)} (greedy decoding).", "",
+             f"Base and tuned answered the same {card.questions_phrase()} (greedy decoding).", "",
              "| metric | base | tuned | change |", "|---|---|---|---|"]
-    for metric, values in summary["metrics"].items():
+    for metric, values in card.metrics.items():
         lines.append(f"| {metric} | {values['base']:.3f} | {values['tuned']:.3f} | {values['delta']:+.3f} |")
-    lines += ["", "Verdicts: " + ", ".join(f"{k} {v}" for k, v in summary["verdicts"].items()), "",
+    lines += ["", "Verdicts: " + ", ".join(f"{k} {v}" for k, v in card.verdicts.items()), "",
               "| question | base | tuned |", "|---|---|---|"]
-    for row in report["questions"][:SAMPLE_ANSWERS]:
-        cells = [row[k].replace("|", "\\|").replace("\n", " ") for k in ("question", "base", "tuned")]
+    for row in card.questions[:SAMPLE_ANSWERS]:
+        cells = [text.replace("|", "\\|").replace("\n", " ") for text in (row.question, row.base, row.tuned)]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -129,7 +127,8 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
     recipe = load_recipe(run_dir / CONFIG_FILE)
     environment = read_json(run_dir / ENVIRONMENT_FILE, {}) or {}
     data = read_json(run_dir / DATA_FILE, {}) or {}
-    base = (environment.get("base_model") or {}).get("hub_id") or recipe.model.name
+    base_model = Run(run_dir).base_model()
+    base = base_model.hub_id or base_model.name  # never 'auto': the model it trained on
     losses = [m for m in read_metrics(run_dir) if m.get("loss") is not None]
     evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
     t, lora = recipe.training, recipe.lora
@@ -161,9 +160,9 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
         lines.append("")
     if (run_dir / LOSS_PNG).is_file():
         lines += ["![Training and validation loss](loss.png)", ""]
-    report = read_json(run_dir / EVAL_FILE)
-    if report:
-        lines += _scorecard(report)
+    card = Run(run_dir).scorecard()
+    if card:
+        lines += _scorecard(card)
     lines += ["## Limitations", "",
               "A small adapter learns the facts and style of its training data, nothing more: it can still "
               "state wrong facts confidently, especially outside that data. Check answers that matter.", ""]

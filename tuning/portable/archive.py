@@ -10,9 +10,10 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from tuning.data.files import MAX_UPLOAD_MB_ENV, MB, UploadLimits
+from tuning.errors import KanteleError
 
 
-class ArchiveError(ValueError):
+class ArchiveError(KanteleError, ValueError):
     """An upload that can't be unpacked safely; the message names the entry and the fix."""
 
 

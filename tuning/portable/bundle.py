@@ -16,14 +16,15 @@ from pathlib import Path
 
 from tuning.atomic import staged_dir, staged_file
 from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ConfigError, RecipeConfig, load_recipe, recipe_to_dict
+from tuning.errors import KanteleError
 from tuning.models.loading import EMBEDDED_INSTALL_HINT
 from tuning.runs.files import (
     CONFIG_FILE,
     RUN_DATA_DIR,
     RUN_TRAIN_FILE,
     RUN_VALIDATION_FILE,
-    recorded_base_model,
 )
+from tuning.runs.run import Run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # tuning/
@@ -43,7 +44,7 @@ EXECUTABLE_MODE, FILE_MODE = 0o755, 0o644
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
-class BundleError(ValueError):
+class BundleError(KanteleError, ValueError):
     """A run that can't be bundled; the message names the file and the fix."""
 
 
@@ -145,7 +146,7 @@ def _portable_model(recipe: RecipeConfig, run_dir: Path) -> tuple[str, str | Non
     name = recipe.model.name
     if name == AUTO_MODEL:
         # 'auto' means another model on a GPU node than on this CPU: pin the one this run actually used.
-        used = recorded_base_model(run_dir).get("name")
+        used = Run(run_dir).recorded_base_model().get("name")
         if used:
             return used, f"model.name 'auto' is pinned to '{used}', the model this run trained"
         from tuning.models.loading import default_model_name

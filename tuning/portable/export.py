@@ -18,8 +18,10 @@ from pathlib import Path
 
 from tuning.atomic import staged_dir
 from tuning.config import load_recipe, write_text_atomic
+from tuning.errors import KanteleError
 from tuning.portable.gguf import GGUFExportError, verify_gguf, write_gguf  # noqa: F401 (verify_gguf: API)
-from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE, has_adapter, recorded_base_model
+from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE, has_adapter
+from tuning.runs.run import Run
 
 MERGED_DIR = "merged"
 MODELFILE = "Modelfile"
@@ -28,7 +30,7 @@ README = "README.md"
 _TOKENIZER_SOURCES = ("tokenizer.model",)
 
 
-class ExportError(RuntimeError):
+class ExportError(KanteleError, RuntimeError):
     """A run that can't be exported; the message says why and what still got written."""
 
 
@@ -57,14 +59,12 @@ def _run_recipe(run_dir: Path):
 
 
 def _base_model(run_dir: Path, recipe):
-    """The run's base model folder: the recipe's model, at the Hub commit the run recorded when it has one."""
+    """The run's base model folder: the model it trained on (never what 'auto' means now), at the Hub commit
+    the run recorded when it has one."""
     from tuning.models.loading import resolve_model
 
-    recorded = recorded_base_model(run_dir)
-    revision = recipe.model.revision
-    if revision is None and recorded.get("name") == recipe.model.name and recorded.get("hub_id"):
-        revision = recorded.get("revision")
-    return resolve_model(recipe.model.name, revision)
+    base = Run(run_dir).base_model()
+    return resolve_model(base.name, base.revision)
 
 
 def merge_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from hashlib import sha256
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
+
+from tuning.errors import KanteleError
 
 GGUF_DTYPES = ("f16", "f32")
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
@@ -34,7 +36,7 @@ _PRE_TOKENIZERS = {
 }
 
 
-class GGUFExportError(RuntimeError):
+class GGUFExportError(KanteleError, RuntimeError):
     """A model this converter can't write as GGUF; the message names what and why."""
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from tuning.config import AUTO_MODEL
-from tuning.errors import _chain, first_line
+from tuning.errors import KanteleError, exception_chain, first_line
 from tuning.guards.caps import is_shared
 
 LOCAL, REMOTE = "local", "remote"
@@ -36,7 +36,7 @@ def _max_reply_bytes() -> int | None:
     return None if megabytes is None else int(megabytes * 2**20)
 
 
-class BackendError(RuntimeError):
+class BackendError(KanteleError, RuntimeError):
     """The LLM could not answer; the message says why and what to do (and never holds a token)."""
 
 
@@ -74,9 +74,9 @@ class LocalBackend:
         return display_name(resolve_model(self.model_name))
 
     def _load(self) -> None:
-        from tuning.models.memory import check_model_params, chosen_model_config
         from tuning.hardware.device import GENERATION
         from tuning.models.loading import load_base_model, load_tokenizer, resolve_model
+        from tuning.models.memory import check_model_params, chosen_model_config
 
         resolved = resolve_model(self.model_name)
         check_model_params(self.model_name, resolved.path)  # before any weight loads
@@ -194,7 +194,7 @@ class RemoteBackend:
         where = self.base_url or "Hugging Face Inference Providers"
         status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
         name = type(exc).__name__.lower()
-        refused = next((link for link in _chain(exc) if isinstance(link, (AddressRefused, ReplyTooLarge))), None)
+        refused = next((link for link in exception_chain(exc) if isinstance(link, (AddressRefused, ReplyTooLarge))), None)
         if refused is not None:  # a redirect, or a DNS answer that changed since the base URL was checked
             why = str(refused)
         elif status in (401, 403):

@@ -13,6 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from tuning.config import ConfigError
+from tuning.guards.caps import CAP_ENV_PREFIX, caps, check_cap
 from tuning.qa.backends import BackendError, Completion
 from tuning.qa.judge import parse_judge_reply
 from tuning.qa.parse import QAParseError, parse_qa_reply
@@ -26,6 +27,7 @@ from tuning.qa.prompts import (
     pair_budget,
     retry_messages,
 )
+from tuning.qa.sources import Chunk
 from tuning.qa.validate import (
     DUPLICATE,
     EMPTY,
@@ -36,8 +38,6 @@ from tuning.qa.validate import (
     form_flags,
     grounding_score,
 )
-from tuning.guards.caps import CAP_ENV_PREFIX, caps, check_cap
-from tuning.qa.sources import Chunk
 
 FACT, OFF_TOPIC = "fact", "off-topic"
 JSON_REPLY_PREFIX = '[{"question": "'  # a local model continues from here (see Completion.reply_prefix)
@@ -104,7 +104,7 @@ class GeneratedPair:
         return row
 
     @classmethod
-    def from_row(cls, row: dict) -> "GeneratedPair":
+    def from_row(cls, row: dict) -> GeneratedPair:
         """Back from to_row()."""
         turns = {m["role"]: m["content"] for m in row["messages"]}
         provenance = dict(row.get("provenance") or {})

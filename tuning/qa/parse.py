@@ -8,6 +8,8 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
+from tuning.errors import KanteleError
+
 # Key names in priority order; matched case-insensitively after stripping.
 QUESTION_KEYS = ("question", "q", "prompt", "instruction", "query", "input")
 ANSWER_KEYS = ("answer", "a", "response", "output", "reply", "completion")
@@ -33,7 +35,7 @@ QA_LINE = re.compile(
 FAILED = object()  # decode() result for text that is no JSON or Python literal (None is a valid value)
 
 
-class QAParseError(ValueError):
+class QAParseError(KanteleError, ValueError):
     """The reply holds no usable pairs; the message says what was found and what was expected."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from tuning.errors import UsageError
 from tuning.qa.sources import Chunk
 
 MIN_PAIRS, MAX_PAIRS = 10, 20  # per batch: small enough to stay information-rich, as the guides advise
@@ -48,7 +49,7 @@ def pair_budget(pairs: int) -> int:
 def generation_messages(chunk: Chunk, pairs: int, previous_questions: list[str] = ()) -> list[dict]:
     """The chat asking for exactly `pairs` pairs from one chunk, new ones when it was asked before."""
     if not MIN_PAIRS <= pairs <= MAX_PAIRS:
-        raise ValueError(f"pairs per batch must be {MIN_PAIRS}-{MAX_PAIRS}, got {pairs}")
+        raise UsageError(f"pairs per batch must be {MIN_PAIRS}-{MAX_PAIRS}, got {pairs}")
     parts = [f'Text (from "{chunk.source}", part {chunk.chunk_id + 1}):\n"""\n{chunk.text.strip()}\n"""',
              f"Write exactly {pairs} question-and-answer pairs about the text above.", GENERATOR_RULES]
     if previous_questions:

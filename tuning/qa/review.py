@@ -7,6 +7,7 @@ from dataclasses import replace
 from tuning.qa.generate import GeneratedPair
 
 REVIEW_COLUMNS = ["keep", "question", "answer", "flags", "grounding", "judge", "from"]
+REMOVED_COLUMNS = ["question", "answer", "why removed", "from"]
 KEEP, QUESTION, ANSWER, FLAGS = 0, 1, 2, 3
 EDITABLE_COLUMNS = (KEEP, QUESTION, ANSWER)
 NO_FLAGS = "—"
@@ -28,6 +29,19 @@ def review_table(pairs: list[GeneratedPair], keep: list[bool] | None = None) -> 
              "" if p.grounding is None else round(p.grounding, 2),
              "" if p.judge_score is None else f"{p.judge_score}/10 {p.judge_reason}".strip(),
              describe_provenance(p)] for kept, p in zip(keep, pairs)]
+
+
+def removed_table(removed: list[dict]) -> list[list]:
+    """One row per removed pair or failed batch (failure_rows' rows, and pairs rejected in review), with the reason."""
+    table = []
+    for row in removed:
+        if "failed_batch" in row:
+            table.append(["", (row.get("raw_reply") or "")[:300], f"batch {row['failed_batch']} failed: {row['error']}",
+                          f"{row.get('source', '')} part {row.get('chunk_id', 0) + 1}"])
+        else:
+            pair = GeneratedPair.from_row(row)
+            table.append([pair.question, pair.answer, pair.removed, pair.provenance.get("source", "")])
+    return table
 
 
 def accept_unflagged(table: list[list]) -> list[list]:

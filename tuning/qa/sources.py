@@ -15,8 +15,8 @@ from pathlib import Path
 from tuning.config import ConfigError
 from tuning.data.examples import DataError
 from tuning.data.files import MB
-from tuning.qa.pdf_text import extract_pdf_text
 from tuning.guards.caps import CAP_ENV_PREFIX, CapError, caps, check_cap
+from tuning.qa.pdf_text import extract_pdf_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 PDF_SUFFIX = ".pdf"

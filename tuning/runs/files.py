@@ -51,13 +51,6 @@ def read_json(path: str | os.PathLike, default=None):
         return default
 
 
-def recorded_base_model(run_dir: str | os.PathLike) -> dict:
-    """The base model the run recorded in environment.json (name, hub_id, revision); {} when it has none."""
-    environment = read_json(Path(run_dir) / ENVIRONMENT_FILE, {})
-    recorded = environment.get("base_model") if isinstance(environment, dict) else None
-    return recorded if isinstance(recorded, dict) else {}
-
-
 def write_status(run_dir: str | os.PathLike, state: str, **details) -> dict:
     """Record the run's state (running/completed/stopped/failed) with a timestamp."""
     path = Path(run_dir) / STATUS_FILE

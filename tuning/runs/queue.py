@@ -20,8 +20,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuning.errors import UsageError
 from tuning.config import RecipeConfig, save_recipe
-from tuning.errors import LOW_SPACE_BYTES, disk_full_error, free_bytes
+from tuning.atomic import LOW_SPACE_BYTES, disk_full_error, free_bytes
 from tuning.runs.files import (
     FAILED,
     FINISHED_STATES,
@@ -156,7 +157,7 @@ class TrainingQueue:
     def run_dir(self, run_id: str) -> Path:
         """The folder of a run id (ids are made by make_run_id, never taken from user paths)."""
         if not run_id or _SAFE_NAME.search(run_id):
-            raise ValueError(f"not a run id: {run_id!r}")
+            raise UsageError(f"not a run id: {run_id!r}")
         return self.runs_dir / run_id
 
     def submit(self, recipe: RecipeConfig, label: str = "run", owner: Owner | None = None) -> str:
@@ -234,12 +235,12 @@ class TrainingQueue:
         with self._lock:
             self.poll()
             if run_id == self._current or run_id in self._waiting:
-                raise ValueError(f"run {run_id} is already training or queued")
+                raise UsageError(f"run {run_id} is already training or queued")
             state = read_status(run_dir).get("state")
             if state not in (FAILED, STOPPED):
-                raise ValueError(f"run {run_id} is {state or 'not a run'}: only a failed or stopped run can resume")
+                raise UsageError(f"run {run_id} is {state or 'not a run'}: only a failed or stopped run can resume")
             if latest_checkpoint(run_dir) is None:
-                raise ValueError(f"run {run_id} saved no checkpoint to continue from -- start a new run")
+                raise UsageError(f"run {run_id} saved no checkpoint to continue from -- start a new run")
             self.check_room(owner)
             write_status(run_dir, QUEUED, error=None, resumed=time.time())
             self._resuming.add(run_id)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from tuning.runs.files import append_metrics
 from tuning.training.distributed import any_process
 from tuning.training.early_stop import stop_requested_early
-from tuning.runs.files import append_metrics
 
 log = logging.getLogger("tuning.training.train")
 

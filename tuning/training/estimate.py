@@ -254,10 +254,10 @@ def estimate_recipe(recipe: RecipeConfig, runs_dir: Path | None = None, device: 
     """Estimate a recipe's cost on this device (or `device`) from its model's config and its data's token counts."""
     from transformers import AutoConfig
 
-    from tuning.data.examples import load_examples, reference_answers
-    from tuning.hardware.device import read_device
     from tuning.chat.scorecard import answer_budget
     from tuning.data.chat_template import encode_for_training, with_system_prompt
+    from tuning.data.examples import load_examples, reference_answers
+    from tuning.hardware.device import read_device
     from tuning.models.loading import load_tokenizer, resolve_model
 
     cached = is_cached(recipe.model.name, recipe.model.revision)  # before resolving: that fetches it

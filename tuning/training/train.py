@@ -13,9 +13,9 @@ import os
 import time
 from pathlib import Path
 
-from tuning.atomic import staged_dir
+from tuning.atomic import disk_full_error, is_disk_full, staged_dir
 from tuning.config import RecipeConfig, TrainingConfig, save_recipe
-from tuning.training.curves import save_training_curves
+from tuning.data.chat_template import IGNORE_INDEX, encode_for_training, with_system_prompt
 from tuning.data.examples import (
     find_overlap,
     fingerprint_examples,
@@ -23,11 +23,8 @@ from tuning.data.examples import (
     split_examples,
     write_jsonl,
 )
+from tuning.errors import UsageError
 from tuning.hardware.device import compute_dtype, cpu_measurement, read_device, trainer_precision
-from tuning.training.distributed import Placement, effective_batch, gpus_per_process, read_placement
-from tuning.errors import disk_full_error, is_disk_full
-from tuning.data.chat_template import IGNORE_INDEX, encode_for_training, with_system_prompt
-from tuning.models.memory import free_memory
 from tuning.models.loading import (
     display_name,
     load_base_model,
@@ -35,6 +32,7 @@ from tuning.models.loading import (
     lora_config,
     resolve_model,
 )
+from tuning.models.memory import free_memory
 from tuning.runs.environment import library_versions, setup_logging
 from tuning.runs.files import (
     ADAPTER_DIR,
@@ -58,6 +56,8 @@ from tuning.runs.files import (
     write_json,
     write_status,
 )
+from tuning.training.curves import save_training_curves
+from tuning.training.distributed import Placement, effective_batch, gpus_per_process, read_placement
 
 log = logging.getLogger("tuning.training.train")
 
@@ -125,7 +125,7 @@ def encode_rows(rows: list[dict], tokenizer, recipe: RecipeConfig) -> list[dict]
             len(unusable), recipe.data.max_length, unusable[:20],
         )
     if not encoded and rows:
-        raise ValueError("no trainable conversation: every answer is beyond data.max_length")
+        raise UsageError("no trainable conversation: every answer is beyond data.max_length")
     return encoded
 
 

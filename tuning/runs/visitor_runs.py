@@ -1,0 +1,86 @@
+"""The runs as a visitor may see them: the one door from the UI to run folders and the training queue.
+
+Every method takes the asker (`Owner`; None only for the shell and an app on your own machine, where every
+run is open) and checks, here on the server, that a run id a browser sent is theirs before any folder is
+opened or any run is stopped, resumed or shown: RunAccessError otherwise, worded the same whether the run is
+someone else's or doesn't exist (ids are not probed). The UI holds this object, never the queue itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuning.config import RecipeConfig
+from tuning.runs.owner import Owner, check_owner, may_open
+from tuning.runs.queue import RunView, TrainingQueue
+from tuning.runs.run import Run
+
+
+class VisitorRuns:
+    """The training queue and the runs folder, each use checked against who asks."""
+
+    # Machine-wide questions that open no one's run (the estimate reads only earlier runs' speeds): the only
+    # methods without an asker (tests/test_isolation.py holds every other one to it).
+    MACHINE_WIDE = ("estimate", "preflight")
+
+    def __init__(self, queue: TrainingQueue) -> None:
+        self._queue = queue
+
+    def runs(self, asker: Owner | None) -> list[Run]:
+        """The asker's runs and the ownerless ones, newest first."""
+        return [Run(self._queue.runs_dir / run_id) for run_id in self._queue.list_runs()
+                if may_open(self._queue.runs_dir / run_id, asker)]
+
+    def run(self, run_id: str, asker: Owner | None) -> Run:
+        """The run a browser named, once it is checked to be the asker's (RunAccessError otherwise)."""
+        return Run(check_owner(self._queue.run_dir(run_id), asker))
+
+    def submit(self, recipe: RecipeConfig, label: str, asker: Owner | None) -> str:
+        """Queue a run owned by the asker; its id. CapError when they are at their cap of runs."""
+        return self._queue.submit(recipe, label=label, owner=asker)
+
+    def estimate(self, recipe: RecipeConfig):
+        """A recipe's pre-flight estimate on this machine, timed by the speed earlier runs recorded here (their
+        tokens/s only: no run's data, answers or files reach the asker)."""
+        from tuning.training.estimate import estimate_recipe
+
+        return estimate_recipe(recipe, self._queue.runs_dir)
+
+    def preflight(self, recipe: RecipeConfig):
+        """The asker's recipe checked against the caps in force (CapError), with its estimate when one was needed."""
+        from tuning.runs.caps import preflight
+
+        return preflight(recipe, self._queue.runs_dir)
+
+    def check_room(self, asker: Owner | None) -> None:
+        """CapError when the asker already has as many runs queued or training as a visitor may."""
+        self._queue.check_room(asker)
+
+    def stop(self, run_id: str, asker: Owner | None) -> None:
+        """Stop the asker's run (graceful), or take it out of the queue."""
+        self.run(run_id, asker)
+        self._queue.stop(run_id)
+
+    def resume(self, run_id: str, asker: Owner | None) -> None:
+        """Queue the asker's failed or stopped run again, from its last checkpoint."""
+        self.run(run_id, asker)
+        self._queue.resume(run_id, asker)
+
+    def view(self, run_id: str, asker: Owner | None, log_lines: int = 30) -> RunView:
+        """The asker's run: state, progress, place in the queue, metrics and log tail."""
+        self.run(run_id, asker)
+        return self._queue.view(run_id, log_lines)
+
+    def training_now(self, asker: Owner | None) -> tuple[bool, str | None]:
+        """(whether a run trains now, its id when it is the asker's): another visitor's run id is theirs to
+        know, so only that the slot is busy is said."""
+        active = self._queue.active_run()
+        if active is None:
+            return False, None
+        return True, (active if may_open(self._queue.runs_dir / active, asker) else None)
+
+    def import_adapter(self, upload: str | Path, asker: Owner | None):
+        """An adapter the asker uploaded (a .zip or folder), added as a finished run they own."""
+        from tuning.portable.adapter_import import import_adapter
+
+        return import_adapter(upload, self._queue.runs_dir, asker)
