@@ -53,7 +53,8 @@ def main() -> None:
     tokenizer = load_tokenizer(resolve_model(recipe.model.name).path)
     train, validation = kalevala_files()
     prepared = prepare_dataset(new_workspace(home / "workspaces"), [train], 0.1, seed=42,
-                               max_tokens=recipe.data.max_length, count_tokens=lambda m: len(encode_for_training(tokenizer, m, 10**9).input_ids),
+                               max_tokens=recipe.data.max_length,
+                               count_tokens=lambda m: len(encode_for_training(tokenizer, m, 10**9).input_ids),
                                validation_files=[validation])
     stages["load the example"] = time.perf_counter() - started
 

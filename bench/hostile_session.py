@@ -74,7 +74,7 @@ class Session:
         started = time.perf_counter()
         try:
             value, error = self.client.predict(*args, api_name=api_name, **kwargs), ""
-        except Exception as caught:  # the API raises the app's gr.Error (and "queue is full") as an exception
+        except Exception as caught:  # noqa: BLE001 -- the API raises the app's gr.Error (and "queue is full") as an exception
             value, error = None, str(caught) or type(caught).__name__
         self.replies.append(Reply(value, error, time.perf_counter() - started))
         return self.replies[-1]

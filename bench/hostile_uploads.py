@@ -29,7 +29,8 @@ from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_ENV  # noqa: E402
 SMALL_APP = {SHARED_ENV: "1", "KANTELE_EXAMPLE": "off", "KANTELE_MAX_UPLOAD_MB": "1",
              f"{CAP_ENV_PREFIX}SOURCE_MB": "1", f"{CAP_ENV_PREFIX}REQUEST_MB": "1.5",
              f"{CAP_ENV_PREFIX}UPLOAD_CACHE_MINUTES": "0.25"}  # 1 MB per file, 1.5 MB per load, copies kept 15 s
-WORDS = ["kantele", "sampo", "louhi", "pohjola", "ilmarinen", "väinämöinen", "aino", "kalevala", "smith", "forged", "north", "song", "poem"]
+WORDS = ["kantele", "sampo", "louhi", "pohjola", "ilmarinen", "väinämöinen", "aino", "kalevala", "smith", "forged",
+         "north", "song", "poem"]
 
 
 def _stored(cache: Path) -> int:

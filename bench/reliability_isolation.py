@@ -66,7 +66,7 @@ class Recorder:
         """One API call; the reply is recorded (an error's message too) and returned (errors as the text)."""
         try:
             result = self.client.predict(*args, api_name=api_name)
-        except Exception as error:  # the API turns a gr.Error into an exception carrying its message
+        except Exception as error:  # noqa: BLE001 -- the API turns a gr.Error into an exception carrying its message
             result = f"error: {error}"
         self.replies[f"{self.name} {api_name} #{len(self.replies)}"] = json.dumps(result, default=str,
                                                                                  ensure_ascii=False)

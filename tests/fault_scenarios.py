@@ -271,7 +271,7 @@ def bad_models(queue: TrainingQueue, data: dict, scratch: Path) -> list[Outcome]
         for fault, name in cases:
             started = time.monotonic()
             run_id = queue.submit(fault_recipe(data, f"model.name={name}"), label="bad-model")
-            wait_until(lambda: queue.view(run_id).finished, queue, f"the run on {name} to end")
+            wait_until(lambda run_id=run_id: queue.view(run_id).finished, queue, f"the run on {name} to end")
             view = queue.view(run_id)
             outcomes.append(Outcome(fault, view.state, view.error or "", time.monotonic() - started))
     finally:

@@ -632,7 +632,8 @@ def test_tuning_data_imports_only_the_standard_library():
 
 def test_data_files_sits_below_the_other_data_modules():
     code = ("import sys, tuning.data.files; "
-            "print(sorted(m for m in sys.modules if m.startswith('tuning.') and not sys.modules[m].__spec__.submodule_search_locations))")
+            "print(sorted(m for m in sys.modules if m.startswith('tuning.')"  # modules, not the packages above them
+            " and not sys.modules[m].__spec__.submodule_search_locations))")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
     )

@@ -111,7 +111,7 @@ def test_the_run_records_its_device_and_dtype(monkeypatch, tmp_path):
     import tuning.training.callbacks
     import tuning.training.train
 
-    class LoadedEnough(Exception):
+    class LoadedEnough(Exception):  # noqa: N818 -- a signal that the test saw enough, not an error
         pass
 
     def stop(path):

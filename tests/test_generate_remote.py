@@ -86,7 +86,8 @@ def test_cli_remote_run_writes_pairs_and_never_prints_the_key(qa_server, tmp_pat
     result = subprocess.run(
         [sys.executable, "-m", "tuning", "generate", "--backend", "remote", "--base-url", base_url, "--model", model,
          "--api-key-env", "KANTELE_TEST_KEY", "--source", str(KALEVALA / "source.md"), "--out", str(out),
-         "--batches", "2", "--in-flight", "2", "--max-reply-tokens", str(REPLY_TOKENS), "--off-topic", "2", "--topic", "the Kalevala"],
+         "--batches", "2", "--in-flight", "2", "--max-reply-tokens", str(REPLY_TOKENS), "--off-topic", "2",
+         "--topic", "the Kalevala"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "3 batches" in result.stdout and "kept" in result.stdout

@@ -89,7 +89,7 @@ def chat_concurrently(chatters: list[Visitor], adapter: str, max_new_tokens: int
         try:
             base, tuned, latencies = visitor.converse(questions, adapter, max_new_tokens)
             results[index] = {"asked": questions, "base": base, "tuned": tuned, "latencies": latencies}
-        except Exception as error:  # reported per visitor; one failure must not hide the others
+        except Exception as error:  # noqa: BLE001 -- reported per visitor; one failure must not hide the others
             results[index] = {"asked": questions, "error": repr(error)}
 
     threads = [threading.Thread(target=run, args=(i, v), daemon=True) for i, v in enumerate(chatters)]
@@ -110,7 +110,7 @@ def flood(visitor: Visitor, question: str, adapter: str, max_new_tokens: int, co
         try:
             job.result()
             answered += 1
-        except Exception as error:  # gradio_client raises the app's gr.Error (or "queue is full") here
+        except Exception as error:  # noqa: BLE001 -- gradio_client raises the app's gr.Error (or "queue is full") here
             refused.append(str(error).splitlines()[0][:160])
     return {"answered": answered, "refused": len(refused), "reasons": sorted(set(refused))}
 

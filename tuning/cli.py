@@ -85,7 +85,7 @@ def _read_questions(path: Path) -> list[str]:
     from tuning.data.examples import DataError, load_examples, read_rows, user_prompts
 
     rows = read_rows(path)
-    if rows and all(set(k.lower() for k in row) <= {"question", "id", "key_facts"} for _, row in rows):
+    if rows and all({k.lower() for k in row} <= {"question", "id", "key_facts"} for _, row in rows):
         questions = []
         for number, row in rows:
             text = str(row.get("question") or row.get("Question") or "").strip()

@@ -31,7 +31,9 @@ class ModelConfig:
     revision: str | None = field(default=None, metadata={"help": "Hub branch, tag or commit (None: main)"})
     load_in_4bit: bool = field(default=True, metadata={"help": "QLoRA: NF4 4-bit base weights (bitsandbytes)"})
     double_quant: bool = field(default=True, metadata={"help": "quantize the 4-bit quantization constants too"})
-    compute_dtype: str = field(default="auto", metadata={"help": "'auto' (bf16 on a GPU of compute capability 8.0+, fp16 below; on a CPU bf16 where it measured clearly faster than fp32, else fp32), float32, bfloat16, float16"})
+    compute_dtype: str = field(default="auto", metadata={
+        "help": "'auto' (bf16 on a GPU of compute capability 8.0+, fp16 below; on a CPU bf16 where it measured "
+                "clearly faster than fp32, else fp32), float32, bfloat16, float16"})
 
 
 @dataclass
@@ -48,7 +50,8 @@ class LoraConfig:
     r: int = field(default=8, metadata={"help": "adapter rank (4-32 is the usual trade-off)"})
     alpha: int = field(default=16, metadata={"help": "scaling numerator: the update is scaled by alpha / r"})
     dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter input"})
-    target_modules: str | list[str] = field(default="all-linear", metadata={"help": "'all-linear' or module names, e.g. [q_proj, v_proj]"})
+    target_modules: str | list[str] = field(default="all-linear",
+                                            metadata={"help": "'all-linear' or module names, e.g. [q_proj, v_proj]"})
 
 
 @dataclass
@@ -68,8 +71,10 @@ class TrainingConfig:
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
     eval_each_epoch: bool = field(default=True, metadata={"help": "validation loss at the end of every epoch"})
     seed: int = field(default=42, metadata={"help": "data order, split and adapter init"})
-    scorecard: bool = field(default=True, metadata={"help": "after training, score base vs tuned on the validation questions (eval.json)"})
-    scorecard_questions: int = field(default=0, metadata={"help": "validation questions the scorecard answers (0: all; fewer: a seeded sample, quicker)"})
+    scorecard: bool = field(default=True, metadata={
+        "help": "after training, score base vs tuned on the validation questions (eval.json)"})
+    scorecard_questions: int = field(default=0, metadata={
+        "help": "validation questions the scorecard answers (0: all; fewer: a seeded sample, quicker)"})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: all cores)"})
 
 

@@ -262,7 +262,8 @@ class SideBySideChat:
                     adapter: Path | None = None) -> Iterator[tuple[str, str]]:
         """Yield (base text, tuned text) as both grow, from one model in memory, by the strategy measured
         fastest here (pane_strategy): one batched generate with the adapter's update scaled by 0 on the base
-        row, or one generate per pane at once, each on its own core, the adapter off on the base pane's. Either way both panes grow together."""
+        row, or one generate per pane at once, each on its own core, the adapter off on the base pane's. Either
+        way both panes grow together."""
         if adapter is None and self.adapter_dir is None:
             raise UsageError("no adapter loaded: pick a finished run or a Hub adapter first")
         yield from self._stream_rows([base_question, tuned_question], [False, True], settings, adapter,
@@ -299,7 +300,7 @@ class SideBySideChat:
                     else:
                         with masked_rows(self.model, TUNED_ADAPTER, rows_with_adapter):
                             self._generate(prompts, settings, merged.streamer(None))
-            except BaseException as exc:  # surfaced to the caller below, not lost in the thread
+            except BaseException as exc:  # noqa: BLE001 -- surfaced to the caller below, not lost in the thread
                 failure.append(exc)
             finally:
                 merged.close()

@@ -34,7 +34,7 @@ def run_sides_at_once(model, adapter: str, jobs: list[Callable[[], object]], ada
         try:
             with adapter_off_on_this_thread(not on), torch.inference_mode():
                 job()
-        except BaseException as exc:  # raised on the caller's thread below
+        except BaseException as exc:  # noqa: BLE001 -- raised on the caller's thread below
             failures.append(exc)
 
     workers = [threading.Thread(target=run, args=(job, on), daemon=True) for job, on in zip(jobs, adapter_on)]

@@ -31,7 +31,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class AddressRefused(KanteleError, ValueError):
+class AddressRefused(KanteleError, ValueError):  # noqa: N818 -- named for what the visitor sees
     """A URL points into this app's own network; the message names the host and how the owner may allow it."""
 
 

@@ -82,7 +82,7 @@ def whoami(token: str, endpoint: str | None = None) -> dict:
 
     try:
         return HfApi(endpoint=endpoint).whoami(token=token)
-    except Exception as exc:  # network, 401, rate limit: all become one clear message
+    except Exception as exc:  # noqa: BLE001 -- network, 401, rate limit: all become one clear message
         raise HubError(explain_hub_error(exc, token, "checking the token", endpoint)) from None
 
 

@@ -54,7 +54,7 @@ def _needs_bos(run_dir: Path) -> bool:
         tokenizer = AutoTokenizer.from_pretrained(run_dir / ADAPTER_DIR)
         rendered = tokenizer.apply_chat_template([{"role": "user", "content": "a"}], add_generation_prompt=True,
                                                  tokenize=True, return_dict=False)
-    except Exception:  # an adapter saved without its tokenizer: the plain snippet, as before
+    except Exception:  # noqa: BLE001 -- an adapter saved without its tokenizer: the plain snippet, as before
         return False
     bos = bos_to_add(tokenizer)
     return bos is not None and list(rendered)[:1] != [bos]

@@ -230,7 +230,7 @@ def _call(token: str, endpoint: str | None, action: str, function, *args):
         return function(*args)
     except HubError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- any failure of the Hub client: one HubError, token scrubbed
         raise HubError(explain_hub_error(exc, token, action, endpoint)) from None
 
 

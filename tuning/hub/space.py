@@ -148,5 +148,5 @@ def configure_space(space_id: str, token: str, settings: SpaceSettings, set_toke
     for action, call, *args in steps:
         try:
             call(space_id, *args)
-        except Exception as exc:  # network, HTTP: one message, token scrubbed
+        except Exception as exc:  # noqa: BLE001 -- network, HTTP: one message, token scrubbed
             raise HubError(explain_hub_error(exc, token, f"{action} on {space_id}", endpoint)) from None

@@ -38,7 +38,7 @@ def count_parameters(model_dir: Path) -> int | None:
         config = AutoConfig.from_pretrained(model_dir)
         with torch.device("meta"):  # (accelerate's init_empty_weights unties tied embeddings: counted twice)
             skeleton = AutoModelForCausalLM.from_config(config)
-    except Exception:  # whatever a config provokes: the loader that follows says what is wrong with the folder
+    except Exception:  # noqa: BLE001 -- whatever a config provokes: the loader that follows says what is wrong with the folder
         return None
     return sum(parameter.numel() for parameter in skeleton.parameters())  # tied weights are counted once
 

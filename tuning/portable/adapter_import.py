@@ -182,7 +182,7 @@ def check_weights(adapter: Path) -> None:
 
         with safe_open(weights, framework="numpy") as opened:  # reads the header only: cheap
             tensors = list(opened.keys())
-    except Exception as exc:  # safetensors raises its own error type for a damaged file
+    except Exception as exc:  # noqa: BLE001 -- safetensors raises its own error type for a damaged file
         raise AdapterImportError(f"{ADAPTER_WEIGHTS} can't be read ({exc}) -- the file is cut short or not "
                                  "safetensors; zip the adapter folder again") from None
     if not tensors:

@@ -213,7 +213,7 @@ export PYTHONPATH="$PWD${{PYTHONPATH:+:$PYTHONPATH}}"   # `-m tuning` is the bun
 command -v accelerate >/dev/null || {{ echo "train.sh: accelerate not found -- set up Python first (README.txt step 1)" >&2; exit 127; }}
 N=${{N:-1}}
 {train_command(run_name)}
-"""
+"""  # noqa: E501 -- the script as written to train.sh
 
 
 def _model_download_hint(recipe: RecipeConfig) -> str:
@@ -255,7 +255,7 @@ What is here
   and upload the zip in the app (Chat tab, "Import a trained adapter"), or, where the app runs:
     python -m tuning import-adapter --source {run_name}.zip
   A zip of the adapter folder alone works too. Weights must be adapter_model.safetensors.
-"""
+"""  # noqa: E501 -- README.txt as written
 
 
 def _known_tokens() -> list[str]:
@@ -265,7 +265,7 @@ def _known_tokens() -> list[str]:
         from huggingface_hub import get_token
 
         tokens.append(get_token() or "")
-    except Exception:  # no saved login, or an unreadable one: nothing to look for
+    except Exception:  # noqa: BLE001 -- no saved login, or an unreadable one: nothing to look for
         pass
     return [token for token in tokens if len(token) >= 8]
 

@@ -133,7 +133,7 @@ def ollama_template(tokenizer) -> OllamaTemplate:
     try:
         prompt = _render(tokenizer, [system, user], True)
         supports_system = prompt.count(_SYSTEM) == 1
-    except Exception:  # templates that raise_exception() on a system turn (Mistral, Gemma)
+    except Exception:  # noqa: BLE001 -- templates that raise_exception() on a system turn (Mistral, Gemma)
         supports_system = False
     first = [system] if supports_system else []
     prompt = _render(tokenizer, [*first, user], True)

@@ -89,7 +89,7 @@ def _add_tensors(writer, model_dir: Path, config: dict, n_blocks: int, n_head: i
         raise GGUFExportError(f"{model_dir} has no .safetensors weights")
     for file in files:
         with safe_open(file, framework="pt") as handle:
-            for name in handle.keys():
+            for name in handle.keys():  # noqa: SIM118 -- a safetensors handle, not a dict: keys() is all it has
                 if name == "lm_head.weight" and config.get("tie_word_embeddings"):
                     continue  # tied: llama.cpp reuses token_embd for the output
                 if name.endswith("rotary_emb.inv_freq"):

@@ -1,1 +1,2 @@
-"""Stage 1b, QA generation: source documents, prompts, backends (local model or an OpenAI-compatible server), parsing, judging, validation and review of generated pairs."""
+"""Stage 1b, QA generation: source documents, prompts, backends (local model or an OpenAI-compatible server),
+parsing, judging, validation and review of generated pairs."""

@@ -173,7 +173,7 @@ class RemoteBackend:
                 reply = self._client.chat.completions.create(**options)
             else:
                 reply = self._client.chat_completion(**options)
-        except Exception as exc:  # every transport and HTTP error becomes one clear message
+        except Exception as exc:  # noqa: BLE001 -- every transport and HTTP error becomes one clear message
             raise BackendError(self._explain(exc)) from None
         return self._reply_text(reply)
 

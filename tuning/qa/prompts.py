@@ -20,7 +20,7 @@ GENERATOR_RULES = """Rules:
 - Cover different parts of the text, not only its first sentences.
 - Each question must make sense on its own: name the people, places and things it asks about. Never write "according to the text", "in the passage" or "the author".
 - Vary the phrasing: who, what, when, where, why and how questions, and requests such as "Explain ..." or "Name ...".
-- Answers are short and factual: one or two sentences."""
+- Answers are short and factual: one or two sentences."""  # noqa: E501 -- the prompt, word for word
 
 JUDGE_SYSTEM = "You check training data for a chat assistant. You reply with JSON only."
 

@@ -25,7 +25,14 @@ INSTRUCTION_VERBS = {"explain", "describe", "list", "name", "give", "tell", "sum
 # A question that points at "the text" can't be asked without it: a chat user never has the passage.
 TEXT_REFERENCES = re.compile(r"\b(the|this) (text|passage|excerpt|document|article|paragraph|section)\b|"
                              r"\bthe author\b", re.IGNORECASE)
-STOPWORDS = set(["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "for", "from", "had", "has", "have", "he", "her", "his", "i", "in", "into", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their", "them", "they", "this", "to", "was", "were", "which", "who", "whom", "with", "what", "when", "where", "why", "how", "did", "does", "do", "not", "no", "yes", "also", "than", "then", "there", "these", "those", "one", "can", "could", "would", "should", "will", "about", "after", "before", "over", "under", "our", "your", "you", "we", "us"])
+STOPWORDS = {
+    "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "for", "from", "had", "has", "have", "he",
+    "her", "his", "i", "in", "into", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their",
+    "them", "they", "this", "to", "was", "were", "which", "who", "whom", "with", "what", "when", "where",
+    "why", "how", "did", "does", "do", "not", "no", "yes", "also", "than", "then", "there", "these", "those",
+    "one", "can", "could", "would", "should", "will", "about", "after", "before", "over", "under", "our",
+    "your", "you", "we", "us",
+}
 WORD = re.compile(r"\w+")
 NGRAM = 3  # character trigrams: robust to word order and small edits, cheap to compute
 STEM_CHARS = 5  # "collected" ~ "collecting": words sharing their first 5 letters count as the same word

@@ -245,7 +245,7 @@ def is_cached(name: str, revision: str | None = None) -> bool:
 
     try:
         folder = Path(snapshot_download(name, revision=revision, local_files_only=True))
-    except Exception:  # not cached, not a Hub id: either way nothing cached to count on
+    except Exception:  # noqa: BLE001 -- not cached, not a Hub id: either way nothing cached to count on
         return False
     return any(folder.glob("*.safetensors"))
 
@@ -284,5 +284,5 @@ def estimate_seconds_for_run(run_dir: Path) -> float | None:
 
     try:
         return estimate_recipe(load_recipe(run_dir / REQUEST_FILE), run_dir.parent).total_seconds
-    except Exception:  # an estimate is a nicety: a queue position without it is still right
+    except Exception:  # noqa: BLE001 -- an estimate is a nicety: a queue position without it is still right
         return None

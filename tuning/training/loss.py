@@ -39,7 +39,7 @@ def label_only_loss(causal_lm, inputs: dict, num_items_in_batch=None):
     logits, summed and divided by num_items_in_batch when the Trainer gives it (the label tokens of
     the whole accumulated step), else averaged over this batch's label tokens.
     """
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # noqa: N812 -- torch's own convention
 
     features = {key: value for key, value in inputs.items() if key != "labels"}
     hidden = causal_lm.base_model(**features, use_cache=False).last_hidden_state
