@@ -9,6 +9,7 @@ import pytest
 
 import tuning
 import tuning.cli as cli
+import tuning.cli_publish as cli_publish
 from tuning.errors import KanteleError, UsageError
 from tuning.runs.owner import RunAccessError
 
@@ -42,7 +43,7 @@ def test_the_cli_prints_any_kantele_error_as_one_line(error, monkeypatch, capsys
     def fails(args):
         raise error
 
-    monkeypatch.setattr(cli, "command_import_adapter", fails)
+    monkeypatch.setattr(cli_publish, "command_import_adapter", fails)
     assert cli.main(["import-adapter", "--source", "anything.zip"]) == 2
     out = capsys.readouterr()
     assert out.err == f"error: {error}\n" and "Traceback" not in out.err and out.out == ""

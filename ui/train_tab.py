@@ -155,26 +155,27 @@ def start_training(dataset: dict, owner: Owner | None, *knobs):
     return run_id, f"Submitted run `{run_id}`."
 
 
+def _act_on_run(action: str, run_id: str | None, owner: Owner | None, nothing: str, refused: str, done: str) -> str:
+    """RUNS.<action>(run_id, owner), said as one line: `nothing` without a run, `refused` + why, or `done`."""
+    if not run_id:
+        return nothing
+    try:
+        getattr(RUNS, action)(run_id, owner)
+    except ValueError as error:
+        return f"**{refused}:** {for_visitor(error)}"
+    return done.format(run_id=run_id)
+
+
 def stop_training(run_id: str | None, owner: Owner | None) -> str:
     """Ask this visitor's run to stop after the current step (the adapter is saved)."""
-    if not run_id:
-        return "No run of yours to stop."
-    try:
-        RUNS.stop(run_id, owner)
-    except ValueError as error:
-        return f"**Not stopped:** {for_visitor(error)}"
-    return f"Stopping `{run_id}` after the current step; its adapter will be saved."
+    return _act_on_run("stop", run_id, owner, "No run of yours to stop.", "Not stopped",
+                       "Stopping `{run_id}` after the current step; its adapter will be saved.")
 
 
 def resume_training(run_id: str | None, owner: Owner | None) -> str:
     """Continue this visitor's failed or stopped run from its last checkpoint."""
-    if not run_id:
-        return "No run of yours to resume."
-    try:
-        RUNS.resume(run_id, owner)
-    except ValueError as error:
-        return f"**Not resumed:** {for_visitor(error)}"
-    return f"Resuming `{run_id}` from its last checkpoint."
+    return _act_on_run("resume", run_id, owner, "No run of yours to resume.", "Not resumed",
+                       "Resuming `{run_id}` from its last checkpoint.")
 
 
 def _minutes(seconds) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tuning.config import write_text_atomic
 
+DEFAULT_RUNS_DIR = Path("runs")  # where the CLI puts runs unless told otherwise (the app: KANTELE_HOME/runs)
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
