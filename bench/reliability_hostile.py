@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]  # run from anywhere; the probes live in tests
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "guards"), str(ROOT / "bench")]  # the probes live in tests
 
 import hostile_uploads  # noqa: E402
 from fake_hub import CANARY  # noqa: E402

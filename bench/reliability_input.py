@@ -2,7 +2,7 @@
 parser, the issue's hand cases, and the upload-limit messages.
 
 `measure()` returns (figure, value) pairs for docs/RELIABILITY.md; run as a script it prints them.
-The generated cases are the same on every machine (hypothesis derandomized), as in tests/test_fuzz_input.py.
+The generated cases are the same on every machine (hypothesis derandomized), as in tests/data/test_fuzz_input.py.
 
     python bench/reliability_input.py [--cases 10000]
 """

@@ -16,10 +16,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 # The longest test files first (work seconds measured with --durations, one thread each): `--dist loadfile` hands
 # files to the two workers in collection order, and a long file started last leaves one worker running it alone.
-LONGEST_FIRST = ["test_generate_remote.py", "e2e/test_app_flow.py", "test_fuzz_input.py", "test_faults.py",
-                 "test_generate_local.py", "test_hub.py", "test_runs.py", "test_export.py", "test_cluster_roundtrip.py",
-                 "test_concurrent_visitors.py", "test_app_faults.py", "test_distributed.py", "e2e/test_generate_flow.py",
-                 "test_train.py", "test_cli.py", "test_chat.py"]
+LONGEST_FIRST = ["qa/test_generate_remote.py", "e2e/test_app_flow.py", "data/test_fuzz_input.py", "runs/test_faults.py",
+                 "qa/test_generate_local.py", "hub/test_hub.py", "runs/test_queue.py", "portable/test_export.py",
+                 "portable/test_cluster_roundtrip.py", "app/test_concurrent_visitors.py", "app/test_app_faults.py",
+                 "training/test_distributed.py", "e2e/test_generate_flow.py", "training/test_train.py", "test_cli.py",
+                 "chat/test_chat.py"]
 
 
 def pytest_collection_modifyitems(config, items):

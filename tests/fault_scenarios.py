@@ -1,6 +1,6 @@
 """Fault scenarios run for real on the engine's objects (the training queue the app uses, the chat switcher):
 a trainer killed with SIGKILL and resumed, a disk that fills up, a model that won't load, an unreachable Hub.
-Each returns what happened; tests/test_faults.py asserts on it, bench/reliability_faults.py reports it, and
+Each returns what happened; tests/runs/test_faults.py asserts on it, bench/reliability_faults.py reports it, and
 tests/app_fault_scenarios.py causes the same faults through a live app server."""
 
 from __future__ import annotations

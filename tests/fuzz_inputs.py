@@ -1,4 +1,4 @@
-"""Bad-input fuzzing shared by tests/test_fuzz_input.py and bench/reliability_input.py: hypothesis strategies
+"""Bad-input fuzzing shared by tests/data/test_fuzz_input.py and bench/reliability_input.py: hypothesis strategies
 for data files and model replies, the rules every outcome must keep, and runners that count the cases.
 
 The rules: the importer returns clean examples or raises DataError, each line of which names the file or

@@ -26,7 +26,7 @@ def test_shipped_recipes_load(name):
 
 
 def test_tinyllama_recipe_is_the_gpu_kalevala_recipe():
-    # Its derivation from the CPU recipe is checked in tests/test_gpu_check.py.
+    # Its derivation from the CPU recipe is checked in tests/hardware/test_gpu_check.py.
     recipe = load_recipe(CONFIGS / "kalevala-tinyllama.yaml")
     assert recipe.model.name == "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
     assert (recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout) == (16, 16, 0.0)

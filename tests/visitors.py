@@ -1,5 +1,5 @@
 """Simulated visitors of a running app, through its real HTTP API (gradio_client): chatters, a trainer
-and a queuer, each with its own session. Shared by tests/test_concurrent_visitors.py and
+and a queuer, each with its own session. Shared by tests/app/test_concurrent_visitors.py and
 bench/reliability_load.py (which reports the latencies)."""
 
 from __future__ import annotations

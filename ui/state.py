@@ -16,7 +16,7 @@ RUNS_DIR = APP_DATA / "runs"
 WORKSPACES_DIR = APP_DATA / "workspaces"  # one private folder per browser session
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-# The UI reaches runs only through RUNS, which checks every run id against who asks (tests/test_isolation.py).
+# The UI reaches runs only through RUNS, which checks every run id against who asks (tests/guards/test_isolation.py).
 RUNS = VisitorRuns(TrainingQueue(RUNS_DIR, estimate_seconds=estimate_seconds_for_run))
 CHAT = ChatSwitcher()
 

@@ -76,7 +76,7 @@ class ModelShapes:
         return f"{self.hidden}x{self.intermediate}x{self.kv_dim}x{self.layers}x{self.vocab}"
 
 
-# SmolLM2-135M-Instruct, the embedded default model (tests/test_cpu_precision.py checks it against its config).
+# SmolLM2-135M-Instruct, the embedded default model (tests/hardware/test_cpu_precision.py checks it against its config).
 EMBEDDED_SHAPES = ModelShapes(hidden=576, intermediate=1536, kv_dim=192, layers=30, vocab=49152)
 
 

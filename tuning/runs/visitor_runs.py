@@ -20,7 +20,7 @@ class VisitorRuns:
     """The training queue and the runs folder, each use checked against who asks."""
 
     # Machine-wide questions that open no one's run (the estimate reads only earlier runs' speeds): the only
-    # methods without an asker (tests/test_isolation.py holds every other one to it).
+    # methods without an asker (tests/guards/test_isolation.py holds every other one to it).
     MACHINE_WIDE = ("estimate", "preflight")
 
     def __init__(self, queue: TrainingQueue) -> None:

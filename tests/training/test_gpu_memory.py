@@ -13,12 +13,13 @@ import pytest
 import torch
 from helpers import REPO, train_command
 
-from tuning import chat_switcher, qa_backends
+from tuning.chat import switcher as chat_switcher
 from tuning.chat.switcher import ChatSwitcher
 from tuning.config import ModelConfig, RecipeConfig
 from tuning.guards.caps import CAP_ENV_PREFIX, CapError
 from tuning.models.loading import ModelLoadError, embedded_model_dir, resolve_model
 from tuning.models.memory import check_model_params, count_parameters
+from tuning.qa import backends as qa_backends
 from tuning.runs.queue import TrainingQueue, child_environment
 from tuning.training.distributed import Placement, effective_batch, gpus_per_process
 

@@ -21,7 +21,7 @@ def test_the_app_keeps_serving_through_every_fault(tmp_path):
     killed = shown["training killed with SIGKILL"]
     assert "killed by signal 9" in killed.message and "start it again" in killed.message  # no checkpoint yet
 
-    if "disk full" in shown:  # where a tmpfs can be mounted (root); elsewhere tests/test_faults.py covers it
+    if "disk full" in shown:  # where a tmpfs can be mounted (root); elsewhere tests/runs/test_faults.py covers it
         assert shown["disk full"].state == "failed" and shown["disk full"].message.startswith("disk full:")
         # The page names the run, not the server's folders.
         assert "holding runs/" in shown["disk full"].message and str(tmp_path) not in shown["disk full"].message

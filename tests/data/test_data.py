@@ -625,7 +625,7 @@ def test_tuning_data_imports_only_the_standard_library():
     heavy = ("gradio", "torch", "transformers", "datasets")
     code = f"import sys, tuning.data.examples; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
     )
     assert out.stdout.strip() == "[]"
 
@@ -635,7 +635,7 @@ def test_data_files_sits_below_the_other_data_modules():
             "print(sorted(m for m in sys.modules if m.startswith('tuning.')"  # modules, not the packages above them
             " and not sys.modules[m].__spec__.submodule_search_locations))")
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
     )
     assert out.stdout.strip() == "['tuning.data.files']"
 

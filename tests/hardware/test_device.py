@@ -1,7 +1,7 @@
 """The device decides, visibly: one precision choice (bf16 only where the GPU has it natively, or where the CPU
 measured it faster) used by model loading, bitsandbytes, the Trainer and the run's record; the app says what
 hardware serves it, and a Space that asked for a GPU it can't use says so. Every GPU here is faked: torch.cuda
-answers as that card would; so is the CPU's bf16 measurement (tests/test_cpu_precision.py times the real one)."""
+answers as that card would; so is the CPU's bf16 measurement (tests/hardware/test_cpu_precision.py times the real one)."""
 
 import json
 import sys

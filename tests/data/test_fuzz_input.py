@@ -1,6 +1,6 @@
 """Bad input (issue 8): 10,000 generated files through the data importer and 10,000 generated replies through
 the QA parser, none raising anything unexpected; then the hand-picked cases the fuzzing can't reach or that
-tests/test_data.py does not already cover (empty file, BOM, non-UTF-8, CSV quoting and mixed shapes are there)."""
+tests/data/test_data.py does not already cover (empty file, BOM, non-UTF-8, CSV quoting and mixed shapes are there)."""
 
 import json
 

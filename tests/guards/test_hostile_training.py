@@ -10,14 +10,14 @@ import pytest
 from cluster_runs import lora_adapter, zip_folder
 from helpers import REPO
 
-from tuning import models
-from tuning import runs as runs_module
 from tuning.chat.switcher import ChatSwitcher
 from tuning.config import apply_overrides, load_recipe
 from tuning.guards.caps import SHARED_CAPS, CapError
+from tuning.models import loading as models
 from tuning.models.loading import ModelLoadError, resolve_model
 from tuning.models.names import MODEL_REFUSED, ModelNameError, check_model_name, check_revision, portable_base_name
 from tuning.portable.adapter_import import AdapterImportError, import_adapter
+from tuning.runs import queue as runs_module
 from tuning.runs.caps import check_recipe_caps, preflight
 from tuning.runs.owner import Owner, new_visitor_id
 from tuning.runs.queue import TrainingQueue

@@ -1,5 +1,5 @@
 """Importing an adapter trained elsewhere: what becomes a run, and every upload that is refused, with its fix.
-(The round trip with a real cluster-trained adapter answering in Chat is in tests/test_cluster_roundtrip.py.)"""
+(The round trip with a real cluster-trained adapter answering in Chat is in tests/portable/test_cluster_roundtrip.py.)"""
 
 import json
 import zipfile
@@ -7,9 +7,9 @@ import zipfile
 import pytest
 from cluster_runs import lora_adapter, make_run_folder, zip_folder
 
-from tuning import adapter_import
 from tuning.config import EMBEDDED_MODEL, load_recipe
 from tuning.data.files import UploadLimits
+from tuning.portable import adapter_import
 from tuning.portable.adapter_import import AdapterImportError, import_adapter, portable_base_name
 from tuning.runs.files import COMPLETED, CONFIG_FILE, EVAL_FILE, METRICS_FILE, has_adapter, read_status
 from tuning.runs.owner import Owner, new_visitor_id

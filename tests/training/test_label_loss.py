@@ -5,8 +5,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
 
-from tuning import label_loss
 from tuning.data.chat_template import IGNORE_INDEX
+from tuning.training import loss as label_loss
 from tuning.training.loss import LabelOnlyLossTrainer, causal_lm_of, label_only_loss, supports_label_only_loss
 from tuning.training.train import PadToLongest
 

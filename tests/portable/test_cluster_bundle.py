@@ -1,5 +1,5 @@
 """The cluster bundle: everything `tuning train` needs and nothing private, and the same command in
-train.sh and train.sbatch (the slow tests, which train with both, are in tests/test_cluster_roundtrip.py)."""
+train.sh and train.sbatch (the slow tests, which train with both, are in tests/portable/test_cluster_roundtrip.py)."""
 
 import re
 import shlex
