@@ -20,9 +20,8 @@ from tuning.portable.bundle import (
     write_bundle_dir,
     write_bundle_zip,
 )
-from tuning.runs.files import RUN_DATA_DIR, RUN_TRAIN_FILE, RUN_VALIDATION_FILE
+from tuning.runs.files import REQUEST_FILE, RUN_DATA_DIR, RUN_TRAIN_FILE, RUN_VALIDATION_FILE
 from tuning.runs.owner import Owner, new_visitor_id, record_owner
-from tuning.runs.queue import REQUEST_FILE
 
 
 @pytest.fixture

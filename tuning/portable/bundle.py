@@ -110,7 +110,7 @@ def write_bundle_dir(bundle: Bundle, out_dir: str | os.PathLike) -> Path:
 
 def _recipe_and_data(run_dir: Path) -> tuple[RecipeConfig, dict[str, bytes]]:
     """The run's resolved recipe, its data paths pointed at bundled copies of the exact rows it trained on."""
-    from tuning.runs.queue import REQUEST_FILE
+    from tuning.runs.files import REQUEST_FILE
 
     config, data = run_dir / CONFIG_FILE, run_dir / RUN_DATA_DIR
     train, validation = data / RUN_TRAIN_FILE, data / RUN_VALIDATION_FILE

@@ -15,6 +15,9 @@ from pathlib import Path
 from tuning.config import write_text_atomic
 
 DEFAULT_RUNS_DIR = Path("runs")  # where the CLI puts runs unless told otherwise (the app: KANTELE_HOME/runs)
+REQUEST_FILE = "request.yaml"  # the recipe as the app asked for it; the trainer writes the resolved config.yaml
+OWNER_FILE = "owner.sha256"  # who owns the run (tuning/runs/owner.py); none: open to everyone
+CONSOLE_FILE = "console.log"  # the process's own stdout/stderr: what train.log can't hold (a hard crash)
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tuning.config import write_text_atomic
 from tuning.errors import KanteleError
+from tuning.runs.files import OWNER_FILE
 
-OWNER_FILE = "owner.sha256"
 VISITOR_ID_BYTES = 32  # 256 random bits: not guessable, so the id alone proves who asks
 _VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{43,128}$")  # secrets.token_urlsafe(32) is 43 characters
 

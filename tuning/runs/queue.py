@@ -24,9 +24,11 @@ from tuning.errors import UsageError
 from tuning.config import RecipeConfig, save_recipe
 from tuning.atomic import LOW_SPACE_BYTES, disk_full_error, free_bytes
 from tuning.runs.files import (
+    CONSOLE_FILE,
     FAILED,
     FINISHED_STATES,
     QUEUED,
+    REQUEST_FILE,
     RUNNING,
     SCORECARD_PHASE,
     STOPPED,
@@ -42,8 +44,6 @@ from tuning.runs.caps import check_recipe_caps
 from tuning.runs.owner import Owner, check_owner, may_open, read_owner, record_owner
 from tuning.guards.caps import CapError, caps
 
-REQUEST_FILE = "request.yaml"  # the recipe as asked for; the trainer writes the resolved config.yaml
-CONSOLE_FILE = "console.log"  # the process's own stdout/stderr: what train.log can't hold (a hard crash)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
 

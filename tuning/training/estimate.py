@@ -280,7 +280,7 @@ def estimate_recipe(recipe: RecipeConfig, runs_dir: Path | None = None, device: 
 
 def estimate_seconds_for_run(run_dir: Path) -> float | None:
     """Expected seconds a queued run will take, from its load to its scorecard (None when it can't be estimated)."""
-    from tuning.runs.queue import REQUEST_FILE
+    from tuning.runs.files import REQUEST_FILE
 
     try:
         return estimate_recipe(load_recipe(run_dir / REQUEST_FILE), run_dir.parent).total_seconds
