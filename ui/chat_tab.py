@@ -27,14 +27,9 @@ DEFAULT_EXAMPLES = ["Who compiled the Kalevala?", "What is the Sampo?", "Who is 
                     "When is Kalevala Day?", "How many poems are in the 1849 Kalevala?"]
 
 
-def finished_runs(owner: Owner | None) -> list[str]:
-    """The asker's run ids with a saved adapter, newest first."""
-    return [run.id for run in RUNS.runs(owner) if run.has_adapter()]
-
-
 def adapter_choices(owner: Owner | None, selected: str | None = None):
     """Dropdown update listing the asker's finished runs."""
-    choices = [BASE_ONLY, *finished_runs(owner)]
+    choices = [BASE_ONLY, *RUNS.finished(owner)]
     value = selected if selected in choices else (choices[1] if len(choices) > 1 else BASE_ONLY)
     return gr.update(choices=choices, value=value)
 

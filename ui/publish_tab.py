@@ -11,7 +11,6 @@ from tuning.guards.caps import is_shared
 from tuning.hub.auth import on_space, resolve_token
 from tuning.hub.push import HubError, plan_pushes, push_plans
 from tuning.runs.owner import Owner
-from ui.chat_tab import finished_runs
 from ui.messages import for_visitor
 from ui.state import RUNS
 from ui.untrusted import inert_markdown
@@ -114,7 +113,7 @@ def export_for_ollama(owner: Owner | None, run_id: str | None, progress=gr.Progr
 
 def refresh_runs(owner: Owner | None, current: str | None):
     """Dropdown update listing the asker's finished runs."""
-    runs = finished_runs(owner)
+    runs = RUNS.finished(owner)
     return gr.update(choices=runs, value=current if current in runs else (runs[0] if runs else None))
 
 

@@ -33,8 +33,8 @@ def alices_run(tmp_path, monkeypatch, trained_run):
 
 def test_the_run_lists_show_a_visitor_only_their_runs(alices_run):
     alice, bob = alices_run
-    assert chat_tab.finished_runs(alice) == [RUN_ID]
-    assert chat_tab.finished_runs(bob) == []
+    assert chat_tab.RUNS.finished(alice) == [RUN_ID]
+    assert chat_tab.RUNS.finished(bob) == []
     assert RUN_ID not in chat_tab.adapter_choices(bob, RUN_ID)["choices"]
     assert publish_tab.refresh_runs(bob, RUN_ID)["value"] is None
 

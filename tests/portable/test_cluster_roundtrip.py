@@ -69,7 +69,7 @@ def test_its_adapter_comes_back_answers_in_chat_and_is_only_its_importers(cluste
     message, picker = chat_tab.import_trained_adapter(str(upload), ALICE)
     assert message.startswith("Imported as") and "base model `embedded`" in message, message
     run_id = picker["value"]
-    assert chat_tab.finished_runs(ALICE) == [run_id] and chat_tab.finished_runs(BOB) == []
+    assert chat_tab.RUNS.finished(ALICE) == [run_id] and chat_tab.RUNS.finished(BOB) == []
     assert publish_tab.refresh_runs(ALICE, None)["value"] == run_id
     assert publish_tab.refresh_runs(BOB, run_id)["value"] is None
     assert "no run of yours" in chat_tab.describe_panes(BOB, run_id)

@@ -31,6 +31,10 @@ class VisitorRuns:
         return [Run(self._queue.runs_dir / run_id) for run_id in self._queue.list_runs()
                 if may_open(self._queue.runs_dir / run_id, asker)]
 
+    def finished(self, asker: Owner | None) -> list[str]:
+        """Ids of the asker's runs with a saved adapter (to chat with, score, publish), newest first."""
+        return [run.id for run in self.runs(asker) if run.has_adapter()]
+
     def run(self, run_id: str, asker: Owner | None) -> Run:
         """The run a browser named, once it is checked to be the asker's (RunAccessError otherwise)."""
         return Run(check_owner(self._queue.run_dir(run_id), asker))
