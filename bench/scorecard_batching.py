@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tuning.chat.scorecard import evaluate_run
+from tuning.chat.scorecard import score_run
 from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
 from tuning.data.examples import load_examples, user_prompts, write_jsonl
 from tuning.quiet import quiet_library_noise
@@ -49,7 +49,7 @@ def main(run_dir: Path, count: int) -> None:
     data = scratch / "questions.jsonl"
     write_jsonl(examples, data)
     started = time.perf_counter()
-    report = evaluate_run(run_dir, data, settings=settings, chat=chat)
+    report = score_run(run_dir, data, settings=settings, chat=chat)
     scorecard = time.perf_counter() - started
     shutil.rmtree(scratch)
 

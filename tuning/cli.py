@@ -99,10 +99,10 @@ def _read_questions(path: Path) -> list[str]:
 
 def command_eval(args) -> int:
     """Score base vs tuned on held-out questions; print the table, write eval.json."""
-    from tuning.chat.scorecard import evaluate_run, format_summary
+    from tuning.chat.scorecard import format_summary, score_run
     from tuning.training.curves import save_training_curves
 
-    report = evaluate_run(args.run, args.data, settings=_settings(args), max_questions=args.sample)
+    report = score_run(args.run, args.data, settings=_settings(args), max_questions=args.sample)
     save_training_curves(args.run)
     print(format_summary(report))
     return 0
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_flags(answer)
     answer.set_defaults(func=command_answer)
 
-    evaluate = commands.add_parser("eval", help="base vs tuned scorecard on held-out questions")
+    evaluate = commands.add_parser("eval", aliases=["scorecard"], help="base vs tuned scorecard on held-out questions")
     evaluate.add_argument("--run", required=True, help="run folder with an adapter")
     evaluate.add_argument("--data", help="questions with references (default: the run's validation split)")
     evaluate.add_argument("--sample", type=int, default=0, metavar="N",

@@ -637,7 +637,7 @@ def test_data_files_sits_below_the_other_data_modules():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
     )
-    assert out.stdout.strip() == "['tuning.data.files']"
+    assert out.stdout.strip() == "['tuning.data.files', 'tuning.errors']"  # errors: the error base, importing nothing
 
 
 # --- property: any JSONL of dict rows either loads or raises DataError ----------------------------

@@ -155,7 +155,7 @@ def questions_phrase(summary: dict) -> str:
     return phrase(summary["questions"], summary.get("held_out", summary["questions"]))
 
 
-def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None, settings=None, chat=None,
+def score_run(run_dir: str | Path, data_file: str | Path | None = None, settings=None, chat=None,
                  max_questions: int = 0, seed: int = 42) -> dict:
     """Answer the held-out questions (all, or a seeded sample of max_questions) with and without the adapter,
     score both, write RUN_DIR/eval.json."""

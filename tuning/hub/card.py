@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuning.config import EMBEDDED_MODEL, load_recipe
+from tuning.config import EMBEDDED_MODEL
 from tuning.hardware.device import SHORT_DTYPE
-from tuning.runs.files import (
-    ADAPTER_DIR,
-    CONFIG_FILE,
-    DATA_FILE,
-    ENVIRONMENT_FILE,
-    read_json,
-    read_metrics,
-)
+from tuning.runs.files import ADAPTER_DIR
 from tuning.runs.run import Run, Scorecard
 from tuning.training.curves import LOSS_PNG
 from tuning.training.distributed import effective_batch
@@ -124,13 +117,12 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
     """The adapter's model card as Markdown with YAML metadata; uses only what the run folder holds.
     merged=True: the card of the full model with the adapter folded in."""
     run_dir = Path(run_dir)
-    recipe = load_recipe(run_dir / CONFIG_FILE)
-    environment = read_json(run_dir / ENVIRONMENT_FILE, {}) or {}
-    data = read_json(run_dir / DATA_FILE, {}) or {}
-    base_model = Run(run_dir).base_model()
+    run = Run(run_dir)
+    recipe, environment, data, metrics = run.recipe(), run.environment(), run.data_summary(), run.metrics()
+    base_model = run.base_model()
     base = base_model.hub_id or base_model.name  # never 'auto': the model it trained on
-    losses = [m for m in read_metrics(run_dir) if m.get("loss") is not None]
-    evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
+    losses = [m for m in metrics if m.get("loss") is not None]
+    evals = [m for m in metrics if "eval_loss" in m]
     t, lora = recipe.training, recipe.lora
     inputs = BOS_INPUTS if _needs_bos(run_dir) else PLAIN_INPUTS
     method = 'QLoRA (4-bit NF4 base)' if recipe.model.load_in_4bit else 'LoRA'
@@ -160,7 +152,7 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
         lines.append("")
     if (run_dir / LOSS_PNG).is_file():
         lines += ["![Training and validation loss](loss.png)", ""]
-    card = Run(run_dir).scorecard()
+    card = run.scorecard()
     if card:
         lines += _scorecard(card)
     lines += ["## Limitations", "",
@@ -176,7 +168,7 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
 def render_dataset_card(run_dir: str | Path, repo_id: str, license_name: str = "apache-2.0") -> str:
     """The dataset card of the rows a run trained and was scored on."""
     run_dir = Path(run_dir)
-    data = read_json(run_dir / DATA_FILE, {}) or {}
+    data = Run(run_dir).data_summary()
     train, validation = data.get("train_examples", "?"), data.get("validation_examples", "?")
     return "\n".join([
         "---", f"license: {license_name}", "task_categories:", "- question-answering", "- text-generation",

@@ -195,14 +195,14 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
 
 def write_scorecard(run_dir: Path, training: TrainingConfig) -> None:
     """Base vs tuned on the run's validation questions (eval.json); a failure here never fails the run."""
-    from tuning.chat.scorecard import evaluate_run, format_summary
+    from tuning.chat.scorecard import format_summary, score_run
 
     write_status(run_dir, RUNNING, phase=SCORECARD_PHASE)
     # The adapter is already open in Chat: on a shared CPU the person chatting goes first, the scorecard after.
     os.nice(SCORECARD_NICENESS)
     log.info("scoring base vs tuned on the validation questions")
     try:
-        report = evaluate_run(run_dir, max_questions=training.scorecard_questions, seed=training.seed)
+        report = score_run(run_dir, max_questions=training.scorecard_questions, seed=training.seed)
         log.info("scorecard:\n%s", format_summary(report))
     except Exception as exc:  # the adapter is saved and good; say why the scorecard is missing
         log.exception("scorecard failed (the adapter is fine; rerun `python -m tuning eval --run %s`): %s",
