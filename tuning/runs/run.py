@@ -85,6 +85,11 @@ class Scorecard:
         return questions_phrase(self.questions_scored, self.held_out)
 
 
+def _mapping(value) -> dict:
+    """A JSON object as read, or {} for anything else (a missing file, a damaged one)."""
+    return value if isinstance(value, dict) else {}
+
+
 def questions_phrase(scored: int, held_out: int) -> str:
     """'58 held-out questions', or '8 of 58 held-out questions' when the scorecard sampled them."""
     return f"{scored} held-out questions" if scored == held_out else f"{scored} of {held_out} held-out questions"
@@ -147,18 +152,15 @@ class Run:
 
     def environment(self) -> dict:
         """environment.json: where it ran, the libraries, the base model it resolved ({} when missing)."""
-        recorded = read_json(self.path / ENVIRONMENT_FILE, {})
-        return recorded if isinstance(recorded, dict) else {}
+        return _mapping(read_json(self.path / ENVIRONMENT_FILE))
 
     def data_summary(self) -> dict:
         """data.json: the files, fingerprints and counts of the data it trained on ({} when missing)."""
-        recorded = read_json(self.path / DATA_FILE, {})
-        return recorded if isinstance(recorded, dict) else {}
+        return _mapping(read_json(self.path / DATA_FILE))
 
     def recorded_base_model(self) -> dict:
         """The base model as environment.json recorded it ({} when it has none)."""
-        recorded = self.environment().get("base_model")
-        return recorded if isinstance(recorded, dict) else {}
+        return _mapping(self.environment().get("base_model"))
 
     def base_model(self) -> BaseModel:
         """The base model the run trained on, never 'auto': chat, export and publish load this one even when

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuning.config import RecipeConfig
-from tuning.runs.owner import Owner, check_owner, may_open
+from tuning.runs.owner import Owner, may_open
 from tuning.runs.queue import RunView, TrainingQueue
 from tuning.runs.run import Run
 
@@ -28,8 +28,7 @@ class VisitorRuns:
 
     def runs(self, asker: Owner | None) -> list[Run]:
         """The asker's runs and the ownerless ones, newest first."""
-        return [Run(self._queue.runs_dir / run_id) for run_id in self._queue.list_runs()
-                if may_open(self._queue.runs_dir / run_id, asker)]
+        return [Run(self._queue.run_dir(run_id)) for run_id in self._queue.owned_runs(asker)]
 
     def finished(self, asker: Owner | None) -> list[str]:
         """Ids of the asker's runs with a saved adapter (to chat with, score, publish), newest first."""
@@ -37,7 +36,7 @@ class VisitorRuns:
 
     def run(self, run_id: str, asker: Owner | None) -> Run:
         """The run a browser named, once it is checked to be the asker's (RunAccessError otherwise)."""
-        return Run(check_owner(self._queue.run_dir(run_id), asker))
+        return Run(self._queue.owned_run_dir(run_id, asker))
 
     def submit(self, recipe: RecipeConfig, label: str, asker: Owner | None) -> str:
         """Queue a run owned by the asker; its id. CapError when they are at their cap of runs."""
@@ -81,7 +80,7 @@ class VisitorRuns:
         active = self._queue.active_run()
         if active is None:
             return False, None
-        return True, (active if may_open(self._queue.runs_dir / active, asker) else None)
+        return True, (active if may_open(self._queue.run_dir(active), asker) else None)
 
     def import_adapter(self, upload: str | Path, asker: Owner | None):
         """An adapter the asker uploaded (a .zip or folder), added as a finished run they own."""
