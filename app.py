@@ -11,12 +11,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from tuning.errors import KanteleError, first_line  # noqa: E402
 from tuning.guards.caps import caps  # noqa: E402
 from tuning.hardware.device import startup_line  # noqa: E402
-from ui.chat_tab import adapter_choices, build_chat_tab, describe_panes  # noqa: E402
+from ui.chat_tab import adapter_choices, build_chat_tab, describe_panes, guidance  # noqa: E402
 from ui.data_tab import build_data_tab, empty_dataset_state  # noqa: E402
 from ui.publish_tab import build_publish_tab  # noqa: E402
 from ui.scorecard import picked_question  # noqa: E402
+from ui.state import RUNS  # noqa: E402
 from ui.train_tab import build_train_tab  # noqa: E402
 from ui.upload_guard import cache_cleaning, launch_guards  # noqa: E402
 from ui.visitor import BROWSER_SECRET, build_identity, identify  # noqa: E402
@@ -45,13 +47,27 @@ def build_app() -> gr.Blocks:
         demo.load(train["fill_knobs"], train["preset"], list(train["knobs"].values()))
         demo.load(identify, visitor_state, [visitor_state, owner_state]).then(
             adapter_choices, owner_state, chat["adapter"]).then(
-            describe_panes, [owner_state, chat["adapter"]], chat["note"])
+            describe_panes, [owner_state, chat["adapter"]], chat["note"]).then(
+            guidance, chat["adapter"], chat["guidance"])
     # On a shared app a flood is turned away at the door ("queue is full") instead of growing without end.
     demo.queue(max_size=caps().queue_size)
     return demo
 
 
 demo = build_app()
+
+
+def start_background_work() -> None:
+    """What runs with no page open: the queue's supervisor (queued runs start by themselves, also after a
+    restart) and the shared Kalevala example (KANTELE_EXAMPLE=auto|off), queued when it isn't there yet."""
+    RUNS.start_supervisor()
+    try:
+        example = RUNS.start_example()
+    except KanteleError as error:  # a bad KANTELE_EXAMPLE or recipe: the app still serves everything else
+        print(f"Kalevala example not started: {first_line(error)}", flush=True)
+        return
+    if example:
+        print(f"Kalevala example: run {example}", flush=True)
 
 
 def import_heavy_libraries() -> None:
@@ -64,4 +80,5 @@ def import_heavy_libraries() -> None:
 if __name__ == "__main__":
     import_heavy_libraries()
     print(startup_line(), flush=True)  # the Space's log says what hardware really serves it
+    start_background_work()
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), **launch_guards())

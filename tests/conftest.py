@@ -12,6 +12,8 @@ from helpers import REPO, TINY_TRAIN, TINY_VALIDATION, train_command, write_json
 # Tests never reach the Hugging Face Hub: the embedded model and data we ship are enough.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The app trains the shared Kalevala example when it starts; only the tests of that example turn it on.
+os.environ["KANTELE_EXAMPLE"] = "off"
 
 
 # The longest test files first (work seconds measured with --durations, one thread each): `--dist loadfile` hands

@@ -18,6 +18,10 @@ What it implements, as huggingface_hub 2.x calls it:
                                                         never starts an LFS / Xet upload
   POST /api/{type}s/NS/NAME/commit/REV                  the NDJSON commit: files stored per repo in memory
   POST /api/spaces/NS/NAME/secrets|variables|hardware   Space secrets, variables and hardware request
+  POST /api/spaces/NS/NAME/sleeptime                    {"seconds": N}: the sleep time; answers the Space's runtime
+  GET  /api/spaces/NS/NAME/runtime                      stage, hardware, sleep time (gcTimeout) and mounted volumes
+  PUT  /api/spaces/NS/NAME/volumes                      {"volumes": [...]}: replaces the Space's mounted volumes
+  POST /api/buckets/NS/NAME                             create a storage bucket (409 when it exists)
 Anything else is logged in `hub.unknown` and answered 404 with an X-Error-Message saying so; an LFS batch
 request (`/info/lfs/objects/batch`) is refused with 501 because "regular" mode should make it unreachable.
 GET /api/agent-harnesses (huggingface_hub's best-effort user-agent registry, fetched while it builds the
@@ -26,7 +30,7 @@ headers of the first authenticated call) gets a plain 404, which the client igno
 A repo's files are held whole in memory; `repo.claimed_sizes` makes the Hub report a size it doesn't hold (a 140 GB
 model), for tests that must be refused before any byte of it is fetched.
 
-Every request is recorded (method, path, query, Authorization header) in `hub.requests`. `hub.fail_next(...)`
+Every request is recorded (method, path, query, Authorization header, body) in `hub.requests`. `hub.fail_next(...)`
 makes the next matching request(s) answer an HTTP error -- use 4xx: huggingface_hub retries 5xx (and 429
 on the preupload call) with backoff, which makes tests slow.
 """
@@ -53,7 +57,13 @@ BOB_TOKEN = "hf_BobWriteToken0123456789abcdefg"
 ORG = "kalevala-org"
 
 REPO_PATH = re.compile(r"^/api/(models|datasets|spaces)/([^/]+)/([^/]+)"
-                       r"(?:/(preupload|commit|revision|secrets|variables|hardware|tree)(?:/(.+))?)?$")
+                       r"(?:/(preupload|commit|revision|secrets|variables|hardware|sleeptime|runtime|volumes|tree)"
+                       r"(?:/(.+))?)?$")
+# A storage bucket (what a Space mounts as a volume): /api/buckets/NS/NAME.
+BUCKET_PATH = re.compile(r"^/api/buckets/([^/]+)/([^/]+)$")
+# Space settings, by the method huggingface_hub sends them with.
+SPACE_ACTIONS = {"secrets": "POST", "variables": "POST", "hardware": "POST", "sleeptime": "POST", "runtime": "GET",
+                 "volumes": "PUT"}
 # A file download: /NS/NAME/resolve/REV/FILE for a model, under /datasets/ or /spaces/ for the others.
 RESOLVE_PATH = re.compile(r"^/(?:(datasets|spaces)/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)$")
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")  # what the Hub's .gitattributes stores in LFS
@@ -112,6 +122,8 @@ class Repo:
     secrets: dict[str, str] = field(default_factory=dict)
     variables: dict[str, str] = field(default_factory=dict)
     hardware: str | None = None  # the Space hardware last requested
+    sleep_time: int | None = None  # a Space's sleep time in seconds, as last set (-1: never)
+    volumes: list[dict] = field(default_factory=list)  # a Space's mounted volumes, as the Hub's JSON spells them
     sdk: str | None = None  # a Space's sdk, as created
     claimed_sizes: dict[str, int] = field(default_factory=dict)  # path -> the size the Hub reports, not the held one
 
@@ -134,6 +146,14 @@ class Repo:
     @property
     def sha(self) -> str:
         return self.commits[-1].oid if self.commits else "0" * 40
+
+
+@dataclass
+class Bucket:
+    """A storage bucket: only that it exists and who may see it (the fake holds no files in it)."""
+
+    bucket_id: str
+    private: bool
 
 
 @dataclass
@@ -163,6 +183,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.tokens: dict[str, Token] = {}
         self.repos: dict[tuple[str, str], Repo] = {}
+        self.buckets: dict[str, Bucket] = {}
         self.requests: list[Request] = []
         self.unknown: list[str] = []
         self._faults: list[_Fault] = []
@@ -263,6 +284,9 @@ class FakeHub:
             return _error(404, "the fake hub has no agent registry")
         if "/info/lfs/objects/batch" in path:
             return _error(501, "the fake hub answers preupload with 'regular': LFS uploads are not implemented")
+        match = BUCKET_PATH.match(path)
+        if match and method == "POST":
+            return self._create_bucket(token, f"{match[1]}/{match[2]}", json.loads(body or b"{}"))
         match = REPO_PATH.match(path)
         if match:
             kind, namespace, name, action, revision = match.groups()
@@ -292,6 +316,18 @@ class FakeHub:
             repo.sdk, repo.hardware = payload.get("sdk"), payload.get("hardware")
         return 200, {"url": self._repo_url(repo_type, repo_id), "name": repo_id}, {}
 
+    def _create_bucket(self, token: Token | None, bucket_id: str, payload: dict) -> tuple[int, dict, dict]:
+        if token is None:
+            return _error(401, "Invalid credentials in Authorization header")
+        namespace = bucket_id.split("/")[0]
+        if not token.may_write(namespace):
+            return _error(403, f'You don\'t have the rights to create a bucket under the namespace "{namespace}"')
+        with self._lock:
+            if bucket_id in self.buckets:  # the Hub's 409 carries the url too: create_bucket(exist_ok=True) reads it
+                return _error(409, "You already created this bucket", {"url": f"{self.url}/buckets/{bucket_id}"})
+            self.buckets[bucket_id] = Bucket(bucket_id, payload.get("visibility") == "private")
+        return 200, {"url": f"{self.url}/buckets/{bucket_id}", "name": bucket_id}, {}
+
     def _visible(self, token: Token | None, repo_type: str, repo_id: str) -> Repo | None:
         """The repo, unless it is missing or private to someone else (the Hub hides both behind one 404)."""
         repo = self.repos.get((repo_type, repo_id))
@@ -309,7 +345,8 @@ class FakeHub:
             return 200, self._repo_info(repo, files_metadata="blobs=true" in query.lower()), {}
         if method == "GET" and action == "tree":
             return 200, self._tree(repo, (revision or "").partition("/")[2]), {}
-        if method != "POST" or action not in ("preupload", "commit", "secrets", "variables", "hardware"):
+        allowed = SPACE_ACTIONS.get(action) if repo_type == "space" else None
+        if method != (allowed or "POST") or action not in ("preupload", "commit", *([action] if allowed else [])):
             with self._lock:
                 self.unknown.append(f"{method} {action} {repo_id}")
             return _error(404, f"fake hub: {method} {action} on a repo is not implemented")
@@ -317,16 +354,28 @@ class FakeHub:
             return _error(403, f"You don't have the rights to write to {repo_id}")
         if action == "preupload":
             return 200, self._preupload(repo, json.loads(body)), {}
-        if action in ("secrets", "variables"):
-            entry = json.loads(body)
-            with self._lock:
-                getattr(repo, action)[entry["key"]] = entry["value"]
-            return 200, {}, {}
-        if action == "hardware":
-            with self._lock:
-                repo.hardware = json.loads(body)["flavor"]
-            return 200, {"stage": "BUILDING", "hardware": {"current": None, "requested": repo.hardware}}, {}
-        return self._commit(repo, body)
+        if action == "commit":
+            return self._commit(repo, body)
+        return self._space_call(repo, action, json.loads(body) if body else {})
+
+    def _space_call(self, repo: Repo, action: str, payload: dict) -> tuple[int, dict, dict]:
+        """A Space's settings: secrets and variables answer {}, the rest the Space's runtime, as the Hub does."""
+        with self._lock:
+            if action in ("secrets", "variables"):
+                getattr(repo, action)[payload["key"]] = payload["value"]
+                return 200, {}, {}
+            if action == "hardware":
+                repo.hardware = payload["flavor"]
+            elif action == "sleeptime":
+                repo.sleep_time = payload["seconds"]
+            elif action == "volumes":
+                repo.volumes = list(payload["volumes"])
+            return 200, self._runtime(repo), {}
+
+    def _runtime(self, repo: Repo) -> dict:
+        """A Space's runtime, in the keys huggingface_hub's SpaceRuntime reads."""
+        return {"stage": "BUILDING", "hardware": {"current": None, "requested": repo.hardware},
+                "gcTimeout": repo.sleep_time, "storage": None, "volumes": list(repo.volumes) or None}
 
     def _preupload(self, repo: Repo, payload: dict) -> dict:
         # "regular" for every file keeps the whole upload inside the commit call (no LFS / Xet server needed);

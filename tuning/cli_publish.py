@@ -61,14 +61,18 @@ def _add_push_parser(commands) -> None:
 
 
 def command_deploy(args) -> int:
-    """Create/update the Kantele Space from spaces.yaml; --dry-run shows the files and the README."""
+    """Create/update the Kantele Space from spaces.yaml; --dry-run shows the plan (files, README, settings)."""
     from tuning.hub.space import deploy_space, plan_space_deploy
 
-    _print_plans([plan_space_deploy(args.space)], with_cards=args.dry_run)
+    # One plan, printed and then carried out: what --dry-run shows is what deploy does.
+    plan = plan_space_deploy(args.space, with_run=args.with_run, set_token_secret=not args.no_token_secret)
+    _print_plans([plan.push], with_cards=args.dry_run)
+    print(f"\nspace {plan.space_id} settings:")
+    for setting, value in plan.describe():
+        print(f"  {setting}: {value}")
     if args.dry_run:
         return 0
-    url = deploy_space(args.space, private=args.private, set_token_secret=not args.no_token_secret,
-                       progress=_print_progress)
+    url = deploy_space(plan, private=args.private, progress=_print_progress)
     print(f"deployed: {url}")
     return 0
 
@@ -81,7 +85,11 @@ def _add_deploy_parser(commands) -> None:
     deploy.add_argument("--private", action="store_true", help="create the Space private")
     deploy.add_argument("--no-token-secret", action="store_true",
                         help="don't store your token as the Space's HF_TOKEN secret")
-    deploy.add_argument("--dry-run", action="store_true", help="print the files and the README; upload nothing")
+    deploy.add_argument("--with-run", metavar="RUN",
+                        help="also upload a finished run (its folder, or its id under ./runs or KANTELE_HOME/runs) "
+                             "to bundled_runs/, trained on the Space's base model")
+    deploy.add_argument("--dry-run", action="store_true",
+                        help="print the files, the README and the Space's settings; upload nothing")
     deploy.set_defaults(func=command_deploy)
 
 

@@ -52,6 +52,8 @@ class LoraConfig:
     dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter input"})
     target_modules: str | list[str] = field(default="all-linear",
                                             metadata={"help": "'all-linear' or module names, e.g. [q_proj, v_proj]"})
+    top_layers: int = field(default=0, metadata={"help": "adapt only the top N transformer layers (0: all); "
+                                                         "backward then stops there, so a step costs less"})
 
 
 @dataclass

@@ -9,8 +9,11 @@ from tuning.errors import KanteleError
 from tuning.guards.admission import PerVisitorLimit
 from tuning.guards.caps import caps
 from tuning.models.loading import display_name
+from tuning.runs.example import EXAMPLE_NAME, example_progress
 from tuning.runs.owner import Owner
+from tuning.runs.visitor_runs import example_ready
 from ui.messages import for_visitor
+from ui.plots import curves_frame
 from ui.state import CHAT, RUNS
 from ui.untrusted import inert_markdown, original_text
 
@@ -27,11 +30,56 @@ DEFAULT_EXAMPLES = ["Who compiled the Kalevala?", "What is the Sampo?", "Who is 
                     "When is Kalevala Day?", "How many poems are in the 1849 Kalevala?"]
 
 
+EXAMPLE_POLL_SECONDS = 3.0
+NO_ADAPTER_HELP = ("**No adapter yet.** Train one in the Train tab (\"Load the Kalevala example\" in Data, then "
+                   "Start), or start the shared Kalevala example here.")
+
+
 def adapter_choices(owner: Owner | None, selected: str | None = None):
-    """Dropdown update listing the asker's finished runs."""
+    """Dropdown update listing the asker's finished runs; opens on `selected`, else their own newest run, else
+    the finished Kalevala example."""
     choices = [BASE_ONLY, *RUNS.finished(owner)]
-    value = selected if selected in choices else (choices[1] if len(choices) > 1 else BASE_ONLY)
+    value = selected if selected in choices else (RUNS.preselected(owner) or BASE_ONLY)
     return gr.update(choices=choices, value=value)
+
+
+def guidance(adapter: str | None) -> str:
+    """What the right pane needs next, when no adapter is selected: the example's progress, or what to do."""
+    view = RUNS.example_view()
+    if adapter and adapter != BASE_ONLY:
+        return example_progress(view) if view is not None and view.run_id == adapter else ""
+    if view is None or view.state in ("failed", "stopped"):
+        return NO_ADAPTER_HELP
+    if example_ready(view):
+        return f"**{EXAMPLE_NAME}** is ready: pick `{view.run_id}` above to chat with it."
+    return example_progress(view)
+
+
+def follow_example(owner: Owner | None, adapter: str | None, seen_ready: bool):
+    """Every few seconds while the page is open: the example's progress and curves, the button to train it when
+    there is none, and -- the moment it is ready, for a visitor with nothing selected -- the example selected,
+    so the right pane answers with it without a reload. Stops polling once there is nothing left to follow."""
+    view = RUNS.example_view()
+    ready = view is not None and example_ready(view)
+    select = gr.skip()
+    if ready and not seen_ready:
+        select = adapter_choices(owner, view.run_id if adapter in (None, BASE_ONLY) else adapter)
+    no_example = view is None or view.state in ("failed", "stopped")
+    curves = curves_frame(view.metrics, ("loss", "eval_loss")) if view is not None and view.metrics else gr.skip()
+    shown_adapter = view.run_id if ready and adapter in (None, BASE_ONLY) else adapter
+    return (guidance(shown_adapter), gr.update(visible=no_example), gr.update(visible=view is not None), curves,
+            select, seen_ready or ready, gr.Timer(active=not (ready or no_example)))
+
+
+def train_the_example(owner: Owner | None):
+    """Queue the shared Kalevala example (when it isn't already there) and follow it."""
+    if owner is None:
+        return "**Not started:** this browser is not identified yet -- reload the page", gr.skip(), gr.skip()
+    try:
+        RUNS.start_example(force=True)
+    except KanteleError as error:
+        return f"**Not started:** {for_visitor(error)}", gr.skip(), gr.skip()
+    return guidance(BASE_ONLY), gr.update(visible=False), gr.Timer(active=True)
 
 
 def _select(owner: Owner | None, adapter: str | None, hub_adapter: str | None = None):
@@ -138,7 +186,7 @@ def _answer_both(question: str, base_history: list, tuned_history: list, owner: 
     tuned_history = [*tuned_history, _shown("user", question), *_cut_note(chat, tuned_messages, settings),
                      _shown("assistant", "")]
     if wanted is None:
-        tuned_history[-1] = _shown("assistant", "No adapter selected: pick a finished run above.")
+        tuned_history[-1] = {"role": "assistant", "content": guidance(adapter) or NO_ADAPTER_HELP}
         for text in chat.stream(base_messages, adapter_on=False, settings=settings):
             base_history[-1] = _shown("assistant", text)
             yield base_history, tuned_history, ""
@@ -185,6 +233,12 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
             imported = gr.Markdown(elem_id="import-adapter-status")
         note = gr.Markdown(elem_id="pane-note")
         with gr.Row():
+            example_status = gr.Markdown(elem_id="example-status")
+            train_example = gr.Button("Train the Kalevala example", visible=False, elem_id="train-example",
+                                      scale=0, min_width=220)
+        with gr.Accordion("The Kalevala example's training curves", open=False, visible=False) as example_curves:
+            example_plot = gr.LinePlot(x="step", y="value", color="series", height=220, elem_id="example-curves")
+        with gr.Row():
             base_pane = gr.Chatbot(label="Base model", elem_id="base-pane", height=360)
             tuned_pane = gr.Chatbot(label="Tuned (base + adapter)", elem_id="tuned-pane", height=360)
         with gr.Row():
@@ -221,4 +275,12 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
         adapter.change(describe_panes, [owner_state, adapter, hub_adapter], note)
         hub_adapter.submit(describe_panes, [owner_state, adapter, hub_adapter], note)
         dataset_state.change(example_samples, dataset_state, examples)
-    return {"adapter": adapter, "note": note, "question": question}
+
+        seen_ready = gr.State(False)
+        example_timer = gr.Timer(EXAMPLE_POLL_SECONDS)
+        example_timer.tick(follow_example, [owner_state, adapter, seen_ready],
+                           [example_status, train_example, example_curves, example_plot, adapter, seen_ready,
+                            example_timer])
+        train_example.click(train_the_example, owner_state, [example_status, train_example, example_timer])
+        adapter.change(guidance, adapter, example_status)
+    return {"adapter": adapter, "note": note, "question": question, "guidance": example_status}

@@ -13,6 +13,7 @@ from tuning.hub.push import HubError, plan_pushes, push_plans
 from tuning.runs.owner import Owner
 from ui.messages import for_visitor
 from ui.state import RUNS
+from ui.storage_note import storage_note
 from ui.untrusted import inert_markdown
 
 INCLUDE_DATASET = "Dataset (the run's train/validation rows + dataset card)"
@@ -120,6 +121,7 @@ def refresh_runs(owner: Owner | None, current: str | None):
 def build_publish_tab(owner_state: gr.State) -> dict:
     """The Publish tab."""
     with gr.Tab("Publish", id="publish") as tab:
+        storage_note("publish-storage-note")
         with gr.Row():
             run = gr.Dropdown([], label="Run", elem_id="publish-run")
             repo = gr.Textbox(placeholder=REPO_PLACEHOLDER, label="Model repository (user/name)",

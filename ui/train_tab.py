@@ -21,6 +21,7 @@ from ui.messages import for_visitor, hide_paths
 from ui.plots import curves_frame
 from ui.scorecard import build_scorecard, refresh_scorecard
 from ui.state import CHAT, CONFIGS_DIR, RUNS
+from ui.storage_note import storage_note
 
 MODEL_CHOICES = ["auto", "embedded", GPU_DEFAULT_MODEL]
 MODEL_LABEL = "Base model (Hub id, local folder, 'embedded'; auto = by hardware)"
@@ -207,21 +208,23 @@ def _busy_note(run_id: str | None, owner: Owner | None) -> str:
 
 
 def poll_run(run_id: str | None, owner: Owner | None):
-    """Refresh progress, curves, log and buttons of this visitor's run (and say who else is training)."""
-    hidden = gr.update(visible=False)
+    """Refresh progress, curves, log and buttons of this visitor's run (and say who else is training). Its outputs,
+    in this order (the /poll_run API's): progress, loss plot, learning-rate plot, log, Compare, Resume, Stop -- a
+    new one goes at the end. Stop can be pressed only while the visitor's own run is queued or running."""
+    hidden, no_stop = gr.update(visible=False), gr.update(interactive=False)
     if owner is None and run_id:  # the page's load event, which identifies the visitor, hasn't run yet
-        return (gr.skip(),) * 6
+        return (gr.skip(),) * 7
     others = _busy_note(run_id, owner)
     if not run_id:
-        return (others or "No training started in this browser yet.", None, None, "", hidden, hidden)
+        return (others or "No training started in this browser yet.", None, None, "", hidden, hidden, no_stop)
     try:
         view = RUNS.view(run_id, owner)
     except ValueError as error:
-        return (f"**Can't show that run:** {for_visitor(error)}", None, None, "", hidden, hidden)
+        return (f"**Can't show that run:** {for_visitor(error)}", None, None, "", hidden, hidden, no_stop)
     text = _progress_text(view) + (f"\n\n{others}" if others else "")
     return (text, curves_frame(view.metrics, ("loss", "eval_loss")), curves_frame(view.metrics, ("learning_rate",)),
             hide_paths(view.log_tail), gr.update(visible=view.adapter_ready),
-            gr.update(visible=view.resumable))
+            gr.update(visible=view.resumable), gr.update(interactive=view.state in (QUEUED, RUNNING)))
 
 
 def place(knobs: dict[str, Component], *keys: str) -> None:
@@ -236,6 +239,7 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
     with gr.Tab("Train", id="train"):
         warning = gpu_warning()
         gr.Markdown(warning, visible=bool(warning), elem_id="gpu-warning")
+        storage_note("train-storage-note")
         knobs = {key: make() for key, make in KNOBS.items()}
         with gr.Row():
             preset = gr.Dropdown(preset_names(), value=default_preset(), label="Recipe preset")
@@ -254,7 +258,8 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
         with gr.Row():
             estimate_button = gr.Button("Estimate")
             start = gr.Button("Start training", variant="primary", elem_id="start-training")
-            stop = gr.Button("Stop", variant="stop", elem_id="stop-training")
+            # Pressable only while this visitor's run is queued or running: poll_run switches it.
+            stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-training")
             resume = gr.Button("Resume", visible=False, elem_id="resume-training")
         progress = gr.Markdown("No training started in this browser yet.", elem_id="train-progress")
         with gr.Row():
@@ -272,7 +277,7 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
             show_estimate, [dataset_state, *knob_inputs], estimate)
         stop.click(stop_training, [run_state, owner_state], progress)
         resume.click(resume_training, [run_state, owner_state], progress)
-        timer.tick(poll_run, [run_state, owner_state], [progress, loss_plot, lr_plot, log, compare, resume])
+        timer.tick(poll_run, [run_state, owner_state], [progress, loss_plot, lr_plot, log, compare, resume, stop])
         timer.tick(refresh_scorecard, [run_state, owner_state, scorecard["shown"], scorecard["verdict"]],
                    scorecard["outputs"])
     return {"preset": preset, "knobs": knobs, "fill_knobs": fill_knobs, "compare": compare,

@@ -7,7 +7,8 @@ from fake_hub import CANARY
 
 from tuning.runs.owner import Owner, new_visitor_id
 from tuning.runs.run import Run
-from ui import publish_tab
+from ui import publish_tab, storage_note
+from ui.storage_note import storage_warning
 
 VISITOR = Owner(new_visitor_id())  # the trained run is ownerless (made from the shell): open to every visitor
 
@@ -91,3 +92,48 @@ def test_a_signed_in_visitor_pushes_with_their_own_oauth_token(monkeypatch, onli
     assert message.startswith("✅") and "alice/from-the-space" in message and CANARY not in message
     assert online.repo("alice/from-the-space").files
     assert {call.authorization for call in online.calls("/commit/")} == {f"Bearer {CANARY}"}
+
+
+def notes(demo: gr.Blocks, elem_id: str) -> list:
+    return [block for block in demo.blocks.values() if getattr(block, "elem_id", None) == elem_id]
+
+
+def test_no_storage_note_off_a_space(tmp_path):
+    assert storage_warning({}, tmp_path / "kantele", data_dir=tmp_path / "none") is None
+    assert storage_warning({"SYSTEM": "spaces"}, tmp_path, is_mount=lambda path: False) is None  # no SPACE_ID
+
+
+def test_a_space_without_persistent_storage_says_runs_are_lost(tmp_path):
+    space = {"SPACE_ID": "alice/kantele"}
+    data = tmp_path / "data"
+    warning = storage_warning(space, tmp_path / "app", data_dir=data)  # no /data at all
+    assert "no persistent storage" in warning and "restarts" in warning and "publish" in warning
+    assert "KANTELE_HOME" not in warning
+    data.mkdir()
+    # A /data the image merely made is not persistent storage.
+    assert storage_warning(space, data / "kantele", data_dir=data, is_mount=lambda path: False) == warning
+    # Storage mounted, but the app keeps its data elsewhere: the owner is told how to use it.
+    elsewhere = storage_warning(space, tmp_path / "app", data_dir=data, is_mount=lambda path: True)
+    assert elsewhere.startswith(warning) and "KANTELE_HOME" in elsewhere
+    assert str(tmp_path / "app") not in elsewhere  # where the app keeps its data is no visitor's business
+    # The real defaults: a temporary folder is not under /data.
+    assert storage_warning(space, tmp_path) is not None
+
+
+def test_a_space_with_its_data_on_persistent_storage_says_nothing(tmp_path):
+    data = tmp_path / "data"
+    (data / "kantele").mkdir(parents=True)
+    assert storage_warning({"SPACE_ID": "alice/kantele"}, data / "kantele", data_dir=data,
+                           is_mount=lambda path: path == data.resolve()) is None
+    assert storage_warning({"SPACE_ID": "alice/kantele"}, data, data_dir=data, is_mount=lambda path: True) is None
+
+
+def test_the_publish_tab_shows_the_storage_note_only_where_runs_are_lost(monkeypatch, tmp_path):
+    for name in ("SYSTEM", "SPACE_ID", "OAUTH_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(storage_note, "APP_DATA", tmp_path)
+    [note] = notes(build_tab(), "publish-storage-note")
+    assert note.visible is False
+    on_a_space(monkeypatch)
+    [note] = notes(build_tab(), "publish-storage-note")
+    assert note.visible is True and "no persistent storage" in note.value

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from helpers import REPO, TINY_TRAIN, write_jsonl
 
-from tuning.data import workspace
 from tuning.atomic import staged_dir, staged_file
 from tuning.config import write_text_atomic
+from tuning.data import workspace
 from tuning.runs.files import ADAPTER_DIR, append_metrics, has_adapter, read_metrics, write_json
 from tuning.training.train import save_adapter
 

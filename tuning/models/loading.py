@@ -252,15 +252,38 @@ def bnb_config(cfg: ModelConfig, sharded: bool = False, dtype=None):
     )
 
 
-def lora_config(cfg: LoraConfig):
-    """The PEFT LoRA settings of a recipe."""
+def adapted_layers(cfg: LoraConfig, num_layers: int) -> list[int] | None:
+    """The layer indices LoRA goes on: the top `top_layers` of num_layers, or None for every layer."""
+    if not cfg.top_layers or cfg.top_layers >= num_layers:
+        return None
+    return list(range(num_layers - cfg.top_layers, num_layers))
+
+
+def block_linear_names(model) -> list[str]:
+    """The names of the linear layers inside the model's transformer blocks (what 'all-linear' means to PEFT:
+    every linear layer but the output head), e.g. q_proj ... down_proj."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"})
+
+
+def lora_config(cfg: LoraConfig, model=None):
+    """The PEFT LoRA settings of a recipe; the model is needed when only its top layers are adapted."""
     from peft import LoraConfig as PeftLoraConfig
 
+    if cfg.top_layers < 0:
+        raise ValueError(f"lora.top_layers is {cfg.top_layers} -- use 0 for every layer, or N for the top N")
+    layers = adapted_layers(cfg, model.config.num_hidden_layers) if model is not None else None
+    targets = cfg.target_modules
+    if layers and targets == "all-linear":  # PEFT takes a layer list only with named modules
+        targets = block_linear_names(model)
     return PeftLoraConfig(
+        layers_to_transform=layers,
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=cfg.target_modules,
+        target_modules=targets,
         bias="none",
         task_type="CAUSAL_LM",
     )

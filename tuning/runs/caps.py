@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 
 from tuning.config import RecipeConfig
-from tuning.training.estimate import Estimate, estimate_recipe
 from tuning.guards.caps import CapError, Caps, caps, check_cap
+from tuning.training.estimate import Estimate, estimate_recipe
 
 STEPS_FIX = "lower max steps, or set it to -1 and let the epochs decide"
 EPOCHS_FIX = "lower the epochs (or set max steps)"

@@ -35,6 +35,10 @@ RUN_VALIDATION_FILE = "validation.jsonl"
 EVAL_FILE = "eval.json"
 EVAL_CSV_FILE = "eval.csv"
 CARD_FILE = "README.md"
+# A Space deployed with `deploy --with-run RUN` carries the run here, in its own files; the app copies it into its
+# runs folder at start (tuning/runs/example.py), so a new Space opens with the example already trained.
+BUNDLED_RUNS_DIR = "bundled_runs"
+EXAMPLE_FILE = "example.json"  # marks the shared, read-only Kalevala example run (tuning/runs/example.py)
 
 # Status values, in the order a run passes through them.
 QUEUED, RUNNING, COMPLETED, STOPPED, FAILED = "queued", "running", "completed", "stopped", "failed"

@@ -4,6 +4,11 @@ Each run is `python -m tuning train --config RUN/request.yaml --output RUN` (no 
 out-of-memory crash can't take the app down, GPU memory is truly freed, and anything the app
 started can be redone from the shell. Everything a viewer needs is on disk (status.json,
 metrics.jsonl, train.log), so a reloaded page -- or a second visitor -- just reads it again.
+
+The queue itself is on disk too (runs/queue.json): an app that restarts starts its queued runs again, in
+their order. A supervisor thread polls it, so the next run starts with no page open. A background run (the
+shared Kalevala example) yields to visitors: a visitor's run goes ahead of it, stopping it at its next step
+with a checkpoint, and it resumes from there once the visitors' runs are done.
 """
 
 from __future__ import annotations
@@ -20,13 +25,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuning.errors import UsageError
-from tuning.config import RecipeConfig, save_recipe
 from tuning.atomic import LOW_SPACE_BYTES, disk_full_error, free_bytes
+from tuning.config import RecipeConfig, save_recipe
+from tuning.errors import UsageError
+from tuning.guards.caps import CapError, caps
+from tuning.runs.caps import check_recipe_caps
 from tuning.runs.files import (
+    COMPLETED,
     CONSOLE_FILE,
     FAILED,
     FINISHED_STATES,
+    METRICS_FILE,
     QUEUED,
     REQUEST_FILE,
     RUNNING,
@@ -35,16 +44,19 @@ from tuning.runs.files import (
     checkpoint_step,
     has_adapter,
     latest_checkpoint,
+    read_json,
     read_log_tail,
     read_metrics,
     read_status,
+    write_json,
     write_status,
 )
-from tuning.runs.caps import check_recipe_caps
 from tuning.runs.owner import Owner, check_owner, may_open, read_owner, record_owner
-from tuning.guards.caps import CapError, caps
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+QUEUE_FILE = "queue.json"  # in the runs folder: the waiting runs in order, so a restart doesn't lose them
+SUPERVISOR_SECONDS = 2.0
+YIELDED_NOTE = "paused for a visitor's run: it resumes from its checkpoint afterwards"
 
 
 @dataclass
@@ -65,6 +77,8 @@ class RunView:
     log_tail: str = ""
     resumable: bool = False  # failed or stopped short with a checkpoint: `resume` continues from it
     has_adapter: bool = False  # the final adapter is saved (a killed run may have none)
+    background: bool = False  # yields to visitors' runs (the shared example)
+    paused: bool = False  # a background run stopped for a visitor's run, queued to resume
 
     @property
     def finished(self) -> bool:
@@ -153,6 +167,10 @@ class TrainingQueue:
         self._process: subprocess.Popen | None = None
         self._current: str | None = None
         self._resuming: set[str] = set()  # queued runs to relaunch with --resume
+        self._yielding: str | None = None  # the background run asked to stop for a visitor's run
+        self._supervisor: threading.Thread | None = None
+        self._supervising = threading.Event()
+        self._restore_waiting()
 
     def run_dir(self, run_id: str) -> Path:
         """The folder of a run id (ids are made by make_run_id, never taken from user paths)."""
@@ -160,8 +178,10 @@ class TrainingQueue:
             raise UsageError(f"not a run id: {run_id!r}")
         return self.runs_dir / run_id
 
-    def submit(self, recipe: RecipeConfig, label: str = "run", owner: Owner | None = None) -> str:
+    def submit(self, recipe: RecipeConfig, label: str = "run", owner: Owner | None = None,
+               background: bool = False) -> str:
         """Queue a training run (private to `owner` when given); it starts at once when nothing else trains.
+        A background run waits behind every other run and stops for one that arrives while it trains.
 
         CapError, before anything is written, for a recipe over the caps or an owner at their cap of runs."""
         check_recipe_caps(recipe)
@@ -172,10 +192,91 @@ class TrainingQueue:
             save_recipe(recipe, run_dir / REQUEST_FILE, header="recipe as requested from the app")
             if owner is not None:
                 record_owner(run_dir, owner)
-            write_status(run_dir, QUEUED, submitted=time.time())
-            self._waiting.append(run_id)
+            write_status(run_dir, QUEUED, submitted=time.time(), background=background)
+            self._enqueue(run_id)
             self.poll()
         return run_id
+
+    def _is_background(self, run_id: str) -> bool:
+        return bool(read_status(self.run_dir(run_id)).get("background"))
+
+    def _enqueue(self, run_id: str) -> None:
+        """Put a run in line: a background run last, any other ahead of the background runs -- and a background
+        run training now is asked to make way (it stops at its next step, with a checkpoint)."""
+        if self._is_background(run_id):
+            self._waiting.append(run_id)
+        else:
+            first_background = next((i for i, other in enumerate(self._waiting) if self._is_background(other)),
+                                    len(self._waiting))
+            self._waiting.insert(first_background, run_id)
+            self._make_way()
+        self._save_waiting()
+
+    def _make_way(self) -> None:
+        """SIGTERM the background run training now, unless it is already scoring its saved adapter (nearly done)."""
+        current = self._current
+        if current is None or self._process is None or self._yielding == current or not self._is_background(current):
+            return
+        if read_status(self.run_dir(current)).get("phase") == SCORECARD_PHASE:
+            return
+        self._yielding = current
+        self._process.send_signal(signal.SIGTERM)
+
+    def _requeue_yielded(self, run_id: str) -> None:
+        """A background run that stopped for a visitor's run goes back in line, to resume from its checkpoint."""
+        run_dir = self.run_dir(run_id)
+        if latest_checkpoint(run_dir) is not None:
+            self._resuming.add(run_id)
+        else:  # stopped before its first step: it starts again from the beginning
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        write_status(run_dir, QUEUED, error=None, pid=None, paused=time.time(), note=YIELDED_NOTE)
+        self._waiting.append(run_id)
+
+    def _save_waiting(self) -> None:
+        """Write the waiting runs, in order, to runs/queue.json (a full disk keeps the queue in memory only)."""
+        entries = [{"run": run_id, "resume": run_id in self._resuming} for run_id in self._waiting]
+        try:
+            write_json(self.runs_dir / QUEUE_FILE, {"waiting": entries})
+        except OSError:
+            pass
+
+    def _restore_waiting(self) -> None:
+        """The runs an earlier app process left queued, in their order (those still marked queued on disk)."""
+        saved = read_json(self.runs_dir / QUEUE_FILE, {}) or {}
+        for entry in saved.get("waiting") or []:
+            run_id = entry.get("run") if isinstance(entry, dict) else None
+            if not isinstance(run_id, str) or _SAFE_NAME.search(run_id) or run_id in self._waiting:
+                continue
+            if read_status(self.runs_dir / run_id).get("state") == QUEUED:
+                self._waiting.append(run_id)
+                if entry.get("resume"):
+                    self._resuming.add(run_id)
+
+    def start_supervisor(self, every_s: float = SUPERVISOR_SECONDS) -> None:
+        """Poll the queue from a daemon thread, so finished runs are reaped and the next one starts with no page
+        open (idempotent)."""
+        with self._lock:
+            if self._supervisor is not None and self._supervisor.is_alive():
+                return
+            self._supervising.clear()
+            self._supervisor = threading.Thread(target=self._supervise, args=(every_s,), name="kantele-queue",
+                                                daemon=True)
+            self._supervisor.start()
+
+    def stop_supervisor(self) -> None:
+        """End the supervisor thread (tests; the app's ends with the process)."""
+        self._supervising.set()
+        thread = self._supervisor
+        if thread is not None:
+            thread.join(timeout=10)
+        self._supervisor = None
+
+    def _supervise(self, every_s: float) -> None:
+        while not self._supervising.wait(every_s):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 -- a full disk or a vanished folder must not end the supervisor
+                pass
 
     def check_room(self, owner: Owner | None) -> None:
         """CapError naming the asker's run when they already have caps().runs_per_visitor queued or training."""
@@ -199,14 +300,11 @@ class TrainingQueue:
         if run_id in self._resuming:
             self._resuming.discard(run_id)
             command.append("--resume")
-        console = open(run_dir / CONSOLE_FILE, "ab")
-        try:
+        with open(run_dir / CONSOLE_FILE, "ab") as console:  # closed here once the child holds its own copy
             self._process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, cwd=Path.cwd(), env=child_environment())
-        finally:
-            console.close()  # the child holds its own copy
         self._current = run_id
-        write_status(run_dir, RUNNING, pid=self._process.pid, launched=time.time())
+        write_status(run_dir, RUNNING, pid=self._process.pid, launched=time.time(), note=None)
 
     def poll(self) -> None:
         """Reap a finished process (marking a crash as failed) and start the next queued run."""
@@ -214,12 +312,20 @@ class TrainingQueue:
             if self._process is not None and self._process.poll() is not None:
                 code = self._process.returncode
                 run_dir = self.run_dir(self._current)
-                if read_status(run_dir).get("state") not in FINISHED_STATES:
+                state = read_status(run_dir).get("state")
+                yielded = self._current == self._yielding
+                if yielded and state != COMPLETED:  # stopped to let a visitor's run go first
+                    self._requeue_yielded(self._current)
+                elif state not in FINISHED_STATES:
                     # The trainer records its own end; no record means it was killed or crashed hard.
                     _record_failure(run_dir, crash_reason(code, run_dir))
                 self._process, self._current = None, None
+                self._yielding = None if yielded else self._yielding
             if self._process is None and self._waiting:
                 self._launch(self._waiting.popleft())
+                self._save_waiting()
+            elif self._waiting and not self._is_background(self._waiting[0]):
+                self._make_way()  # a visitor's run waits behind a background run (restored after a restart)
 
     def can_resume(self, run_id: str) -> bool:
         """True for a failed or stopped run that ended short of its steps with a checkpoint saved."""
@@ -244,7 +350,7 @@ class TrainingQueue:
             self.check_room(owner)
             write_status(run_dir, QUEUED, error=None, resumed=time.time())
             self._resuming.add(run_id)
-            self._waiting.append(run_id)
+            self._enqueue(run_id)
             self.poll()
 
     def stop(self, run_id: str) -> None:
@@ -252,6 +358,7 @@ class TrainingQueue:
         with self._lock:
             if run_id in self._waiting:
                 self._waiting.remove(run_id)
+                self._save_waiting()
                 write_status(self.run_dir(run_id), STOPPED, error="cancelled before it started")
             elif run_id == self._current and self._process is not None:
                 self._process.send_signal(signal.SIGTERM)
@@ -282,6 +389,10 @@ class TrainingQueue:
                        metrics=metrics, log_tail=self._log_tail(run_dir, state, log_lines))
         view.resumable = state in (FAILED, STOPPED) and self.can_resume(run_id)
         view.has_adapter = has_adapter(run_dir)
+        view.background = bool(status.get("background"))
+        view.paused = state == QUEUED and bool(status.get("paused")) and view.background
+        if view.paused and not view.step:  # metrics of the part before the pause
+            view.step = status.get("step") or 0
         if state == QUEUED:
             view.queue_position, view.wait_s = self._queue_place(run_id)
             if view.queue_position is None:  # queued by an app process that has since restarted

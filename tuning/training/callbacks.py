@@ -1,4 +1,5 @@
-"""Trainer callbacks: metrics.jsonl lines with throughput and ETA, and a graceful stop on SIGTERM/SIGINT."""
+"""Trainer callbacks: metrics.jsonl lines with throughput and ETA (and the same as a readable train.log line), and a
+graceful stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from tuning.training.distributed import any_process
 from tuning.training.early_stop import stop_requested_early
 
 log = logging.getLogger("tuning.training.train")
+# The per-step lines: train.log, the console and the Train tab's log box show them as format_metrics writes them.
+metrics_log = logging.getLogger("tuning.training.metrics")
 
 
 def peak_gpu_memory_gb() -> float | None:
@@ -22,6 +25,40 @@ def peak_gpu_memory_gb() -> float | None:
     import torch
 
     return round(torch.cuda.max_memory_allocated() / 1e9, 3) if torch.cuda.is_available() else None
+
+
+def _number(value: float, digits: int = 2) -> str:
+    """1.8, 0.05, 2 -- a few decimals, no trailing zeros."""
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".") or "0"
+
+
+def _rate(value: float) -> str:
+    """A learning rate as people write it: 1.8e-3, 2e-4, 0."""
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+
+
+def format_metrics(record: dict) -> str:
+    """One metrics.jsonl record as a person reads it: `step 120/408 · loss 1.234 · lr 1.8e-3 · 312 tokens/s ·
+    epoch 1.8`, or `step 68/408 · validation loss 1.402` for an evaluation; what the record lacks is left out."""
+    total = record.get("total_steps")
+    parts = [f"step {record.get('step', 0)}/{total}" if total else f"step {record.get('step', 0)}"]
+    if record.get("eval_loss") is not None:
+        parts.append(f"validation loss {record['eval_loss']:.3f}")
+    else:
+        if record.get("loss") is not None:
+            parts.append(f"loss {record['loss']:.3f}")
+        if record.get("learning_rate") is not None:
+            parts.append(f"lr {_rate(record['learning_rate'])}")
+        if record.get("tokens_per_s") is not None:
+            parts.append(f"{record['tokens_per_s']:.0f} tokens/s")
+        if record.get("epoch") is not None:
+            parts.append(f"epoch {_number(record['epoch'])}")
+        if record.get("max_memory_gb") is not None:
+            parts.append(f"GPU memory {_number(record['max_memory_gb'], 1)} GB")
+    return " · ".join(parts)
 
 
 class MetricsCallback(TrainerCallback):
@@ -82,7 +119,7 @@ class MetricsCallback(TrainerCallback):
         if window_steps > 0:
             self.last_step, self.last_step_time = state.global_step, now
         append_metrics(self.run_dir, record)
-        log.info("metrics %s", record)
+        metrics_log.info("%s", format_metrics(record))
 
 
 class GracefulStop(TrainerCallback):

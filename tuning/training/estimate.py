@@ -106,15 +106,17 @@ class Estimate:
                 f"Time: {download}load ~{_duration(self.load_s)}, training ~{_duration(self.seconds)}{scorecard}.")
 
 
-def lora_trainable_params(config, lora_r: int, target_modules) -> int:
-    """LoRA parameters of a Llama-style model: r x (in + out) for each targeted linear layer."""
+def lora_trainable_params(config, lora_r: int, target_modules, top_layers: int = 0) -> int:
+    """LoRA parameters of a Llama-style model: r x (in + out) for each targeted linear layer (of the top_layers
+    when given)."""
     hidden, inter = config.hidden_size, config.intermediate_size
     head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
     kv = config.num_key_value_heads * head_dim
     shapes = {"q_proj": (hidden, hidden), "k_proj": (hidden, kv), "v_proj": (hidden, kv), "o_proj": (hidden, hidden),
               "gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
     names = shapes if target_modules == "all-linear" else [n for n in target_modules if n in shapes]
-    return config.num_hidden_layers * sum(lora_r * sum(shapes[n]) for n in names)
+    layers = min(top_layers, config.num_hidden_layers) if top_layers else config.num_hidden_layers
+    return layers * sum(lora_r * sum(shapes[n]) for n in names)
 
 
 def block_linear_params(config) -> int:
@@ -176,7 +178,7 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
     scorecard_questions x answer_tokens: what the scorecard will generate (twice: base and tuned);
     cached=False adds the model's download."""
     total = total_params(model_config)
-    trainable = lora_trainable_params(model_config, recipe.lora.r, recipe.lora.target_modules)
+    trainable = lora_trainable_params(model_config, recipe.lora.r, recipe.lora.target_modules, recipe.lora.top_layers)
     fields = model_config.to_dict() if hasattr(model_config, "to_dict") else vars(model_config)
     shapes = ModelShapes.from_config(fields)
     dtype = compute_dtype(recipe.model, device, shapes)

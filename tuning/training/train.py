@@ -242,7 +242,7 @@ def load_model_for_training(recipe: RecipeConfig, model_path: Path, placement: P
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
         )
-    model = get_peft_model(model, lora_config(recipe.lora))
+    model = get_peft_model(model, lora_config(recipe.lora, model))
     trainable, total = model.get_nb_trainable_parameters()
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
@@ -301,6 +301,8 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
     checkpoint = latest_checkpoint(run_dir) if resume else None  # saved whole: a kill mid-save is passed over
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint in %s, starting from the beginning", run_dir / CHECKPOINTS_DIR)
+    elif checkpoint is not None:
+        log.info("resuming from step %d (%s)", checkpoint_step(checkpoint), checkpoint.name)
 
     model_ref = resolve_model(recipe.model.name, recipe.model.revision)
     t = recipe.training
