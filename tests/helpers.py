@@ -98,7 +98,9 @@ def start_app_server(home: Path, env_overrides: dict | None = None, startup_s: f
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update({"KANTELE_HOME": str(home), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-                "GRADIO_ANALYTICS_ENABLED": "False", **(env_overrides or {})})
+                "GRADIO_ANALYTICS_ENABLED": "False",
+                "KANTELE_EXAMPLE": "off",  # no example training beside what is measured, unless asked for
+                **(env_overrides or {})})
     with open(home / "server.log", "w") as log:  # the child keeps its own copy of the handle
         server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)

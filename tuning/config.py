@@ -63,6 +63,8 @@ class TrainingConfig:
     learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name: cosine, linear, constant..."})
     warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps spent warming up"})
+    decay_ratio: float = field(default=0.2, metadata={
+        "help": "with lr_scheduler warmup_stable_decay: share of steps in the final decay (the rest holds the peak)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     batch_size: int = field(default=8, metadata={"help": "conversations per forward pass"})
     grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})

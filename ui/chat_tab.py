@@ -62,13 +62,16 @@ def follow_example(owner: Owner | None, adapter: str | None, seen_ready: bool):
     view = RUNS.example_view()
     ready = view is not None and example_ready(view)
     select = gr.skip()
-    if ready and not seen_ready:
+    selected_now = ready and not seen_ready and owner is not None  # None would list every run: wait for identity
+    if selected_now:
         select = adapter_choices(owner, view.run_id if adapter in (None, BASE_ONLY) else adapter)
+    done = seen_ready or selected_now
     no_example = view is None or view.state in ("failed", "stopped")
     curves = curves_frame(view.metrics, ("loss", "eval_loss")) if view is not None and view.metrics else gr.skip()
     shown_adapter = view.run_id if ready and adapter in (None, BASE_ONLY) else adapter
-    return (guidance(shown_adapter), gr.update(visible=no_example), gr.update(visible=view is not None), curves,
-            select, seen_ready or ready, gr.Timer(active=not (ready or no_example)))
+    offer = no_example and adapter in (None, BASE_ONLY)  # a visitor chatting with their own run needs no offer
+    return (guidance(shown_adapter), gr.update(visible=offer), gr.update(visible=view is not None), curves,
+            select, done, gr.Timer(active=not (done or no_example)))
 
 
 def train_the_example(owner: Owner | None):

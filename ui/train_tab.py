@@ -14,6 +14,7 @@ from tuning.hardware.device import space_gpu_warning
 from tuning.models.loading import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
 from tuning.models.names import check_model_name
 from tuning.runs.caps import check_estimate_caps, check_recipe_caps, check_scorecard_caps
+from tuning.runs.example import EXAMPLE_NAME
 from tuning.runs.files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
 from tuning.runs.owner import Owner
 from ui.cluster_export import build_export_panel
@@ -204,6 +205,8 @@ def _busy_note(run_id: str | None, owner: Owner | None) -> str:
     busy, theirs = RUNS.training_now(owner)
     if not busy or (theirs and theirs == run_id):
         return ""
+    if theirs and RUNS.is_example(theirs):
+        return f"Training now on this app: the shared {EXAMPLE_NAME} -- it makes way as soon as you start a run."
     return f"Training now on this app: `{theirs}`." if theirs else "Training now on this app: another visitor's run."
 
 

@@ -5,6 +5,7 @@ no reload. (A short run stands in for the real recipe through KANTELE_EXAMPLE_RE
 import re
 
 import pytest
+from browser_helpers import screenshot
 from helpers import FEW_STEPS, REPO, start_app_server, stop_process
 from playwright.sync_api import expect
 from test_app_flow import ANSWER_TIMEOUT_MS, TRAIN_TIMEOUT_MS, ask, assistant_messages, open_app, wait_until_answered
@@ -41,6 +42,7 @@ def test_first_visit_finds_the_example_training_then_chats_with_it_without_a_rel
     wait_until_answered(page, "base-pane")
     expect(assistant_messages(page, "tuned-pane").last).to_contain_text("Kalevala example",
                                                                         timeout=ANSWER_TIMEOUT_MS)
+    screenshot(page, "chat-example-training")
 
     # It finishes: Chat selects it by itself, and the right pane answers with the adapter.
     expect(status).to_contain_text("ready", timeout=TRAIN_TIMEOUT_MS)

@@ -140,7 +140,8 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
              "## Hyperparameters", "",
              "| setting | value |", "|---|---|",
              f"| LoRA r / alpha / dropout | {lora.r} / {lora.alpha} / {lora.dropout} |",
-             f"| target modules | {lora.target_modules} |",
+             f"| target modules | {lora.target_modules}"
+             + (f", top {lora.top_layers} layers only" if lora.top_layers else "") + " |",
              f"| epochs / max steps | {t.epochs} / {t.max_steps} |",
              f"| learning rate, schedule | {t.learning_rate}, {t.lr_scheduler} |",
              _batch_row(t.batch_size, t.grad_accum, environment.get("processes", 1)),

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tuning.config import EMBEDDED_MODEL, ConfigError, RecipeConfig, load_recipe
+from tuning.config import AUTO_MODEL, EMBEDDED_MODEL, ConfigError, RecipeConfig, load_recipe
 from tuning.runs.files import (
     BUNDLED_RUNS_DIR,
     COMPLETED,
@@ -59,10 +59,9 @@ def example_recipe(environ=os.environ) -> RecipeConfig:
     """The example's recipe: KANTELE_EXAMPLE_RECIPE, else the Kalevala preset for the base model in use (the CPU
     recipe for the embedded model, the GPU one for any other), its data paths made absolute for the trainer."""
     base = example_base_model()
-    path = environ.get(EXAMPLE_RECIPE_ENV) or CONFIGS_DIR / (
-        "kalevala.yaml" if base == EMBEDDED_MODEL else "kalevala-tinyllama.yaml")
-    recipe = load_recipe(path)
-    if recipe.model.name in ("auto", ""):
+    own = environ.get(EXAMPLE_RECIPE_ENV)
+    recipe = load_recipe(own or CONFIGS_DIR / ("kalevala.yaml" if base == EMBEDDED_MODEL else "kalevala-tinyllama.yaml"))
+    if not own or recipe.model.name == AUTO_MODEL:  # the preset, on whichever model the app uses by default
         recipe.model.name = base
     recipe.data.train = [str(APP_ROOT / f) if not Path(f).is_absolute() else f for f in recipe.data.train]
     recipe.data.validation = [str(APP_ROOT / f) if not Path(f).is_absolute() else f for f in recipe.data.validation]
@@ -113,7 +112,8 @@ def ensure_example(queue: TrainingQueue, environ=os.environ, force: bool = False
     if example_mode(environ) == "off" and not force:
         return None
     install_bundled_runs(queue.runs_dir)
-    base = example_base_model()
+    recipe = example_recipe(environ)
+    base = recipe.model.name
     for run in example_runs(queue.runs_dir, base):
         view = queue.view(run.id)
         if view.state in (COMPLETED, QUEUED, RUNNING):
@@ -121,7 +121,6 @@ def ensure_example(queue: TrainingQueue, environ=os.environ, force: bool = False
         if view.state in (FAILED, STOPPED) and view.resumable:
             queue.resume(run.id)
             return run.id
-    recipe = example_recipe(environ)
     run_id = queue.submit(recipe, label=EXAMPLE_LABEL, background=True)
     mark_example(queue.run_dir(run_id), base)
     return run_id

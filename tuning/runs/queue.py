@@ -421,7 +421,7 @@ class TrainingQueue:
             ahead = list(self._waiting)[: position - 1]
             current = self._current
         wait = 0.0
-        if current:
+        if current and current != self._yielding:  # a run making way stops at its next step
             eta = self.view_eta(current)
             wait += eta if eta is not None else 0.0
         for other in ahead:

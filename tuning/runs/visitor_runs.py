@@ -34,7 +34,7 @@ class VisitorRuns:
     # Machine-wide questions that open no one's run (the estimate reads only earlier runs' speeds): the only
     # methods without an asker (tests/guards/test_isolation.py holds every other one to it).
     # The shared example is everyone's to watch (start_example and example_view), like the estimate.
-    MACHINE_WIDE = ("estimate", "preflight", "start_example", "example_view", "start_supervisor")
+    MACHINE_WIDE = ("estimate", "preflight", "start_example", "example_view", "is_example", "start_supervisor")
 
     def __init__(self, queue: TrainingQueue) -> None:
         self._queue = queue
@@ -64,6 +64,10 @@ class VisitorRuns:
         """Queue the shared example when it isn't there yet (KANTELE_EXAMPLE=auto, or force); its run id."""
         self._example_id = ensure_example(self._queue, environ, force=force) or self._example_id
         return self._example_id
+
+    def is_example(self, run_id: str) -> bool:
+        """True for the shared example run (everyone's to see: the id alone opens nothing)."""
+        return is_example(self._queue.run_dir(run_id))
 
     def example_view(self) -> RunView | None:
         """The shared example's progress (None when there is none)."""

@@ -9,6 +9,7 @@ max_length), metrics.jsonl for the UI, and a graceful stop.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -150,6 +151,16 @@ class PadToLongest:
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+WSD_SCHEDULER = "warmup_stable_decay"
+
+
+def decay_steps(t: TrainingConfig, rows: int, processes: int = 1) -> int:
+    """The optimizer steps of a warmup-stable-decay schedule's final decay: decay_ratio of the run's steps."""
+    per_epoch = math.ceil(math.ceil(rows / (t.batch_size * max(processes, 1))) / t.grad_accum)
+    total = t.max_steps if t.max_steps > 0 else math.ceil(per_epoch * t.epochs)
+    return max(1, round(total * t.decay_ratio))
+
+
 def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool):
     """The recipe's training section as transformers TrainingArguments (the one place they meet).
 
@@ -255,9 +266,12 @@ def build_trainer(recipe: RecipeConfig, run_dir: Path, model, tokenizer, train_s
 
     from tuning.training.loss import LabelOnlyLossTrainer
 
+    args = training_arguments(recipe, run_dir, bool(validation_set))
+    if recipe.training.lr_scheduler == WSD_SCHEDULER:  # transformers needs the decay's length in steps
+        args.lr_scheduler_kwargs = {"num_decay_steps": decay_steps(recipe.training, len(train_set), args.world_size)}
     trainer = LabelOnlyLossTrainer(
         model=model,
-        args=training_arguments(recipe, run_dir, bool(validation_set)),
+        args=args,
         train_dataset=train_set,
         eval_dataset=validation_set or None,
         data_collator=PadToLongest(tokenizer.pad_token_id),
