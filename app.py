@@ -48,7 +48,7 @@ def build_app() -> gr.Blocks:
         demo.load(identify, visitor_state, [visitor_state, owner_state]).then(
             adapter_choices, owner_state, chat["adapter"]).then(
             describe_panes, [owner_state, chat["adapter"]], chat["note"]).then(
-            guidance, chat["adapter"], chat["guidance"])
+            guidance, [owner_state, chat["adapter"]], chat["guidance"])
     # On a shared app a flood is turned away at the door ("queue is full") instead of growing without end.
     demo.queue(max_size=caps().queue_size)
     return demo

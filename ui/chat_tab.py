@@ -43,11 +43,14 @@ def adapter_choices(owner: Owner | None, selected: str | None = None):
     return gr.update(choices=choices, value=value)
 
 
-def guidance(adapter: str | None) -> str:
-    """What the right pane needs next, when no adapter is selected: the example's progress, or what to do."""
+def guidance(owner: Owner | None, adapter: str | None) -> str:
+    """What the right pane needs next, when no adapter is selected: one of the asker's finished runs, the example's
+    progress, or what to do."""
     view = RUNS.example_view()
     if adapter and adapter != BASE_ONLY:
         return example_progress(view) if view is not None and view.run_id == adapter else ""
+    if owner is not None and RUNS.preselected(owner) not in (None, getattr(view, "run_id", None)):
+        return "**No adapter selected:** pick one of your finished runs above to see what it learned."
     if view is None or view.state in ("failed", "stopped"):
         return NO_ADAPTER_HELP
     if example_ready(view):
@@ -70,7 +73,7 @@ def follow_example(owner: Owner | None, adapter: str | None, seen_ready: bool):
     curves = curves_frame(view.metrics, ("loss", "eval_loss")) if view is not None and view.metrics else gr.skip()
     shown_adapter = view.run_id if ready and adapter in (None, BASE_ONLY) else adapter
     offer = no_example and adapter in (None, BASE_ONLY)  # a visitor chatting with their own run needs no offer
-    return (guidance(shown_adapter), gr.update(visible=offer), gr.update(visible=view is not None), curves,
+    return (guidance(owner, shown_adapter), gr.update(visible=offer), gr.update(visible=view is not None), curves,
             select, done, gr.Timer(active=not (done or no_example)))
 
 
@@ -82,7 +85,7 @@ def train_the_example(owner: Owner | None):
         RUNS.start_example(force=True)
     except KanteleError as error:
         return f"**Not started:** {for_visitor(error)}", gr.skip(), gr.skip()
-    return guidance(BASE_ONLY), gr.update(visible=False), gr.Timer(active=True)
+    return guidance(owner, BASE_ONLY), gr.update(visible=False), gr.Timer(active=True)
 
 
 def _select(owner: Owner | None, adapter: str | None, hub_adapter: str | None = None):
@@ -189,7 +192,7 @@ def _answer_both(question: str, base_history: list, tuned_history: list, owner: 
     tuned_history = [*tuned_history, _shown("user", question), *_cut_note(chat, tuned_messages, settings),
                      _shown("assistant", "")]
     if wanted is None:
-        tuned_history[-1] = {"role": "assistant", "content": guidance(adapter) or NO_ADAPTER_HELP}
+        tuned_history[-1] = {"role": "assistant", "content": guidance(owner, adapter) or NO_ADAPTER_HELP}
         for text in chat.stream(base_messages, adapter_on=False, settings=settings):
             base_history[-1] = _shown("assistant", text)
             yield base_history, tuned_history, ""
@@ -285,5 +288,5 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
                            [example_status, train_example, example_curves, example_plot, adapter, seen_ready,
                             example_timer])
         train_example.click(train_the_example, owner_state, [example_status, train_example, example_timer])
-        adapter.change(guidance, adapter, example_status)
+        adapter.change(guidance, [owner_state, adapter], example_status)
     return {"adapter": adapter, "note": note, "question": question, "guidance": example_status}

@@ -186,8 +186,9 @@ def _minutes(seconds) -> str:
 
 def _progress_text(view) -> str:
     if view.state == QUEUED:
-        return (f"**Queued**: position {view.queue_position} — starts in about {_minutes(view.wait_s)}. "
-                "Chat keeps working meanwhile.")
+        when = ("in a moment" if view.wait_s is not None and view.wait_s < 30  # e.g. the example making way
+                else f"in about {_minutes(view.wait_s)}")
+        return f"**Queued**: position {view.queue_position} — starts {when}. Chat keeps working meanwhile."
     head = {RUNNING: "Training", COMPLETED: "Finished"}.get(view.state, view.state.capitalize())
     percent = 100 * view.step / view.total_steps if view.total_steps else 0
     text = (f"**{head}** `{view.run_id}` — step {view.step}/{view.total_steps or '?'} ({percent:.0f}%), "

@@ -226,7 +226,7 @@ def test_a_visitor_has_one_run_queued_or_training(shared, tmp_path, monkeypatch)
     with pytest.raises(CapError, match=f"your run `{first}` is still training.* -- stop it"):
         queue.submit(kalevala("training.max_steps=5"), owner=ALICE)
     queued = queue.submit(kalevala("training.max_steps=5"), owner=BOB)  # another visitor still queues
-    assert {p.name for p in queue.runs_dir.iterdir()} == {first, queued}  # the refused one wrote nothing
+    assert {p.name for p in queue.runs_dir.iterdir() if p.is_dir()} == {first, queued}  # the refused one wrote nothing
     queue.stop(first)
     second = queue.submit(kalevala("training.max_steps=5"), owner=ALICE)  # the first ended: room again
     with pytest.raises(CapError, match=f"your run `{second}` is still queued"):

@@ -44,7 +44,9 @@ def test_restarted_app_starts_its_queued_runs_in_order_with_no_page_open(runs_di
     # The app dies with `doomed` training (its trainer with it) and the other two queued: `before` is never
     # polled again.
     wait_on_disk(lambda: latest_checkpoint(before.run_dir(doomed)) is not None)
-    os.kill(read_status(before.run_dir(doomed))["pid"], signal.SIGKILL)
+    pid = read_status(before.run_dir(doomed))["pid"]
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)  # the dead app's child is reaped by the system, not left a zombie of this test process
 
     after = TrainingQueue(runs_dir)
     after.start_supervisor(every_s=0.5)
