@@ -99,10 +99,13 @@ def _read_questions(path: Path) -> list[str]:
 
 def command_eval(args) -> int:
     """Score base vs tuned on held-out questions; print the table, write eval.json."""
+    from tuning.chat.probes.run_probes import parse_probes
     from tuning.chat.scorecard import format_summary, score_run
     from tuning.training.curves import save_training_curves
 
-    report = score_run(args.run, args.data, settings=_settings(args), max_questions=args.sample)
+    probes = parse_probes(args.probes)  # before any model loads: a misspelt probe fails at once
+    report = score_run(args.run, args.data, settings=_settings(args), max_questions=args.sample, probes=probes,
+                       probe_sample=args.probe_sample, unanswerable_file=args.unanswerable, sources=args.sources)
     save_training_curves(args.run)
     print(format_summary(report))
     return 0
@@ -177,6 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="questions with references (default: the run's validation split)")
     evaluate.add_argument("--sample", type=int, default=0, metavar="N",
                           help="score a seeded sample of N questions, kept in file order (default: all)")
+    evaluate.add_argument("--probes", default="", metavar="NAMES",
+                          help="also ask the probes named, comma-separated: forgetting (general skills kept), "
+                               "limits (off-topic and unanswerable questions), memorised (asked as trained vs "
+                               "paraphrased), retrieval (base and tuned with BM25 passages in the prompt)")
+    evaluate.add_argument("--probe-sample", type=int, default=0, metavar="N",
+                          help="ask a seeded sample of N questions of each probe (default: all)")
+    evaluate.add_argument("--unanswerable", metavar="FILE",
+                          help="in-domain questions the data never answers, one {\"question\": ...} a line "
+                               "(default: the Kalevala's own, for a run on the Kalevala pairs)")
+    evaluate.add_argument("--sources", nargs="+", metavar="FILE",
+                          help="documents the retrieval probe searches (default: the Kalevala source, for a run on "
+                               "the Kalevala pairs)")
     _add_generation_flags(evaluate)
     evaluate.set_defaults(func=command_eval)
 

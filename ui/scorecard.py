@@ -34,7 +34,11 @@ def summary_markdown(card: Scorecard) -> str:
         lines.append(f"| {inert_markdown(str(metric).replace('_', ' '))} | {values['base']:.2f} | {values['tuned']:.2f} | "
                      f"{values['delta']:+.2f} |")
     counts = ", ".join(f"**{inert_markdown(str(v))}** {inert_markdown(str(k))}" for k, v in card.verdicts.items())
-    return "\n".join([*lines, "", f"Verdicts: {counts}. Click a question to ask it again in Chat."])
+    lines += ["", f"Verdicts: {counts}. Click a question to ask it again in Chat."]
+    probes = card.probe_lines()
+    if probes:  # the next questions: forgotten skills, limits, memorised vs generalised, retrieval
+        lines += ["", "**Beyond the held-out questions**", "", *(f"- {inert_markdown(line)}" for line in probes)]
+    return "\n".join(lines)
 
 
 def table_rows(card: Scorecard | None, verdict: str) -> list[list]:

@@ -36,6 +36,8 @@ def load_kalevala(page):
 
 def start_short_training(page, steps: int):
     page.get_by_role("tab", name="Train").click()
+    # The page's load fills the knobs from the preset (max steps -1): typing before that lands would be overwritten.
+    expect(page.locator("#max-steps input")).to_have_value("-1", timeout=60_000)
     for knob, value in (("#max-steps", steps), ("#scorecard-questions", SCORECARD_SAMPLE)):
         box = page.locator(f"{knob} input")
         box.fill(str(value))

@@ -66,7 +66,7 @@ def test_a_visitor_run_goes_before_the_background_run_which_resumes_and_finishes
     queue.start_supervisor(every_s=0.5)
     visitor = Owner(new_visitor_id())
     try:
-        example = queue.submit(tiny_recipe(tiny_data, "training.max_steps=40"), label="example", background=True)
+        example = queue.submit(tiny_recipe(tiny_data, "training.max_steps=16"), label="example", background=True)
         wait_on_disk(lambda: len(read_metrics(queue.run_dir(example))) >= 2)
         mine = queue.submit(tiny_recipe(tiny_data, "training.max_steps=2"), label="mine", owner=visitor)
 
@@ -75,16 +75,16 @@ def test_a_visitor_run_goes_before_the_background_run_which_resumes_and_finishes
         paused = queue.view(example)
         assert paused.state == "queued" and paused.paused and paused.queue_position == 1
         paused_at = paused.step
-        assert 0 < paused_at < 40 and latest_checkpoint(queue.run_dir(example)) is not None
+        assert 0 < paused_at < 16 and latest_checkpoint(queue.run_dir(example)) is not None
 
         wait_on_disk(lambda: state(queue, example) == "completed")
     finally:
         queue.stop_supervisor()
     assert state(queue, mine) == "completed"
     mine_status, example_status = read_status(queue.run_dir(mine)), read_status(queue.run_dir(example))
-    assert example_status["step"] == 40 and example_status["launched"] > mine_status["launched"]
+    assert example_status["step"] == 16 and example_status["launched"] > mine_status["launched"]
     steps = [m["step"] for m in read_metrics(queue.run_dir(example)) if "loss" in m]
-    assert steps == sorted(steps) and steps[-1] == 40  # resumed from its checkpoint: no step trained twice
+    assert steps == sorted(steps) and steps[-1] == 16  # resumed from its checkpoint: no step trained twice
     assert "resum" in (queue.run_dir(example) / "train.log").read_text().lower()
 
 

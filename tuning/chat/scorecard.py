@@ -8,6 +8,7 @@ import io
 import random
 import re
 import string
+import time
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,7 @@ from tuning.runs.files import (
     EVAL_CSV_FILE,
     EVAL_FILE,
     RUN_DATA_DIR,
+    RUN_TRAIN_FILE,
     RUN_VALIDATION_FILE,
     write_json,
 )
@@ -156,9 +158,10 @@ def questions_phrase(summary: dict) -> str:
 
 
 def score_run(run_dir: str | Path, data_file: str | Path | None = None, settings=None, chat=None,
-                 max_questions: int = 0, seed: int = 42) -> dict:
+              max_questions: int = 0, seed: int = 42, probes: tuple[str, ...] = (), probe_sample: int = 0,
+              unanswerable_file: str | Path | None = None, sources: list | None = None) -> dict:
     """Answer the held-out questions (all, or a seeded sample of max_questions) with and without the adapter,
-    score both, write RUN_DIR/eval.json."""
+    score both, ask the probes named (tuning/chat/probes), write RUN_DIR/eval.json."""
     from tuning.chat.side_by_side import GenerationSettings, SideBySideChat, describe_settings
 
     run_dir = Path(run_dir)
@@ -171,7 +174,9 @@ def score_run(run_dir: str | Path, data_file: str | Path | None = None, settings
     references = reference_answers(examples)
     settings = settings or GenerationSettings(max_new_tokens=answer_budget(chat.tokenizer, references))
     questions = user_prompts(examples)
+    started = time.perf_counter()
     base_answers, tuned_answers = chat.answer_both_many(questions, settings=settings)
+    seconds_per_answer = (time.perf_counter() - started) / len(questions)
     rows = []
     for example, question, reference, base, tuned in zip(
         examples, questions, references, base_answers, tuned_answers
@@ -183,6 +188,13 @@ def score_run(run_dir: str | Path, data_file: str | Path | None = None, settings
                      "verdict": verdict(base_scores, tuned_scores)})
     report = {"data_file": str(data_file), "base_model": chat.base_name, "settings": describe_settings(settings),
               "summary": {**summarize(rows), "held_out": len(held_out)}, "questions": rows}
+    if probes:
+        from tuning.chat.probes.run_probes import run_probes
+
+        report["probes"] = run_probes(chat, probes, run_dir / RUN_DATA_DIR / RUN_TRAIN_FILE, data_file, settings,
+                                      sample=probe_sample, seed=seed, unanswerable_file=unanswerable_file,
+                                      sources=sources, seconds_per_answer=seconds_per_answer,
+                                      answered=dict(zip(questions, zip(base_answers, tuned_answers))))
     write_json(run_dir / EVAL_FILE, report)
     write_text_atomic(run_dir / EVAL_CSV_FILE, format_csv(rows))
     return report
@@ -209,4 +221,35 @@ def format_summary(report: dict) -> str:
     for metric, values in summary["metrics"].items():
         lines.append(f"{metric:<12} {values['base']:>8.3f} {values['tuned']:>8.3f} {values['delta']:>+8.3f}")
     lines.append("verdicts: " + ", ".join(f"{k} {v}" for k, v in summary["verdicts"].items()))
+    lines.extend(probe_lines(report.get("probes") or {}))
     return "\n".join(lines)
+
+
+def probe_lines(probes: dict) -> list[str]:
+    """One line per probe the report holds, as a person reads it."""
+    lines = []
+    if "forgetting" in probes:
+        lines.append(probes["forgetting"]["summary"])
+    limits = probes.get("limits") or {}
+    if "off_topic" in limits:
+        off = limits["off_topic"]
+        lines.append(f"off-topic questions kept within limits: base {off['base']['good']}/{off['base']['asked']}, "
+                     f"tuned {off['tuned']['good']}/{off['tuned']['asked']} (tuned redirected "
+                     f"{off['tuned']['redirected']})")
+    unanswerable = limits.get("unanswerable") or {}
+    if "tuned" in unanswerable:
+        lines.append(f"unanswerable in-domain questions admitted: base {unanswerable['base']['good']}/"
+                     f"{unanswerable['base']['asked']}, tuned {unanswerable['tuned']['good']}/"
+                     f"{unanswerable['tuned']['asked']}")
+    elif "skipped" in unanswerable:
+        lines.append(f"unanswerable questions: {unanswerable['skipped']}")
+    retrieval = probes.get("retrieval") or {}
+    if retrieval:
+        rates = ", ".join(f"{column} {value:.1%}" for column, value in retrieval["key_fact"].items())
+        seconds = retrieval["seconds_per_question"]
+        lines.append(f"retrieval (BM25, top {retrieval['top_k']} of {retrieval['passages']} passages): key facts "
+                     f"{rates}; {seconds['without retrieval']:.2f} s vs {seconds['with retrieval']:.2f} s a question")
+    memorised = probes.get("memorised") or {}
+    if memorised:
+        lines.append(memorised.get("summary") or f"memorised vs generalised: {memorised.get('skipped')}")
+    return lines

@@ -91,6 +91,9 @@ def _scorecard(card: Scorecard) -> list[str]:
     for row in card.questions[:SAMPLE_ANSWERS]:
         cells = [text.replace("|", "\\|").replace("\n", " ") for text in (row.question, row.base, row.tuned)]
         lines.append("| " + " | ".join(cells) + " |")
+    probes = card.probe_lines()
+    if probes:  # forgetting, limits, memorised vs generalised, retrieval (tuning/chat/probes)
+        lines += ["", "### Beyond the held-out questions", "", *(f"- {line}" for line in probes)]
     return [*lines, ""]
 
 

@@ -45,7 +45,8 @@ TOKEN_SECRET = "HF_TOKEN"
 # runs stay home (runs may hold a visitor's private data). The accelerate and SLURM files go into the
 # Train tab's cluster bundles.
 APP_FILE_PATTERNS = ("app.py", "requirements.txt", SPACE_SETTINGS_FILE, "tuning/**/*.py", "ui/*.py",
-                     "configs/*.yaml", "configs/accelerate/*.yaml", "configs/slurm/*.sbatch", "datasets/kalevala/*")
+                     "configs/*.yaml", "configs/accelerate/*.yaml", "configs/slurm/*.sbatch", "datasets/kalevala/*",
+                     "datasets/general/*")
 # Visitors publish under their own name: "Sign in with Hugging Face" asks for these scopes.
 OAUTH_SCOPES = ("write-repos", "manage-repos")
 

@@ -64,6 +64,7 @@ class Scorecard:
     questions: list[ScoredQuestion]
     data_file: str = ""
     base_model: str = ""
+    probes: dict = field(default_factory=dict)  # the probes' reports, as eval.json holds them (tuning/chat/probes)
 
     @classmethod
     def from_report(cls, report: dict) -> Scorecard:
@@ -78,7 +79,17 @@ class Scorecard:
                    for name, values in summary["metrics"].items()}
         return cls(questions_scored=int(summary["questions"]), held_out=int(summary.get("held_out", summary["questions"])),
                    metrics=metrics, verdicts={str(k): int(v) for k, v in summary["verdicts"].items()}, questions=rows,
-                   data_file=str(report.get("data_file", "")), base_model=str(report.get("base_model", "")))
+                   data_file=str(report.get("data_file", "")), base_model=str(report.get("base_model", "")),
+                   probes=_mapping(report.get("probes")))
+
+    def probe_lines(self) -> list[str]:
+        """A line per probe, as a person reads it ([] when none ran, or an imported report's probes are damaged)."""
+        from tuning.chat.scorecard import probe_lines
+
+        try:
+            return probe_lines(self.probes)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return []
 
     def questions_phrase(self) -> str:
         """'58 held-out questions', or '8 of 58 held-out questions' for a sampled scorecard."""

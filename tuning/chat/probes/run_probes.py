@@ -1,0 +1,185 @@
+"""The scorecard's probes, asked of base and tuned with the scorecard's own batched generation.
+
+`python -m tuning eval --run RUN --probes forgetting,limits,memorised` adds each probe's report to eval.json
+under "probes". Each probe can be left out; `sample` asks a seeded sample of each set (the UI's quick mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+
+from tuning.chat.probes.forgetting import forgetting_report, load_probe_set
+from tuning.chat.probes.limits import (
+    KALEVALA_UNANSWERABLE_FILE,
+    OFF_TOPIC_FILE,
+    domain_terms,
+    load_questions,
+    off_topic_counts,
+    unanswerable_counts,
+)
+from tuning.chat.retrieval import DEFAULT_TOP_K, NO_SOURCES, RetrievalIndex, sources_for, with_passages
+from tuning.chat.scorecard import fold, has_key_facts
+from tuning.data.examples import load_examples, reference_answers, user_prompts
+from tuning.errors import UsageError
+
+PROBES = ("forgetting", "limits", "memorised", "retrieval")
+READY_PROBES = PROBES
+SHORT_REPLY_TOKENS = 32  # general and off-topic questions want a line, and a redirect is one sentence
+
+
+def parse_probes(text: str | None) -> tuple[str, ...]:
+    """'forgetting,limits' -> ('forgetting', 'limits'); UsageError naming the known probes for anything else."""
+    names = tuple(dict.fromkeys(name.strip() for name in (text or "").split(",") if name.strip()))
+    unknown = [name for name in names if name not in PROBES]
+    if unknown:
+        raise UsageError(f"--probes: no probe called {', '.join(unknown)} -- use any of {', '.join(PROBES)}")
+    pending = [name for name in names if name not in READY_PROBES]
+    if pending:
+        raise UsageError(f"--probes: {', '.join(pending)} is not available yet -- use any of "
+                         f"{', '.join(READY_PROBES)}")
+    return names
+
+
+def _sample(items: list, limit: int, seed: int) -> list:
+    if limit <= 0 or limit >= len(items):
+        return items
+    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
+
+
+def memorised_pairs(held_out: list[dict], training: list[dict]) -> list[dict]:
+    """For each held-out question with key facts, the training question whose answer holds those facts: the same
+    facts asked as trained, to set beside the held-out paraphrase."""
+    answers = [(question, fold(answer)) for question, answer in zip(user_prompts(training), reference_answers(training))]
+    pairs = []
+    for example, paraphrase in zip(held_out, user_prompts(held_out)):
+        facts = list(example.get("key_facts") or [])
+        if not facts:
+            continue
+        trained = next((question for question, answer in answers if all(fold(f) in answer for f in facts)), None)
+        if trained is not None:
+            pairs.append({"trained": trained, "paraphrase": paraphrase, "key_facts": facts})
+    return pairs
+
+
+def run_probes(chat, probes: tuple[str, ...], train_file, validation_file, settings, sample: int = 0,
+               seed: int = 42, unanswerable_file=None, sources=None, top_k: int = DEFAULT_TOP_K,
+               answered: dict[str, tuple[str, str]] | None = None, seconds_per_answer: float = 0.0) -> dict:
+    """Each asked probe's report (eval.json's "probes"), generating with the scorecard's batched answers.
+    `answered`: the scorecard's own (base, tuned) answers by question, reused rather than asked again, and the
+    seconds each of those pairs took."""
+    answered = answered or {}
+    short = dataclasses.replace(settings, max_new_tokens=min(settings.max_new_tokens, SHORT_REPLY_TOKENS))
+    report = {}
+    if "retrieval" in probes:  # first: a run without source documents fails before any other probe spends time
+        report["retrieval"] = _retrieval(chat, train_file, validation_file, settings, sample, seed, sources, top_k,
+                                         answered, seconds_per_answer)
+    if "forgetting" in probes:
+        questions = _sample(load_probe_set(), sample, seed)
+        base, tuned = chat.answer_both_many([q.question for q in questions], settings=short)
+        report["forgetting"] = forgetting_report(questions, base, tuned).to_json()
+    if "limits" in probes:
+        report["limits"] = _limits(chat, train_file, short, sample, seed, unanswerable_file)
+    if "memorised" in probes:
+        report["memorised"] = _memorised(chat, train_file, validation_file, settings, sample, seed, answered)
+    return report
+
+
+def _both(chat, questions: list[str], settings, answered: dict) -> tuple[list[str], list[str]]:
+    """(base, tuned) answers to the questions, taken from the scorecard's own where it asked them all."""
+    if questions and all(q in answered for q in questions):
+        return [answered[q][0] for q in questions], [answered[q][1] for q in questions]
+    return chat.answer_both_many(questions, settings=settings)
+
+
+def _limits(chat, train_file, settings, sample, seed, unanswerable_file) -> dict:
+    training = load_examples(train_file).examples
+    off_topic = _sample(load_questions(OFF_TOPIC_FILE), sample, seed)
+    general = " ".join([*load_questions(OFF_TOPIC_FILE), *(q.question for q in load_probe_set())])
+    terms = domain_terms(reference_answers(training), general)
+    base, tuned = chat.answer_both_many(off_topic, settings=settings)
+    sides = {"base": off_topic_counts(off_topic, base, terms), "tuned": off_topic_counts(off_topic, tuned, terms)}
+    result = {"off_topic": {side: _counts_json(counts) for side, counts in sides.items()}}
+    unanswerable_file = unanswerable_file or (KALEVALA_UNANSWERABLE_FILE if is_kalevala_run(user_prompts(training)) else None)
+    if unanswerable_file is None:
+        result["unanswerable"] = {"skipped": "no questions the data never answers were given for this data -- "
+                                             "write a JSONL of {\"question\": ...} and pass --unanswerable FILE"}
+        return result
+    questions = _sample(load_questions(unanswerable_file), sample, seed)
+    base, tuned = chat.answer_both_many(questions, settings=settings)
+    result["unanswerable"] = {"base": _counts_json(unanswerable_counts(questions, base)),
+                              "tuned": _counts_json(unanswerable_counts(questions, tuned))}
+    return result
+
+
+def is_kalevala_run(train_questions: list[str]) -> bool:
+    """True when a run trained on the shipped Kalevala pairs (at least half its questions are theirs): the Kalevala's
+    unanswerable questions and source document then apply."""
+    shipped = set(user_prompts(load_examples(KALEVALA_UNANSWERABLE_FILE.parent / "train.jsonl").examples))
+    return bool(train_questions) and sum(q in shipped for q in train_questions) >= len(train_questions) / 2
+
+
+def _counts_json(counts) -> dict:
+    return {"asked": counts.asked, "good": counts.good, "share": round(counts.share(), 4),
+            "redirected": counts.redirected, "failures": counts.examples}
+
+
+def _memorised(chat, train_file, validation_file, settings, sample, seed, answered) -> dict:
+    pairs = _sample(memorised_pairs(load_examples(validation_file).examples, load_examples(train_file).examples),
+                    sample, seed)
+    if not pairs:
+        return {"skipped": "no held-out question has key facts that a training answer holds"}
+    # The tuned model only: the trained wordings, and the paraphrases unless the scorecard already asked them.
+    paraphrases = [p["paraphrase"] for p in pairs]
+    known = all(q in answered for q in paraphrases)
+    asked = [p["trained"] for p in pairs] + ([] if known else paraphrases)
+    answers = chat.answer_many(asked, adapter_on=True, settings=settings)
+    as_trained = answers[:len(pairs)]
+    paraphrased = [answered[q][1] for q in paraphrases] if known else answers[len(pairs):]
+    trained_hits = sum(bool(has_key_facts(a, p["key_facts"])) for a, p in zip(as_trained, pairs))
+    paraphrase_hits = sum(bool(has_key_facts(a, p["key_facts"])) for a, p in zip(paraphrased, pairs))
+    return {"questions": len(pairs), "as_trained": round(trained_hits / len(pairs), 4),
+            "paraphrased": round(paraphrase_hits / len(pairs), 4),
+            "summary": f"key facts asked as trained {trained_hits}/{len(pairs)}, as held-out paraphrases "
+                       f"{paraphrase_hits}/{len(pairs)}"}
+
+
+
+def _retrieval(chat, train_file, validation_file, settings, sample, seed, sources, top_k, answered,
+               seconds_per_answer) -> dict:
+    """Key facts and seconds per question for base, tuned, base + retrieval and tuned + retrieval."""
+    paths = sources_for(user_prompts(load_examples(train_file).examples), sources)
+    if not paths:
+        raise UsageError(NO_SOURCES)
+    index = RetrievalIndex.from_documents(paths)
+    held_out = _sample([e for e in load_examples(validation_file).examples if e.get("key_facts")], sample, seed)
+    if not held_out:
+        raise UsageError(f"{validation_file}: no held-out question has key facts to score retrieval by")
+    questions = user_prompts(held_out)
+    found = index.top(questions, top_k)
+    started = time.perf_counter()
+    base, tuned = _both(chat, questions, settings, answered)
+    plain_s = time.perf_counter() - started
+    if all(q in answered for q in questions):  # the scorecard's own pass, as it timed it
+        plain_s = seconds_per_answer * len(questions)
+    started = time.perf_counter()
+    base_r, tuned_r = chat.answer_both_many([with_passages(q, p) for q, p in zip(questions, found)], settings=settings)
+    retrieval_s = time.perf_counter() - started
+    facts = [e["key_facts"] for e in held_out]
+
+    def rate(answers: list[str]) -> float:
+        return round(sum(bool(has_key_facts(a, f)) for a, f in zip(answers, facts)) / len(facts), 4)
+
+    per_question = len(questions)
+    return {
+        "questions": per_question, "top_k": top_k, "sources": [p.name for p in paths], "passages": len(index.passages),
+        "key_fact": {"base": rate(base), "tuned": rate(tuned), "base+retrieval": rate(base_r),
+                     "tuned+retrieval": rate(tuned_r)},
+        # Base and tuned answer together (the scorecard's strategy), so seconds are per question for both sides.
+        "seconds_per_question": {"without retrieval": round(plain_s / per_question, 3),
+                                 "with retrieval": round(retrieval_s / per_question, 3)},
+        "examples": [{"question": q, "passages": [{**p.provenance(), "text": p.text} for p in ps],
+                      "base+retrieval": b, "tuned+retrieval": t}
+                     for q, ps, b, t in list(zip(questions, found, base_r, tuned_r))[:5]],
+    }

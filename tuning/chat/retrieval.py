@@ -1,0 +1,68 @@
+"""Retrieval as the baseline fine-tuning is measured against: a BM25 index (bm25s) over the run's source documents,
+its top passages placed in the prompt. "Would retrieval have done it?" is then a column of the scorecard.
+
+Passages are the QA generator's own chunks (tuning/qa/sources.py), so a retrieved passage names its file and
+character span like a generated pair does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuning.errors import UsageError
+from tuning.qa.sources import Chunk, read_documents
+
+PASSAGE_CHARS = 600  # ~150 tokens: three passages and a question fit a 2k context with room to answer
+DEFAULT_TOP_K = 3
+KALEVALA_SOURCE = Path(__file__).resolve().parents[2] / "datasets" / "kalevala" / "source.md"
+NO_SOURCES = ("retrieval needs the source documents the data was made from -- give them with --sources FILE "
+              "(.txt, .md or .pdf)")
+
+
+@dataclass
+class RetrievalIndex:
+    """BM25 over passages of the source documents."""
+
+    passages: list[Chunk]
+    _retriever: object
+
+    @classmethod
+    def from_documents(cls, paths: list[str | Path]) -> RetrievalIndex:
+        """Index the documents' passages; UsageError naming the fix when there are none."""
+        if not paths:
+            raise UsageError(NO_SOURCES)
+        import bm25s
+
+        passages = read_documents(paths, target_chars=PASSAGE_CHARS, overlap_chars=0)
+        retriever = bm25s.BM25()
+        retriever.index(bm25s.tokenize([p.text for p in passages], stopwords="en", show_progress=False),
+                        show_progress=False)
+        return cls(passages, retriever)
+
+    def top(self, questions: list[str], k: int = DEFAULT_TOP_K) -> list[list[Chunk]]:
+        """The k best passages for each question, best first (fewer when the documents have fewer)."""
+        import bm25s
+
+        k = min(k, len(self.passages))
+        found, scores = self._retriever.retrieve(bm25s.tokenize(questions, stopwords="en", show_progress=False),
+                                                 k=k, show_progress=False)
+        return [[self.passages[int(i)] for i, score in zip(row, row_scores) if score > 0]
+                for row, row_scores in zip(found, scores)]
+
+
+def with_passages(question: str, passages: list[Chunk]) -> str:
+    """The question with the retrieved passages before it, as the model is asked it."""
+    if not passages:
+        return question
+    context = "\n\n".join(f"[{n}] {p.text.strip()}" for n, p in enumerate(passages, start=1))
+    return f"Answer using these passages if they help.\n\n{context}\n\nQuestion: {question}"
+
+
+def sources_for(train_questions: list[str], given: list[str | Path] | None = None) -> list[Path]:
+    """The documents to retrieve from: those given, else the Kalevala source for a run on the Kalevala pairs."""
+    if given:
+        return [Path(p) for p in given]
+    from tuning.chat.probes.run_probes import is_kalevala_run
+
+    return [KALEVALA_SOURCE] if is_kalevala_run(train_questions) else []
