@@ -376,9 +376,13 @@ class TrainingQueue:
         status = read_status(run_dir)
         state = status.get("state", FAILED if not run_dir.is_dir() else QUEUED)
         if state == RUNNING and run_id != self._current and not _alive(status.get("pid")):
-            # Started by an earlier app process that is gone, and the trainer died with it.
-            state = FAILED
-            status = _record_failure(run_dir, "training process is no longer running")
+            with self._lock:  # the supervisor may have just reaped a trainer that recorded its end after our read
+                status = read_status(run_dir)
+                state = status.get("state", state)
+                if state == RUNNING and run_id != self._current and not _alive(status.get("pid")):
+                    # Started by an earlier app process that is gone, and the trainer died with it.
+                    state = FAILED
+                    status = _record_failure(run_dir, "training process is no longer running")
         metrics = read_metrics(run_dir)
         last = metrics[-1] if metrics else {}
         step = status.get("step") if state in FINISHED_STATES and status.get("step") else last.get("step", 0)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tuning.chat.scorecard import fold
 from tuning.errors import UsageError
@@ -16,6 +18,7 @@ from tuning.errors import UsageError
 GENERAL_SKILLS_FILE = Path(__file__).resolve().parents[3] / "datasets" / "general" / "skills.jsonl"
 RULES = ("contains", "number", "one_word")
 SHAPE = '{"question": "...", "answers": ["..."], "rule": "contains" | "number" | "one_word"}'
+T = TypeVar("T")
 _PUNCTUATION = re.compile(r"[^\w\s-]+")
 
 
@@ -60,21 +63,23 @@ class ForgettingReport:
                 "summary": self.summary()}
 
 
-def load_probe_set(path: str | Path = GENERAL_SKILLS_FILE) -> list[ProbeQuestion]:
-    """The probe questions of a JSONL file; ProbeSetError naming the row and the fix for a wrong shape."""
+def read_probe_rows(path: str | Path, shape: str, parse_row: Callable[[str, int, str], T]) -> list[T]:
+    """Each non-blank line of a probe file as parse_row(file name, row number, line) makes it; ProbeSetError for a
+    missing or empty file, naming the shape its lines should have."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
-        raise ProbeSetError(f"{path.name}: no such probe file -- give a JSONL file of {SHAPE}") from None
-    questions = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        questions.append(_probe_question(path.name, number, line))
-    if not questions:
-        raise ProbeSetError(f"{path.name}: the probe set is empty -- add lines of {SHAPE}, or switch the probe off")
-    return questions
+        raise ProbeSetError(f"{path.name}: no such probe file -- give a JSONL file of {shape}") from None
+    rows = [parse_row(path.name, number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not rows:
+        raise ProbeSetError(f"{path.name}: the probe set is empty -- add lines of {shape}, or switch the probe off")
+    return rows
+
+
+def load_probe_set(path: str | Path = GENERAL_SKILLS_FILE) -> list[ProbeQuestion]:
+    """The probe questions of a JSONL file; ProbeSetError naming the row and the fix for a wrong shape."""
+    return read_probe_rows(path, SHAPE, _probe_question)
 
 
 def _probe_question(name: str, number: int, line: str) -> ProbeQuestion:

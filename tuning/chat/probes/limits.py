@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuning.chat.probes.forgetting import ProbeSetError, Verdict
+from tuning.chat.probes.forgetting import ProbeSetError, Verdict, read_probe_rows
 from tuning.chat.scorecard import fold
 
 DATASETS = Path(__file__).resolve().parents[3] / "datasets"
@@ -120,30 +120,18 @@ class SideCounts:
 
 def load_questions(path: str | Path) -> list[str]:
     """The questions of a probe file (JSONL of {"question": ...}); ProbeSetError naming the row and the fix."""
-    path = Path(path)
+    return read_probe_rows(path, QUESTION_SHAPE, _question)
+
+
+def _question(name: str, number: int, line: str) -> str:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        raise ProbeSetError(f"{path.name}: no such probe file -- give a JSONL file of {QUESTION_SHAPE}") from None
-    questions = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ProbeSetError(
-                f"{path.name} row {number}: not JSON ({exc.msg}) -- one {QUESTION_SHAPE} per line"
-            ) from None
-        question = row.get("question") if isinstance(row, dict) else None
-        if not isinstance(question, str) or not question.strip():
-            raise ProbeSetError(f"{path.name} row {number}: expected {QUESTION_SHAPE} with the question to ask")
-        questions.append(question.strip())
-    if not questions:
-        raise ProbeSetError(
-            f"{path.name}: the probe set is empty -- add lines of {QUESTION_SHAPE}, or switch the probe off"
-        )
-    return questions
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProbeSetError(f"{name} row {number}: not JSON ({exc.msg}) -- one {QUESTION_SHAPE} per line") from None
+    question = row.get("question") if isinstance(row, dict) else None
+    if not isinstance(question, str) or not question.strip():
+        raise ProbeSetError(f"{name} row {number}: expected {QUESTION_SHAPE} with the question to ask")
+    return question.strip()
 
 
 def domain_terms(training_answers: list[str], general_text: str = "") -> set[str]:
