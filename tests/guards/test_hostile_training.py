@@ -328,3 +328,15 @@ def test_the_shared_app_queues_one_run_per_visitor(shared_app, started):
     assert "-- stop it (Stop) or let it finish, then start this one" in refused
     queued, message = start(other, knobs, started)
     assert queued, message  # another visitor still queues behind it
+
+
+def test_many_clicks_on_train_the_example_queue_one_example(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tuning.runs.visitor_runs import VisitorRuns
+
+    monkeypatch.setattr(runs_module.subprocess, "Popen", FakeTrainer)  # queued, never trained
+    runs = VisitorRuns(TrainingQueue(tmp_path / "runs"))
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _: runs.start_example({"KANTELE_EXAMPLE": "off"}, force=True), range(16)))
+    assert len(ids) == 1 and [p.name for p in runs._queue.runs_dir.iterdir() if p.is_dir()] == list(ids)

@@ -9,6 +9,7 @@ someone else's or doesn't exist (ids are not probed). The UI holds this object, 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from tuning.config import RecipeConfig
@@ -39,6 +40,7 @@ class VisitorRuns:
     def __init__(self, queue: TrainingQueue) -> None:
         self._queue = queue
         self._example_id: str | None = None
+        self._example_lock = threading.Lock()  # two visitors' clicks on "Train the example" queue one example
 
     def runs(self, asker: Owner | None) -> list[Run]:
         """The asker's runs and the ownerless ones, newest first."""
@@ -62,8 +64,9 @@ class VisitorRuns:
 
     def start_example(self, environ=os.environ, force: bool = False) -> str | None:
         """Queue the shared example when it isn't there yet (KANTELE_EXAMPLE=auto, or force); its run id."""
-        self._example_id = ensure_example(self._queue, environ, force=force) or self._example_id
-        return self._example_id
+        with self._example_lock:
+            self._example_id = ensure_example(self._queue, environ, force=force) or self._example_id
+            return self._example_id
 
     def is_example(self, run_id: str) -> bool:
         """True for the shared example run (everyone's to see: the id alone opens nothing)."""
