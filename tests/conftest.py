@@ -56,7 +56,9 @@ def trained_run(tmp_path_factory) -> Path:
         if read_status(run_dir).get("state") != "completed":
             data = {"train": write_jsonl(shared / "train.jsonl", TINY_TRAIN),
                     "validation": write_jsonl(shared / "validation.jsonl", TINY_VALIDATION)}
-            result = subprocess.run(train_command(run_dir, data), cwd=REPO, capture_output=True, text=True,
+            # Every probe in the trainer's own scorecard, in quick mode (2 questions of each set).
+            probes = ("training.probes=[forgetting, limits, memorised, retrieval]", "training.scorecard_questions=2")
+            result = subprocess.run(train_command(run_dir, data, *probes), cwd=REPO, capture_output=True, text=True,
                                     timeout=600)
             assert result.returncode == 0, result.stderr[-3000:]
     return run_dir

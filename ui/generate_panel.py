@@ -12,7 +12,7 @@ import gradio as gr
 
 from tuning.config import ConfigError
 from tuning.data.examples import DataError, read_jsonl, user_prompts, write_jsonl
-from tuning.data.workspace import new_workspace
+from tuning.data.workspace import documents_named, keep_documents, merge_documents, new_workspace
 from tuning.models.loading import ModelLoadError
 from tuning.qa.backends import DEFAULT_REMOTE_IN_FLIGHT, LOCAL, MAX_REMOTE_IN_FLIGHT, BackendError
 from tuning.qa.choices import OPENAI_COMPATIBLE, PROVIDERS, GenerationChoices, prepare_generation, qa_backend
@@ -33,9 +33,14 @@ USER_ERRORS = (DataError, BackendError, ConfigError, ModelLoadError)  # caps' Ca
 NOTHING_TICKED = "Tick 'keep' on the pairs to add (or 'Accept all unflagged')."
 
 
+def upload_paths(files) -> list[Path]:
+    """The paths of gradio's upload temp files (the only files a visitor names)."""
+    return [Path(getattr(file, "name", file)) for file in files or []]
+
+
 def read_chunks(files, pasted: str) -> list:
     """Chunks of every uploaded document and of the pasted text, within this app's caps on reading them."""
-    return read_documents([Path(getattr(file, "name", file)) for file in files or []], pasted or "")
+    return read_documents(upload_paths(files), pasted or "")
 
 
 def backend_choices(choice: str, base_url: str, model: str, api_key: str, in_flight: float,
@@ -98,12 +103,15 @@ def generate(files, pasted, choice, base_url, model, api_key, in_flight, per_bat
             min_judge_score=min_judge, duplicate_similarity=duplicate_threshold))
         chunks = read_chunks(files, pasted)
         settings.check(len(chunks))
+        workspace = Path(dataset.get("workspace") or new_workspace(WORKSPACES_DIR))
+        dataset["workspace"] = str(workspace)
+        # Read, so kept: the dataset names the documents its pairs come from (the scorecard's retrieval searches them).
+        dataset["documents"] = merge_documents(dataset.get("documents"),
+                                               keep_documents(workspace, upload_paths(files), pasted or ""))
     except USER_ERRORS as error:
         yield dataset, session.state(), progress_html([], 0, f"Nothing generated: {hide_paths(error)}"), \
             gr.update(), gr.update()
         return
-    workspace = Path(dataset.get("workspace") or new_workspace(WORKSPACES_DIR))
-    dataset["workspace"] = str(workspace)
     planned = count_batches(len(chunks), settings.batches) + (1 if settings.off_topic else 0)
     results = []
     yield dataset, session.state(), progress_html(results, planned, f"{len(chunks)} chunks; asking {backend.label}…"), \
@@ -136,8 +144,12 @@ def add_to_dataset(table, dataset: dict, review: dict, prepare_and_show):
     sources = [Path(p) for p in dataset.get("sources") or []]
     if outcome.file not in sources:
         sources.append(outcome.file)
+    # The dataset's documents and those the added pairs came from (even if other data was loaded since generating).
+    documents = merge_documents(dataset.get("documents"),
+                                documents_named(workspace, [p.provenance.get("source") for p in outcome.pairs]))
     outputs = prepare_and_show(workspace, sources, [Path(p) for p in dataset.get("validation_sources") or []],
-                               dataset.get("fraction", 0.1), dataset, dataset.get("name") or "generated pairs")
+                               dataset.get("fraction", 0.1), dataset, dataset.get("name") or "generated pairs",
+                               documents=documents)
     status = f"Added {len(outcome.pairs)} pairs to the working dataset ({outcome.file.name} in your workspace)."
     return (*outputs, session.state(), session.table(), status)
 

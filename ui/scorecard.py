@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from tuning.chat.scorecard import LEARNED, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG
+from tuning.chat.scorecard import LEARNED, PROBE_DETAIL_COLUMNS, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG
 from tuning.runs.owner import Owner
 from tuning.runs.run import Scorecard
 from ui.plots import metrics_bar_chart
@@ -53,10 +53,12 @@ def refresh_scorecard(run_id: str | None, owner: Owner | None, shown: str | None
     """Show the scorecard once the run has one (and only re-render when it is new)."""
     card = read_scorecard(run_id, owner)
     if not card or run_id == shown:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (gr.skip(),) * 6
+    details = card.probe_details()  # a Dataframe shows its cells as text: nothing in them renders
     return (run_id, gr.update(value=summary_markdown(card), visible=True),
             gr.update(value=metrics_bar_chart(card.metrics), visible=True),
-            gr.update(value=table_rows(card, verdict), visible=True), gr.update(visible=True))
+            gr.update(value=table_rows(card, verdict), visible=True), gr.update(visible=True),
+            gr.update(value=details, visible=bool(details)))
 
 
 def filter_rows(run_id: str | None, owner: Owner | None, verdict: str):
@@ -77,6 +79,9 @@ def build_scorecard(run_state, owner_state) -> dict:
     verdict = gr.Dropdown(VERDICT_CHOICES, value=ALL_VERDICTS, label="Show verdict", visible=False)
     table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True, visible=False,
                          elem_id="scorecard-table")
+    probe_table = gr.Dataframe(headers=PROBE_DETAIL_COLUMNS, interactive=False, wrap=True, visible=False,
+                               label="What the probes caught: skills lost, off-topic and unanswerable questions "
+                                     "answered badly, and the rule that decided", elem_id="probe-details")
     verdict.change(filter_rows, [run_state, owner_state, verdict], table)
     return {"shown": shown, "summary": summary, "chart": chart, "verdict": verdict, "table": table,
-            "outputs": [shown, summary, chart, table, verdict]}
+            "outputs": [shown, summary, chart, table, verdict, probe_table]}

@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 from gradio.components import Component
 
-from tuning.config import ConfigError, RecipeConfig, apply_settings, load_recipe, settings_of
+from tuning.config import PROBE_NAMES, ConfigError, RecipeConfig, apply_settings, load_recipe, settings_of
 from tuning.guards.caps import CapError, is_shared
 from tuning.hardware.device import space_gpu_warning
 from tuning.models.loading import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
@@ -27,6 +27,9 @@ from ui.storage_note import storage_note
 MODEL_CHOICES = ["auto", "embedded", GPU_DEFAULT_MODEL]
 MODEL_LABEL = "Base model (Hub id, local folder, 'embedded'; auto = by hardware)"
 SHARED_MODEL_LABEL = "Base model (Hub id or 'embedded'; auto = by hardware)"  # no local folders on a shared app
+PROBES_INFO = ("after the held-out questions: forgetting (general skills kept), limits (off-topic and unanswerable "
+               "questions), memorised (facts or sentences), retrieval (would BM25 over the source documents have "
+               "done it)")
 POLL_SECONDS = 2.0
 SHORT_RUN_STEPS = 50
 # What a knob a visitor typed can raise (int(inf) is an OverflowError): each is shown, none is a crash.
@@ -60,8 +63,10 @@ KNOBS: dict[str, Callable[[], Component]] = {
     "data.max_length": _number("Max length (tokens)", precision=0, minimum=16),
     "model.load_in_4bit": lambda: gr.Checkbox(value=True, label="4-bit base weights (QLoRA)", render=False),
     # The scorecard answers every question twice after training: a sample makes a quick run's quick.
-    "training.scorecard_questions": _number("Scorecard questions (0: all held-out)", precision=0, minimum=0,
-                                            elem_id="scorecard-questions"),
+    "training.scorecard_questions": _number("Scorecard questions (0: all held-out; N: quick, N of each probe too)",
+                                            precision=0, minimum=0, elem_id="scorecard-questions"),
+    "training.probes": lambda: gr.CheckboxGroup(list(PROBE_NAMES), label="Scorecard probes", info=PROBES_INFO,
+                                                render=False, elem_id="scorecard-probes"),
 }
 
 
@@ -103,6 +108,8 @@ def build_recipe(preset: str, settings: dict[str, Any], dataset: dict) -> Recipe
     # Before anything reads the disk for the model: a shared app names no local folder.
     recipe.model.name = check_model_name(recipe.model.name)
     recipe.data.train, recipe.data.validation = [dataset["train_file"]], [dataset["validation_file"]]
+    # The documents this session's pairs were made from (generated, or the Kalevala's), never the preset's.
+    recipe.data.sources = [str(path) for path in dataset.get("documents") or []]
     if 0 < recipe.training.max_steps < SHORT_RUN_STEPS:
         recipe.training.logging_steps = 1  # a short run still draws a curve
     return recipe
@@ -253,6 +260,8 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
                   "training.grad_accum")
         with gr.Row():
             place(knobs, "lora.r", "lora.alpha", "lora.dropout", "data.max_length", "training.scorecard_questions")
+        with gr.Row():
+            place(knobs, "training.probes")
         unplaced = [key for key, knob in knobs.items() if not knob.is_rendered]
         if unplaced:
             raise RuntimeError(f"knobs {unplaced} are in KNOBS but nowhere on the tab -- place() them in a row")

@@ -100,3 +100,21 @@ def test_the_train_tabs_scorecard_lists_the_probes_inert():
     assert "![x](http://evil)" not in text  # an imported report's text renders without images
     damaged = Scorecard.from_report({**report, "probes": {"limits": {"off_topic": "nonsense"}}})
     assert "Beyond" not in summary_markdown(damaged)
+
+
+def test_the_probe_details_list_each_lost_skill_and_each_bad_limit_answer_with_its_rule():
+    from tuning.runs.run import Scorecard
+
+    probes = {"forgetting": {"lost": [{"question": "What is 2 + 3?", "base": "5", "tuned": "Väinämöinen",
+                                       "why": "the reply has no 5"}]},
+              "limits": {"off_topic": {"base": {"failures": []},
+                                       "tuned": {"failures": [{"question": "Capital of Peru?", "reply": "Pohjola",
+                                                               "rule": "domain fact", "why": "names Pohjola"}]}},
+                         "unanswerable": {"skipped": "no questions"}}}
+    empty = {"summary": {"questions": 0, "metrics": {}, "verdicts": {}}, "questions": []}
+    rows = Scorecard.from_report({**empty, "probes": probes}).probe_details()
+    assert rows == [["forgetting", "tuned", "What is 2 + 3?", "Väinämöinen",
+                     "the reply has no 5 (the base answered: 5)"],
+                    ["off-topic", "tuned", "Capital of Peru?", "Pohjola", "domain fact: names Pohjola"]]
+    # A damaged imported report shows nothing rather than failing.
+    assert Scorecard.from_report({**empty, "probes": {"forgetting": {"lost": 3}}}).probe_details() == []

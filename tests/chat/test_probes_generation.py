@@ -14,6 +14,7 @@ from tuning.chat.probes.run_probes import memorised_pairs, parse_probes
 from tuning.chat.retrieval import KALEVALA_SOURCE, RetrievalIndex, with_passages
 from tuning.chat.scorecard import format_summary, score_run
 from tuning.chat.side_by_side import GenerationSettings
+from tuning.config import ConfigError
 from tuning.errors import UsageError
 
 
@@ -24,7 +25,8 @@ def as_examples(rows):
 
 def test_probes_run_on_the_embedded_model_and_land_in_eval_json(trained_run, tmp_path):
     run = shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
-    report = score_run(run, max_questions=1, settings=GenerationSettings(max_new_tokens=12),
+    # Memorised asks the scorecard's own held-out questions (2 here); the shipped sets a sample of 2 each.
+    report = score_run(run, max_questions=2, settings=GenerationSettings(max_new_tokens=12),
                        probes=("forgetting", "limits", "memorised"), probe_sample=2,
                        unanswerable_file=KALEVALA_UNANSWERABLE_FILE)
     probes = report["probes"]
@@ -64,7 +66,7 @@ def test_memorised_pairs_match_held_out_facts_to_the_training_answer_holding_the
 
 def test_probe_names_are_checked_before_any_model_loads():
     assert parse_probes("forgetting, limits,forgetting") == ("forgetting", "limits")
-    with pytest.raises(UsageError, match="no probe called nonsense -- use any of forgetting, limits"):
+    with pytest.raises(ConfigError, match="no probe called nonsense -- use any of forgetting, limits"):
         parse_probes("nonsense")
     assert parse_probes("retrieval") == ("retrieval",)
     result = subprocess.run([sys.executable, "-m", "tuning", "eval", "--run", "runs/none", "--probes", "forgetful"],
@@ -92,8 +94,8 @@ def test_retrieval_without_source_documents_names_the_fix(trained_run, tmp_path)
 
 def test_retrieval_columns_with_real_generation_on_the_kalevala_source(trained_run, tmp_path):
     run = shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
-    report = score_run(run, max_questions=1, settings=GenerationSettings(max_new_tokens=12), probes=("retrieval",),
-                       probe_sample=2, sources=[KALEVALA_SOURCE])
+    report = score_run(run, max_questions=2, settings=GenerationSettings(max_new_tokens=12), probes=("retrieval",),
+                       sources=[KALEVALA_SOURCE])
     retrieval = report["probes"]["retrieval"]
     assert set(retrieval["key_fact"]) == {"base", "tuned", "base+retrieval", "tuned+retrieval"}
     assert retrieval["questions"] == 2 and retrieval["sources"] == ["source.md"]

@@ -1,9 +1,12 @@
 """Text the app didn't write renders without images or HTML in a real browser: an imported run whose
 scorecard answers hold a Markdown image and an <img> tag pointing at a beacon server on 127.0.0.1 shows
-them as text in the model-card preview, and the browser never asks the beacon for anything."""
+them as text in the model-card preview, and the browser never asks the beacon for anything. Chat's retrieval
+switch shows the passages of the run's source document both panes were given (unit tests: tests/chat/
+test_chat_retrieval.py, which also renders a hostile document's passages inert)."""
 
 import http.server
 import json
+import re
 import shutil
 import threading
 
@@ -65,3 +68,28 @@ def test_an_imported_scorecard_renders_inert_in_the_card_preview(app_server, bro
     finally:
         server.shutdown()
     assert Beacon.hits == []
+
+
+def test_with_retrieval_on_both_panes_show_the_passages_they_were_given(app_server, browser, trained_run, tmp_path):
+    """The trained run (on the Kalevala pairs) imported, the switch turned on: both panes answer and show the
+    passages from the Kalevala source, collapsed, opening on their file and character span."""
+    url, _ = app_server
+    run = tmp_path / "retrieval-run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_text("Import a trained adapter (.zip)").click()
+    page.locator("#import-adapter-file input[type=file]").set_input_files(
+        str(zip_folder(run, tmp_path / "retrieval-run.zip")))
+    expect(page.locator("#import-adapter-status")).to_contain_text("Imported as", timeout=120_000)
+    expect(page.locator("#pane-note")).to_contain_text("adapter", timeout=60_000)
+    page.locator("#with-retrieval input[type=checkbox]").check()
+    page.locator("#chat-input textarea").fill("Who compiled the Kalevala?")
+    page.locator("#ask-both").click()
+    for pane in ("#base-pane", "#tuned-pane"):
+        expect(page.locator(pane)).to_contain_text("Passages used (BM25, top 3 of", timeout=180_000)
+        expect(page.locator(pane)).to_contain_text("from source.md")
+    tuned = page.locator("#tuned-pane")
+    tuned.get_by_text("Passages used").click()  # open the collapsed note
+    expect(tuned).to_contain_text(re.compile(r"\[1\] source\.md, characters [\d,]+–[\d,]+"), timeout=30_000)
+    page.close()

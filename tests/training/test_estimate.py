@@ -94,6 +94,13 @@ def test_time_adds_download_load_and_scorecard_and_the_line_names_the_device():
     no_scorecard = tinyllama_recipe()
     no_scorecard.training.scorecard = False
     assert estimate_run(no_scorecard, config, [65] * 537, T4, scorecard_questions=58, answer_tokens=64).scorecard_s == 0
+    probed = tinyllama_recipe()
+    probed.training.probes = ["forgetting", "memorised"]
+    with_probes = estimate_run(probed, config, [65] * 537, T4, scorecard_questions=58, answer_tokens=64)
+    # 60 general questions, base and tuned, 32 tokens each; the 58 held-out ones as trained, tuned only.
+    extra = (2 * 8 * 32 + 8 * 64) / SCORECARD_STEPS_PER_S_GPU
+    assert with_probes.scorecard_s == pytest.approx(cached.scorecard_s + extra)
+    assert "base and tuned; probes: forgetting, memorised)" in with_probes.summary()
 
 
 def test_estimate_recipe_scores_the_held_out_questions_on_the_device_given(tiny_data, tmp_path, cpu_measures):

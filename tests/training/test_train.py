@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import yaml
-from helpers import REPO, train_command
+from helpers import REPO, train_command, write_jsonl
 
 from tuning.runs.files import (
     ADAPTER_DIR,
@@ -52,6 +52,30 @@ def test_every_run_ends_with_a_scorecard_and_curves(trained_run):
     assert {"verdict", "base_token_f1", "tuned_key_fact"} <= set(rows[0])
     for png in (LOSS_PNG, LEARNING_RATE_PNG):
         assert (trained_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_trainers_scorecard_asks_the_recipes_probes_and_keeps_the_source_documents(trained_run):
+    probes = json.loads((trained_run / EVAL_FILE).read_text(encoding="utf-8"))["probes"]
+    assert set(probes) == {"forgetting", "limits", "memorised", "retrieval"}
+    assert probes["forgetting"]["asked"] == 2  # quick mode: scorecard questions 2 samples 2 of each set
+    assert probes["limits"]["off_topic"]["tuned"]["asked"] == 2
+    assert probes["retrieval"]["sources"] == ["source.md"] and probes["retrieval"]["questions"] == 2
+    kept = trained_run / "data" / "sources" / "source.md"  # the run needs nothing outside its folder
+    assert kept.read_text(encoding="utf-8") == (REPO / "datasets" / "kalevala" / "source.md").read_text(encoding="utf-8")
+    assert "general skills kept" in (trained_run / LOG_FILE).read_text()
+
+
+def test_a_missing_source_document_or_retrieval_without_any_stops_before_training(tmp_path, tiny_data):
+    missing = subprocess.run(train_command(tmp_path / "a", tiny_data, "data.sources=[no-such.md]"), cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "data.sources: no-such.md is not a file" in missing.stderr
+    other_topic = write_jsonl(tmp_path / "eggs.jsonl", [{"prompt": "How long do I boil an egg?",
+                                                         "response": "About 7 minutes."}] * 4)
+    data = {"train": other_topic, "validation": other_topic}
+    nothing = subprocess.run(train_command(tmp_path / "b", data, "data.sources=[]", "training.probes=[retrieval]"),
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert nothing.returncode != 0 and "the retrieval probe needs the documents" in nothing.stderr
+    assert not (tmp_path / "b" / "adapter").exists()
 
 
 def test_metrics_have_one_line_per_step_with_throughput_and_eta(trained_run):

@@ -8,13 +8,16 @@ character span like a generated pair does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from tuning.errors import UsageError
 from tuning.qa.sources import Chunk, read_documents
+from tuning.runs.files import RUN_DATA_DIR, RUN_SOURCES_DIR, RUN_TRAIN_FILE
 
 PASSAGE_CHARS = 600  # ~150 tokens: three passages and a question fit a 2k context with room to answer
 DEFAULT_TOP_K = 3
+INDEXES_KEPT = 4  # runs whose index Chat keeps built (a few hundred KB each for a book-sized document)
 KALEVALA_SOURCE = Path(__file__).resolve().parents[2] / "datasets" / "kalevala" / "source.md"
 NO_SOURCES = ("retrieval needs the source documents the data was made from -- give them with --sources FILE "
               "(.txt, .md or .pdf)")
@@ -66,3 +69,34 @@ def sources_for(train_questions: list[str], given: list[str | Path] | None = Non
     from tuning.chat.probes.run_probes import is_kalevala_run
 
     return [KALEVALA_SOURCE] if is_kalevala_run(train_questions) else []
+
+
+def run_sources(run_dir: str | Path) -> list[Path]:
+    """The documents a run's pairs were made from: the copies the trainer keeps in its folder (data.sources), else
+    the Kalevala source for a run on the Kalevala pairs (runs trained before sources were kept); [] when neither."""
+    kept = Path(run_dir) / RUN_DATA_DIR / RUN_SOURCES_DIR
+    if kept.is_dir():
+        found = sorted(p for p in kept.iterdir() if p.is_file())
+        if found:
+            return found
+    from tuning.data.examples import load_examples, user_prompts
+
+    train = Path(run_dir) / RUN_DATA_DIR / RUN_TRAIN_FILE
+    if not train.is_file():
+        return []
+    return sources_for(user_prompts(load_examples(train).examples))
+
+
+def index_for_run(run_dir: str | Path) -> RetrievalIndex | None:
+    """The index over a run's source documents (run_sources), built once and kept for the last few runs asked;
+    None when the run has none. Keyed by the documents' paths, sizes and modification times: a rebuilt run
+    re-indexes."""
+    paths = run_sources(run_dir)
+    if not paths:
+        return None
+    return _index_of(tuple((str(path), (stat := path.stat()).st_size, stat.st_mtime_ns) for path in paths))
+
+
+@lru_cache(maxsize=INDEXES_KEPT)
+def _index_of(documents: tuple[tuple[str, int, int], ...]) -> RetrievalIndex:
+    return RetrievalIndex.from_documents([path for path, _, _ in documents])

@@ -190,10 +190,11 @@ def score_run(run_dir: str | Path, data_file: str | Path | None = None, settings
               "summary": {**summarize(rows), "held_out": len(held_out)}, "questions": rows}
     if probes:
         from tuning.chat.probes.run_probes import run_probes
+        from tuning.chat.retrieval import run_sources
 
-        report["probes"] = run_probes(chat, probes, run_dir / RUN_DATA_DIR / RUN_TRAIN_FILE, data_file, settings,
+        report["probes"] = run_probes(chat, probes, run_dir / RUN_DATA_DIR / RUN_TRAIN_FILE, examples, settings,
                                       sample=probe_sample, seed=seed, unanswerable_file=unanswerable_file,
-                                      sources=sources, seconds_per_answer=seconds_per_answer,
+                                      sources=sources or run_sources(run_dir), seconds_per_answer=seconds_per_answer,
                                       answered=dict(zip(questions, zip(base_answers, tuned_answers))))
     write_json(run_dir / EVAL_FILE, report)
     write_text_atomic(run_dir / EVAL_CSV_FILE, format_csv(rows))
@@ -253,3 +254,22 @@ def probe_lines(probes: dict) -> list[str]:
     if memorised:
         lines.append(memorised.get("summary") or f"memorised vs generalised: {memorised.get('skipped')}")
     return lines
+
+
+PROBE_DETAIL_COLUMNS = ["probe", "side", "question", "answer", "why"]
+
+
+def probe_detail_rows(probes: dict) -> list[list[str]]:
+    """What the probes caught, a row each: every general skill the tuning lost (with the base's right answer), and
+    every off-topic or unanswerable question a side answered badly, with the rule that decided."""
+    rows = []
+    for lost in (probes.get("forgetting") or {}).get("lost") or []:
+        rows.append(["forgetting", "tuned", lost["question"], lost["tuned"],
+                     f"{lost.get('why', '')} (the base answered: {lost['base']})"])
+    limits = probes.get("limits") or {}
+    for part, name in (("off_topic", "off-topic"), ("unanswerable", "unanswerable")):
+        for side in ("base", "tuned"):
+            for failure in ((limits.get(part) or {}).get(side) or {}).get("failures") or []:
+                rows.append([name, side, failure["question"], failure["reply"],
+                             f"{failure['rule']}: {failure['why']}"])
+    return rows

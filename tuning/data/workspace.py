@@ -8,9 +8,13 @@ before the costly part (checking, deduplicating and tokenizing every row).
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +31,11 @@ from tuning.data.files import (
     upload_limits,
 )
 from tuning.guards.caps import CAP_ENV_PREFIX
+from tuning.qa.sources import PASTED_FILE, PASTED_SOURCE
 
 UPLOADS_DIR = "uploads"  # originals, untouched
+DOCUMENTS_DIR = "documents"  # the documents QA pairs were generated from: retrieval searches them
+MAX_NAME_BYTES = 200  # a kept document's name, before any number: room for one under the usual 255-byte limit
 GENERATED_DIR = "generated"
 REVIEW_FILE = "review.jsonl"  # generated pairs awaiting review, saved after every batch
 ACCEPTED_FILE = "accepted.jsonl"  # reviewed pairs that joined the working dataset
@@ -96,11 +103,109 @@ def keep_uploads(workspace: Path, files: list[str | Path], limits: UploadLimits 
         check_request_size(sources, limits)
         check_workspace_size(workspace, sources, targets, limits)
     except FileNotFoundError as error:  # in the app: an upload the server has already cleaned away
-        raise DataError(f"{one_line(Path(error.filename).name)}: file not found — upload it again") from None
+        raise _gone(error) from None
+    _copy_all(sources, targets)
+    return targets
+
+
+def _gone(error: FileNotFoundError) -> DataError:
+    return DataError(f"{one_line(Path(error.filename).name)}: file not found — upload it again")
+
+
+def _copy_all(sources: list[Path], targets: list[Path]) -> None:
     for source, target in zip(sources, targets, strict=True):
         with staged_file(target) as temp:  # a crash mid-copy leaves no half original to load later
             shutil.copyfile(source, temp)
-    return targets
+
+
+def keep_documents(workspace: Path, files: list[str | Path], pasted: str = "",
+                   limits: UploadLimits | None = None) -> list[Path]:
+    """Keep the documents QA pairs are generated from in the workspace's DOCUMENTS_DIR, for retrieval to search:
+    each uploaded file under its own name (its path not trusted; a name another content already holds gets a
+    number), and non-empty pasted text as PASTED_FILE (or a numbered one). Content kept before is not copied again.
+    Returns the kept documents in the order given (uploads, then the pasted text), each once. DataError, and
+    nothing copied, if the workspace would be over its byte limit."""
+    limits = limits or upload_limits()
+    folder = Path(workspace) / DOCUMENTS_DIR
+    with tempfile.TemporaryDirectory() as scratch:
+        sources = [Path(file) for file in files]
+        if pasted.strip():
+            sources.append(Path(scratch) / PASTED_FILE)
+            sources[-1].write_text(pasted, encoding="utf-8", errors="replace", newline="")
+        by_content = {_digest(path): path for path in _kept_documents(folder)}
+        taken = {path.name for path in folder.iterdir()} if folder.is_dir() else set()
+        kept, copies = [], []  # copies: (source, target) of content not kept before
+        try:
+            for source in sources:
+                digest = _digest(source)
+                if digest not in by_content:
+                    name = _free_name(safe_document_name(source.name), taken)
+                    taken.add(name)
+                    by_content[digest] = folder / name
+                    copies.append((source, folder / name))
+                if by_content[digest] not in kept:
+                    kept.append(by_content[digest])
+            check_workspace_size(workspace, [s for s, _ in copies], [t for _, t in copies], limits)
+        except FileNotFoundError as error:
+            raise _gone(error) from None
+        _copy_all([s for s, _ in copies], [t for _, t in copies])
+    return kept
+
+
+def safe_document_name(name: str) -> str:
+    """A file name to keep a document under: no folder part (of either slash), unprintables as '_', not too long."""
+    name = "".join(c if c.isprintable() else "_" for c in re.split(r"[\\/]", name)[-1]).strip()
+    if name in ("", ".", ".."):
+        return "document"
+    suffix = Path(name).suffix
+    stem = name.removesuffix(suffix)
+    while len((stem + suffix).encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES and stem:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """name, or the first numbered one (02-name, 03-name, …) not taken."""
+    number = 2
+    candidate = name
+    while candidate in taken:
+        candidate, number = f"{number:02d}-{name}", number + 1
+    return candidate
+
+
+def _kept_documents(folder: Path) -> list[Path]:
+    """The documents kept in folder, not a copy in flight (staged_file's '.name.….tmp')."""
+    if not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.iterdir())
+            if path.is_file() and not (path.name.startswith(".") and path.name.endswith(".tmp"))]
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def documents_named(workspace: Path, sources: Iterable[str | None]) -> list[Path]:
+    """The workspace's kept documents that generated pairs name as their source (a pair's provenance 'source': an
+    upload's name, or PASTED_SOURCE), under that name or a numbered one -- so a name several documents had
+    gives them all."""
+    names = {PASTED_FILE if source == PASTED_SOURCE else safe_document_name(source) for source in sources if source}
+    return [path for path in _kept_documents(Path(workspace) / DOCUMENTS_DIR)
+            if path.name in names or re.sub(r"^\d{2,}-", "", path.name) in names]
+
+
+def merge_documents(*lists: Iterable[str | Path] | None) -> list[str]:
+    """The documents of several lists, as strings, in order, each once."""
+    merged = []
+    for paths in lists:
+        for path in paths or []:
+            if str(path) not in merged:
+                merged.append(str(path))
+    return merged
 
 
 def check_request_size(paths: list[Path], limits: UploadLimits) -> None:
@@ -200,3 +305,8 @@ def add_accepted(workspace: Path, rows: list[dict]) -> Path:
 def kalevala_files() -> tuple[Path, Path]:
     """The shipped Kalevala example's train and validation files."""
     return KALEVALA_DIR / "train.jsonl", KALEVALA_DIR / "validation.jsonl"
+
+
+def kalevala_source() -> Path:
+    """The document the Kalevala example's pairs were made from."""
+    return KALEVALA_DIR / "source.md"

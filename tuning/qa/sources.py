@@ -24,6 +24,8 @@ DEFAULT_CHUNK_CHARS = 1500  # ~400 tokens: room for the text, the rules and 10â€
 DEFAULT_OVERLAP_CHARS = 150  # about one sentence, so a fact cut at a boundary is whole in one chunk
 MIN_SECTION_SHARE = 4  # a heading starts a new chunk once the current one holds a quarter of the target
 PASTED_SOURCE = "pasted text"
+PASTED_FILE = f"{PASTED_SOURCE}.txt"  # pasted text kept as a document (a workspace's, a run's sources)
+PASTED_FILE_NAME = re.compile(rf"(\d{{2,}}-)?{re.escape(PASTED_FILE)}")  # numbered when names clash
 SPLIT_IT = "split it into smaller documents, or paste the part you need"
 
 PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
@@ -94,13 +96,20 @@ def read_documents(paths: Iterable[str | Path], pasted: str = "", target_chars: 
     budget = ReadBudget.from_caps()
     chunks = []
     for path in paths:
-        chunks += chunk_text(read_source(path, budget), path.name, target_chars, overlap_chars)
+        chunks += chunk_text(read_source(path, budget), source_name(path), target_chars, overlap_chars)
     if pasted.strip():
         budget.spend(len(pasted), PASTED_SOURCE)
         chunks += chunk_text(pasted, PASTED_SOURCE, target_chars, overlap_chars)
     if not chunks:
         raise DataError("no source text: upload a .txt, .md or .pdf document or paste some text")
     return chunks
+
+
+def source_name(path: str | Path) -> str:
+    """What a document's chunks name it: its file name, or PASTED_SOURCE for pasted text kept as a file (numbered
+    or not), so a passage retrieved from it names it as the pairs generated from the pasted text do."""
+    name = Path(path).name
+    return PASTED_SOURCE if PASTED_FILE_NAME.fullmatch(name) else name
 
 
 def read_source(path: str | Path, budget: ReadBudget | None = None) -> str:

@@ -63,8 +63,9 @@ def example_recipe(environ=os.environ) -> RecipeConfig:
     recipe = load_recipe(own or CONFIGS_DIR / ("kalevala.yaml" if base == EMBEDDED_MODEL else "kalevala-tinyllama.yaml"))
     if not own or recipe.model.name == AUTO_MODEL:  # the preset, on whichever model the app uses by default
         recipe.model.name = base
-    recipe.data.train = [str(APP_ROOT / f) if not Path(f).is_absolute() else f for f in recipe.data.train]
-    recipe.data.validation = [str(APP_ROOT / f) if not Path(f).is_absolute() else f for f in recipe.data.validation]
+    for split in ("train", "validation", "sources"):
+        setattr(recipe.data, split, [f if Path(f).is_absolute() else str(APP_ROOT / f)
+                                     for f in getattr(recipe.data, split)])
     return recipe
 
 

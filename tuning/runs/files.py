@@ -32,6 +32,9 @@ CHECKPOINT_STATE_FILE = "trainer_state.json"
 RUN_DATA_DIR = "data"  # copies of the exact train/validation rows, so the run can be redone anywhere
 RUN_TRAIN_FILE = "train.jsonl"
 RUN_VALIDATION_FILE = "validation.jsonl"
+# Copies of the documents the QA pairs were made from (the recipe's data.sources): the scorecard's retrieval column
+# and Chat's "with retrieval" search them.
+RUN_SOURCES_DIR = "sources"
 EVAL_FILE = "eval.json"
 EVAL_CSV_FILE = "eval.csv"
 CARD_FILE = "README.md"
@@ -49,6 +52,19 @@ SCORECARD_PHASE = "scorecard"  # a running run's phase once its adapter is saved
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """Write JSON atomically (readers poll these files while they are written)."""
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def keep_source_documents(paths: list[str | os.PathLike], run_dir: str | os.PathLike) -> list[Path]:
+    """Copy the documents the pairs were made from into RUN_DIR/data/sources (a name used twice gets a number), so
+    the run's retrieval needs nothing outside its folder; returns the copies."""
+    folder = Path(run_dir) / RUN_DATA_DIR / RUN_SOURCES_DIR
+    copies, names = [], set()
+    for number, source in enumerate(map(Path, paths), start=1):
+        name = source.name if source.name not in names else f"{number:02d}-{source.name}"
+        names.add(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        copies.append(Path(shutil.copyfile(source, folder / name)))
+    return copies
 
 
 def read_json(path: str | os.PathLike, default=None):

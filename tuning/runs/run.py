@@ -91,6 +91,15 @@ class Scorecard:
         except (KeyError, TypeError, ValueError, AttributeError):
             return []
 
+    def probe_details(self) -> list[list[str]]:
+        """What the probes caught, a row each ([] when nothing, or an imported report's probes are damaged)."""
+        from tuning.chat.scorecard import probe_detail_rows
+
+        try:
+            return [[str(cell) for cell in row] for row in probe_detail_rows(self.probes)]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return []
+
     def questions_phrase(self) -> str:
         """'58 held-out questions', or '8 of 58 held-out questions' for a sampled scorecard."""
         return questions_phrase(self.questions_scored, self.held_out)

@@ -75,6 +75,7 @@ class Estimate:
     load_s: float = 0.0
     scorecard_s: float = 0.0
     scorecard_questions: int = 0
+    probes: tuple[str, ...] = ()  # the scorecard's probes, whose questions scorecard_s includes
 
     @property
     def total_seconds(self) -> float:
@@ -93,8 +94,9 @@ class Estimate:
                     "max length, or turn on 4-bit.")
         context = f", ~{self.cuda_context_gb:.1f} GB of it the CUDA context" if self.cuda_context_gb else ""
         download = f"download ~{_duration(self.download_s)} (not cached yet), " if self.download_s else ""
+        probes = f"; probes: {', '.join(self.probes)}" if self.probes else ""
         scorecard = (f", scorecard ~{_duration(self.scorecard_s)} ({self.scorecard_questions} held-out questions, "
-                     "base and tuned)" if self.scorecard_s else "")
+                     f"base and tuned{probes})" if self.scorecard_s else "")
         precision = f" {self.precision_note}." if self.precision_note else ""
         return (f"**{self.headline()}**\n\n"
                 f"{self.trainable_params:,} trainable parameters of {self.total_params:,} "
@@ -175,8 +177,8 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
                  cached: bool = True) -> Estimate:
     """Estimate parameters, memory and time of a recipe over conversations of the given token lengths, on device.
 
-    scorecard_questions x answer_tokens: what the scorecard will generate (twice: base and tuned);
-    cached=False adds the model's download."""
+    scorecard_questions x answer_tokens: what the scorecard will generate (twice: base and tuned), plus its
+    probes' questions (recipe.training.probes); cached=False adds the model's download."""
     total = total_params(model_config)
     trainable = lora_trainable_params(model_config, recipe.lora.r, recipe.lora.target_modules, recipe.lora.top_layers)
     fields = model_config.to_dict() if hasattr(model_config, "to_dict") else vars(model_config)
@@ -214,8 +216,12 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
     load = size / ASSUMED_LOAD_BYTES_PER_S
     scorecard = 0.0
     if scorecard_questions and t.scorecard:
-        batches = 2 * math.ceil(scorecard_questions / SCORECARD_BATCH)  # base, then tuned
-        scorecard = load + batches * answer_tokens / scorecard_steps_per_s(device, total)
+        from tuning.chat.probes.run_probes import probe_batches
+
+        passes = [(scorecard_questions, answer_tokens)] * 2  # base, then tuned
+        passes += probe_batches(tuple(t.probes), scorecard_questions, t.scorecard_questions, answer_tokens)
+        steps_needed = sum(math.ceil(rows / SCORECARD_BATCH) * tokens for rows, tokens in passes)
+        scorecard = load + steps_needed / scorecard_steps_per_s(device, total)
     return Estimate(trainable_params=trainable, total_params=total, weights_gb=weights / 1e9,
                     training_memory_gb=memory / 1e9, tokens_per_epoch=tokens_per_epoch, total_tokens=total_tokens,
                     tokens_per_s=rate, tokens_per_s_source=source, seconds=total_tokens / rate, steps=steps,
@@ -225,7 +231,8 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
                     cuda_context_gb=context / 1e9,
                     download_s=0.0 if cached else size / ASSUMED_DOWNLOAD_BYTES_PER_S,
                     load_s=PROCESS_START_S + load, scorecard_s=scorecard,
-                    scorecard_questions=scorecard_questions if scorecard else 0)
+                    scorecard_questions=scorecard_questions if scorecard else 0,
+                    probes=tuple(t.probes) if scorecard else ())
 
 
 def is_cached(name: str, revision: str | None = None) -> bool:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from tuning.atomic import disk_full_error, is_disk_full, staged_dir
+from tuning.chat.probes.inputs import check_probe_inputs
 from tuning.config import RecipeConfig, TrainingConfig, save_recipe
 from tuning.data.chat_template import IGNORE_INDEX, encode_for_training, with_system_prompt
 from tuning.data.examples import (
@@ -22,6 +23,7 @@ from tuning.data.examples import (
     fingerprint_examples,
     load_examples,
     split_examples,
+    user_prompts,
     write_jsonl,
 )
 from tuning.errors import UsageError
@@ -50,6 +52,7 @@ from tuning.runs.files import (
     SCORECARD_PHASE,
     STOPPED,
     checkpoint_step,
+    keep_source_documents,
     latest_checkpoint,
     read_metrics,
     remove_incomplete_checkpoints,
@@ -86,6 +89,7 @@ def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = 
         train_rows, validation_rows = split_examples(
             train.examples, recipe.data.validation_fraction, recipe.training.seed
         )
+    check_probe_inputs(recipe, user_prompts(train_rows))  # before training, not when the scorecard comes to them
     leaked = find_overlap(train_rows, validation_rows)
     if leaked:
         log.warning("%d validation question(s) also appear in the training data (validation rows %s): their "
@@ -93,6 +97,7 @@ def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = 
     if record:
         write_jsonl(train_rows, run_dir / RUN_DATA_DIR / RUN_TRAIN_FILE)
         write_jsonl(validation_rows, run_dir / RUN_DATA_DIR / RUN_VALIDATION_FILE)
+        keep_source_documents(recipe.data.sources, run_dir)
         write_json(
             run_dir / DATA_FILE,
             {
@@ -213,7 +218,9 @@ def write_scorecard(run_dir: Path, training: TrainingConfig) -> None:
     os.nice(SCORECARD_NICENESS)
     log.info("scoring base vs tuned on the validation questions")
     try:
-        report = score_run(run_dir, max_questions=training.scorecard_questions, seed=training.seed)
+        # Quick mode: a scorecard of N questions asks a sample of N of each probe's set too.
+        report = score_run(run_dir, max_questions=training.scorecard_questions, seed=training.seed,
+                           probes=tuple(training.probes), probe_sample=training.scorecard_questions)
         log.info("scorecard:\n%s", format_summary(report))
     except Exception as exc:  # the adapter is saved and good; say why the scorecard is missing
         log.exception("scorecard failed (the adapter is fine; rerun `python -m tuning eval --run %s`): %s",

@@ -1,7 +1,9 @@
 """The scorecard's probes, asked of base and tuned with the scorecard's own batched generation.
 
-`python -m tuning eval --run RUN --probes forgetting,limits,memorised` adds each probe's report to eval.json
-under "probes". Each probe can be left out; `sample` asks a seeded sample of each set (the UI's quick mode).
+`python -m tuning eval --run RUN --probes forgetting,limits,memorised,retrieval` (or a recipe's training.probes)
+adds each probe's report to eval.json under "probes". Each probe can be left out; `sample` asks a seeded sample of
+each shipped set (the quick mode: a scorecard of N questions samples N of each). The memorised and retrieval probes
+ask the scorecard's own held-out questions, so they cost what its sample costs and reuse its answers.
 """
 
 from __future__ import annotations
@@ -21,25 +23,34 @@ from tuning.chat.probes.limits import (
 )
 from tuning.chat.retrieval import DEFAULT_TOP_K, NO_SOURCES, RetrievalIndex, sources_for, with_passages
 from tuning.chat.scorecard import fold, has_key_facts
+from tuning.config import PROBE_NAMES, check_probe_names
 from tuning.data.examples import load_examples, reference_answers, user_prompts
 from tuning.errors import UsageError
 
-PROBES = ("forgetting", "limits", "memorised", "retrieval")
-READY_PROBES = PROBES
+PROBES = PROBE_NAMES
 SHORT_REPLY_TOKENS = 32  # general and off-topic questions want a line, and a redirect is one sentence
 
 
 def parse_probes(text: str | None) -> tuple[str, ...]:
     """'forgetting,limits' -> ('forgetting', 'limits'); UsageError naming the known probes for anything else."""
     names = tuple(dict.fromkeys(name.strip() for name in (text or "").split(",") if name.strip()))
-    unknown = [name for name in names if name not in PROBES]
-    if unknown:
-        raise UsageError(f"--probes: no probe called {', '.join(unknown)} -- use any of {', '.join(PROBES)}")
-    pending = [name for name in names if name not in READY_PROBES]
-    if pending:
-        raise UsageError(f"--probes: {', '.join(pending)} is not available yet -- use any of "
-                         f"{', '.join(READY_PROBES)}")
+    check_probe_names(names, "--probes")
     return names
+
+
+def probe_batches(probes: tuple[str, ...], held_out: int, sample: int, answer_tokens: int) -> list[tuple[int, int]]:
+    """(questions, new tokens) of each generate pass the probes make (base and tuned are a pass each), for the
+    estimate: held_out questions in the scorecard, the shipped sets sampled to `sample` (0: all). An upper bound:
+    the unanswerable set is counted though only the Kalevala ships one; retrieval's longer prompts are not."""
+    def both(count: int, tokens: int) -> list[tuple[int, int]]:
+        return [(min(count, sample) if sample > 0 else count, tokens)] * 2
+
+    passes = {"forgetting": both(len(load_probe_set()), SHORT_REPLY_TOKENS),
+              "limits": [*both(len(load_questions(OFF_TOPIC_FILE)), SHORT_REPLY_TOKENS),
+                         *both(len(load_questions(KALEVALA_UNANSWERABLE_FILE)), SHORT_REPLY_TOKENS)],
+              "memorised": [(held_out, answer_tokens)],  # the trained wordings, tuned only
+              "retrieval": [(held_out, answer_tokens)] * 2}  # base and tuned, passages in the prompt
+    return [batch for name in probes for batch in passes[name]]
 
 
 def _sample(items: list, limit: int, seed: int) -> list:
@@ -63,18 +74,18 @@ def memorised_pairs(held_out: list[dict], training: list[dict]) -> list[dict]:
     return pairs
 
 
-def run_probes(chat, probes: tuple[str, ...], train_file, validation_file, settings, sample: int = 0,
+def run_probes(chat, probes: tuple[str, ...], train_file, held_out: list[dict], settings, sample: int = 0,
                seed: int = 42, unanswerable_file=None, sources=None, top_k: int = DEFAULT_TOP_K,
                answered: dict[str, tuple[str, str]] | None = None, seconds_per_answer: float = 0.0) -> dict:
     """Each asked probe's report (eval.json's "probes"), generating with the scorecard's batched answers.
-    `answered`: the scorecard's own (base, tuned) answers by question, reused rather than asked again, and the
-    seconds each of those pairs took."""
+    held_out: the scorecard's questions (examples); `answered`: its (base, tuned) answers by question, reused
+    rather than asked again, and the seconds each of those pairs took."""
     answered = answered or {}
     short = dataclasses.replace(settings, max_new_tokens=min(settings.max_new_tokens, SHORT_REPLY_TOKENS))
     report = {}
     if "retrieval" in probes:  # first: a run without source documents fails before any other probe spends time
-        report["retrieval"] = _retrieval(chat, train_file, validation_file, settings, sample, seed, sources, top_k,
-                                         answered, seconds_per_answer)
+        report["retrieval"] = _retrieval(chat, train_file, held_out, settings, sources, top_k, answered,
+                                         seconds_per_answer)
     if "forgetting" in probes:
         questions = _sample(load_probe_set(), sample, seed)
         base, tuned = chat.answer_both_many([q.question for q in questions], settings=short)
@@ -82,7 +93,7 @@ def run_probes(chat, probes: tuple[str, ...], train_file, validation_file, setti
     if "limits" in probes:
         report["limits"] = _limits(chat, train_file, short, sample, seed, unanswerable_file)
     if "memorised" in probes:
-        report["memorised"] = _memorised(chat, train_file, validation_file, settings, sample, seed, answered)
+        report["memorised"] = _memorised(chat, train_file, held_out, settings, answered)
     return report
 
 
@@ -125,9 +136,8 @@ def _counts_json(counts) -> dict:
             "redirected": counts.redirected, "failures": counts.examples}
 
 
-def _memorised(chat, train_file, validation_file, settings, sample, seed, answered) -> dict:
-    pairs = _sample(memorised_pairs(load_examples(validation_file).examples, load_examples(train_file).examples),
-                    sample, seed)
+def _memorised(chat, train_file, held_out, settings, answered) -> dict:
+    pairs = memorised_pairs(held_out, load_examples(train_file).examples)
     if not pairs:
         return {"skipped": "no held-out question has key facts that a training answer holds"}
     # The tuned model only: the trained wordings, and the paraphrases unless the scorecard already asked them.
@@ -146,16 +156,16 @@ def _memorised(chat, train_file, validation_file, settings, sample, seed, answer
 
 
 
-def _retrieval(chat, train_file, validation_file, settings, sample, seed, sources, top_k, answered,
-               seconds_per_answer) -> dict:
+def _retrieval(chat, train_file, held_out, settings, sources, top_k, answered, seconds_per_answer) -> dict:
     """Key facts and seconds per question for base, tuned, base + retrieval and tuned + retrieval."""
     paths = sources_for(user_prompts(load_examples(train_file).examples), sources)
     if not paths:
         raise UsageError(NO_SOURCES)
     index = RetrievalIndex.from_documents(paths)
-    held_out = _sample([e for e in load_examples(validation_file).examples if e.get("key_facts")], sample, seed)
+    held_out = [e for e in held_out if e.get("key_facts")]
     if not held_out:
-        raise UsageError(f"{validation_file}: no held-out question has key facts to score retrieval by")
+        raise UsageError("no held-out question has key facts to score retrieval by -- give the validation rows "
+                         "\"key_facts\" (the words a right answer must contain)")
     questions = user_prompts(held_out)
     found = index.top(questions, top_k)
     started = time.perf_counter()
