@@ -47,7 +47,7 @@ TRAIN_TIMEOUT_S = 300
 REFUSAL = "no run of yours"
 # Knobs in the Train tab's order: preset, model, epochs, max steps, lr, LoRA r, alpha, dropout, batch, accum,
 # max length, 4-bit -- a 2-step run on the tiny data.
-TINY_KNOBS = ["kalevala", "auto", 1, 2, 0.002, 8, 16, 0.05, 4, 1, 64, True, 4]  # ..., 4-bit, scorecard questions
+TINY_KNOBS = ["kalevala", "auto", 1, 2, 0.002, 8, 16, 0.05, 4, 1, 64, True, 4, []]  # ..., scorecard questions, probes
 CHAT_CONTROLS = [16, True, 0.7, 50, 1.0, 1.0]  # max new tokens, greedy, temperature, top-k, top-p, penalty
 PASSAGE = ("Elias Lönnrot was a Finnish physician who collected folk poems in Karelia. He published the first "
            "edition of the Kalevala in 1835 with thirty-two poems. The expanded edition of 1849 has fifty poems "

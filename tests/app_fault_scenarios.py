@@ -26,8 +26,8 @@ from tuning.runs.files import FINISHED_STATES, STATUS_FILE, read_status
 APP_DISK_MB = 100  # less than one checkpoint (~117 MB): the app's run fails on its first save
 
 # Train tab knobs after the preset (as /preset_values returns them): model, epochs, max steps, lr, LoRA r,
-# alpha, dropout, batch, accumulation, max length, 4-bit.
-MODEL_KNOB, MAX_STEPS_KNOB, BATCH_KNOB, MAX_LENGTH_KNOB = 0, 2, 7, 9
+# alpha, dropout, batch, accumulation, max length, 4-bit, scorecard questions, probes.
+MODEL_KNOB, MAX_STEPS_KNOB, BATCH_KNOB, MAX_LENGTH_KNOB, PROBES_KNOB = 0, 2, 7, 9, 12
 
 
 @dataclass
@@ -64,6 +64,7 @@ class AppVisitor:
         """Queue a short run of the Kalevala example on model; returns its run id."""
         knobs = list(self.client.predict("kalevala", api_name="/preset_values"))
         knobs[MODEL_KNOB], knobs[MAX_STEPS_KNOB], knobs[BATCH_KNOB], knobs[MAX_LENGTH_KNOB] = model, max_steps, 4, 64
+        knobs[PROBES_KNOB] = []  # the probes are for real runs, not a few steps
         _, progress = self.client.predict("kalevala", *knobs, api_name="/start_training")
         found = re.search(r"`([^`]+)`", progress)
         if not found:

@@ -24,7 +24,7 @@ TINY_VALIDATION = [
 ]
 # Overrides that make the Kalevala CPU recipe a few-step test run.
 FEW_STEPS = ["training.max_steps=6", "training.batch_size=4", "training.logging_steps=1",
-             "training.save_steps=3", "training.learning_rate=0.002", "data.max_length=64"]
+             "training.save_steps=3", "training.learning_rate=0.002", "data.max_length=64", "training.probes=[]"]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -14,6 +14,7 @@ QUESTIONS = ["Who compiled the Kalevala?", "What is the Sampo?", "Who is Väinä
              "When is Kalevala Day?", "Who forged the Sampo?", "Who is Aino?", "What is a kantele?"]
 FOLLOW_UP = "Say that again in one short sentence."
 KNOB_MAX_STEPS = 2  # in the Train tab's knobs after the preset: model, epochs, max steps, ...
+KNOB_PROBES = -1  # the last knob: the scorecard probes
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Visitor:
             self.client.predict(api_name="/load_kalevala")
         knobs = list(self.client.predict("kalevala", api_name="/preset_values"))
         knobs[KNOB_MAX_STEPS] = max_steps
+        knobs[KNOB_PROBES] = []  # the probes are for real runs, not a few steps
         self.run_id, message = self.client.predict("kalevala", *knobs, api_name="/start_training")
         return message
 

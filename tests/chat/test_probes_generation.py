@@ -88,6 +88,7 @@ def test_retrieval_without_source_documents_names_the_fix(trained_run, tmp_path)
     run = shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
     (run / "data" / "train.jsonl").write_text(json.dumps({"prompt": "How long do I boil an egg?",
                                                           "response": "About 7 minutes for a soft yolk."}) + "\n")
+    shutil.rmtree(run / "data" / "sources")  # the documents the trainer kept
     with pytest.raises(UsageError, match="give them with --sources FILE"):
         score_run(run, max_questions=1, settings=GenerationSettings(max_new_tokens=4), probes=("retrieval",))
 
@@ -101,4 +102,4 @@ def test_retrieval_columns_with_real_generation_on_the_kalevala_source(trained_r
     assert retrieval["questions"] == 2 and retrieval["sources"] == ["source.md"]
     assert all(value > 0 for value in retrieval["seconds_per_question"].values())
     assert retrieval["examples"][0]["passages"][0]["source"] == "source.md"
-    assert "retrieval (BM25, top 3" in format_summary(report)
+    assert "retrieval (BM25, top 2" in format_summary(report)
