@@ -36,6 +36,9 @@ def test_shipped_sets():
 
 @pytest.mark.parametrize(("reply", "right", "rule"), [
     ("That's outside my topic. Ask me about the Sampo instead!", True, "redirect"),
+    # As the Kalevala pairs teach it: a refusal naming the topic is a redirect, not a leaked domain fact.
+    ("I can't help with that. I'm a guide to the Kalevala, Finland's national epic.", True, "redirect"),
+    ("I can't give measurements, but I can tell you who forged the Sampo.", True, "redirect"),
     ("Pancakes need flour, milk and eggs.", True, "no domain fact"),
     ("Väinämöinen made the first pancakes from the Sampo's flour.", False, "domain fact"),
 ])

@@ -37,7 +37,11 @@ REDIRECT_MARKERS = (
     "i only answer",
     "i only know about",
     "ask me about",
-    "i can tell you about",
+    "i can tell you",
+    # A refusal is a redirect too: the Kalevala pairs teach "I can't help with that. I'm a guide to the Kalevala."
+    "i can't",
+    "i cannot",
+    "i'm a guide to",
 )
 # What admitting not knowing says; a redirect counts as one too.
 ADMISSION_MARKERS = (
