@@ -126,3 +126,20 @@ def cpu_measures(monkeypatch, tmp_path):
 
     yield fake
     cpu_precision.forget_measurements()  # the next test measures (or reads the real cache) afresh
+
+
+@pytest.fixture
+def asked(monkeypatch) -> list:
+    """What both chat panes were really asked: (base messages, tuned messages) per question, the real model
+    answering."""
+    from tuning.chat.side_by_side import SideBySideChat
+
+    seen = []
+    original = SideBySideChat.stream_both
+
+    def recording(self, base_question, tuned_question, *args, **kwargs):
+        seen.append((base_question, tuned_question))
+        return original(self, base_question, tuned_question, *args, **kwargs)
+
+    monkeypatch.setattr(SideBySideChat, "stream_both", recording)
+    return seen

@@ -10,7 +10,6 @@ import gradio as gr
 import pytest
 
 from tuning.chat.retrieval import index_for_run, with_passages
-from tuning.chat.side_by_side import SideBySideChat
 from tuning.runs.files import RUN_DATA_DIR, RUN_SOURCES_DIR, RUN_TRAIN_FILE
 from tuning.runs.owner import Owner, new_visitor_id, record_owner
 from tuning.runs.queue import TrainingQueue
@@ -41,20 +40,6 @@ def runs(tmp_path, monkeypatch, trained_run):
 
     make.runs_dir = queue.runs_dir
     return make
-
-
-@pytest.fixture
-def asked(monkeypatch) -> list:
-    """What both panes were really asked: (base messages, tuned messages) per question, the real model answering."""
-    seen = []
-    original = SideBySideChat.stream_both
-
-    def recording(self, base_question, tuned_question, *args, **kwargs):
-        seen.append((base_question, tuned_question))
-        return original(self, base_question, tuned_question, *args, **kwargs)
-
-    monkeypatch.setattr(SideBySideChat, "stream_both", recording)
-    return seen
 
 
 def final(generator):

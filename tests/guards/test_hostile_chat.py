@@ -43,15 +43,8 @@ def final(generator):
     return last
 
 
-def test_a_follow_up_is_answered_with_the_earlier_turns(owned_run, monkeypatch):
-    seen = []
-    original = SideBySideChat.stream_both
-
-    def recording(self, base_question, tuned_question, *args, **kwargs):
-        seen.append((base_question, tuned_question))
-        return original(self, base_question, tuned_question, *args, **kwargs)
-
-    monkeypatch.setattr(SideBySideChat, "stream_both", recording)
+def test_a_follow_up_is_answered_with_the_earlier_turns(owned_run, asked):
+    seen = asked
     base, tuned, _ = final(chat_tab.ask_both("My name is Aino.", [], [], owned_run, RUN_ID, "", *GREEDY_16))
     first_answer = chat_tab.message_text(tuned[-1]["content"])
     assert first_answer
