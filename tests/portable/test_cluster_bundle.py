@@ -82,6 +82,9 @@ def test_a_queued_app_run_bundles_the_files_it_asked_for(tmp_path, tiny_data):
     assert bundle.files["data/validation-1.jsonl"] == tiny_data["validation"].read_bytes()
     recipe = load_recipe(write_bundle_dir(bundle, tmp_path / "bundle") / "recipe.yaml")
     assert recipe.data.train == ["data/train-1.jsonl"] and recipe.data.validation == ["data/validation-1.jsonl"]
+    # The documents its retrieval probe searches travel too.
+    assert recipe.data.sources == ["data/sources/01-source.md"]
+    assert bundle.files["data/sources/01-source.md"] == (REPO / "datasets" / "kalevala" / "source.md").read_bytes()
 
 
 def test_a_folder_that_is_no_run_is_refused_with_the_fix(tmp_path):

@@ -21,6 +21,7 @@ from tuning.models.loading import EMBEDDED_INSTALL_HINT
 from tuning.runs.files import (
     CONFIG_FILE,
     RUN_DATA_DIR,
+    RUN_SOURCES_DIR,
     RUN_TRAIN_FILE,
     RUN_VALIDATION_FILE,
 )
@@ -125,14 +126,22 @@ def _recipe_and_data(run_dir: Path) -> tuple[RecipeConfig, dict[str, bytes]]:
             recipe.data.validation = [f"{RUN_DATA_DIR}/{RUN_VALIDATION_FILE}"]
         else:
             recipe.data.validation = []
+        # The documents the run kept (data.sources): its retrieval probe searches them on the cluster too.
+        kept = data / RUN_SOURCES_DIR
+        recipe.data.sources = []
+        for document in sorted(kept.iterdir()) if kept.is_dir() else []:
+            name = f"{RUN_DATA_DIR}/{RUN_SOURCES_DIR}/{document.name}"
+            files[name] = document.read_bytes()
+            recipe.data.sources.append(name)
         return recipe, files
     if (run_dir / REQUEST_FILE).is_file():  # queued in the app, not started: its files are the request's own
         recipe = _load(run_dir / REQUEST_FILE)
         files = {}
-        for split in ("train", "validation"):
+        for split in ("train", "validation", "sources"):
             bundled = []
             for number, source in enumerate(getattr(recipe.data, split), 1):
-                name = f"{RUN_DATA_DIR}/{split}-{number}{Path(source).suffix}"
+                name = (f"{RUN_DATA_DIR}/{RUN_SOURCES_DIR}/{number:02d}-{Path(source).name}" if split == "sources"
+                        else f"{RUN_DATA_DIR}/{split}-{number}{Path(source).suffix}")
                 files[name] = _read(Path(source), f"the request's data.{split} file")
                 bundled.append(name)
             setattr(recipe.data, split, bundled)
