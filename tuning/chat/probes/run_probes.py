@@ -9,7 +9,6 @@ ask the scorecard's own held-out questions, so they cost what its sample costs a
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 
 from tuning.chat.probes.forgetting import forgetting_report, judge, load_probe_set
@@ -22,7 +21,7 @@ from tuning.chat.probes.limits import (
     unanswerable_counts,
 )
 from tuning.chat.retrieval import DEFAULT_TOP_K, NO_SOURCES, RetrievalIndex, sources_for, with_passages
-from tuning.chat.scorecard import fold, has_key_facts
+from tuning.chat.scorecard import fold, has_key_facts, sample_examples
 from tuning.config import PROBE_NAMES, check_probe_names
 from tuning.data.examples import load_examples, reference_answers, user_prompts
 from tuning.errors import UsageError
@@ -55,12 +54,6 @@ def probe_batches(probes: tuple[str, ...], held_out: int, sample: int, answer_to
     return [batch for name in probes for batch in passes[name]]
 
 
-def _sample(items: list, limit: int, seed: int) -> list:
-    if limit <= 0 or limit >= len(items):
-        return items
-    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), limit))]
-
-
 def memorised_pairs(held_out: list[dict], training: list[dict]) -> list[dict]:
     """For each held-out question with key facts, the training question whose answer holds those facts: the same
     facts asked as trained, to set beside the held-out paraphrase."""
@@ -88,7 +81,7 @@ def run_probes(chat, probes: tuple[str, ...], train_file, held_out: list[dict], 
     if "retrieval" in probes:  # first: a run without source documents fails before any other probe spends time
         report["retrieval"] = _retrieval(chat, train_file, held_out, settings, sources, top_k, answered,
                                          seconds_per_answer)
-    general = _sample(load_probe_set(), sample, seed) if "forgetting" in probes else []
+    general = sample_examples(load_probe_set(), sample, seed) if "forgetting" in probes else []
     limits = _limit_questions(train_file, sample, seed, unanswerable_file) if "limits" in probes else {}
     # The short questions in one base pass, in big batches (a batch runs to its longest reply, so fewer batches
     # of these one-line replies cost less); the tuned side skips the general questions the base got wrong: a
@@ -121,11 +114,11 @@ def _both(chat, questions: list[str], settings, answered: dict) -> tuple[list[st
 def _limit_questions(train_file, sample, seed, unanswerable_file) -> dict[str, list[str]]:
     """The limits probe's questions: off-topic ones, and in-domain ones the data never answers (the Kalevala's
     for a run on its pairs, or the file given; none otherwise)."""
-    questions = {"off_topic": _sample(load_questions(OFF_TOPIC_FILE), sample, seed)}
+    questions = {"off_topic": sample_examples(load_questions(OFF_TOPIC_FILE), sample, seed)}
     train_questions = user_prompts(load_examples(train_file).examples)
     unanswerable_file = unanswerable_file or (KALEVALA_UNANSWERABLE_FILE if is_kalevala_run(train_questions) else None)
     if unanswerable_file is not None:
-        questions["unanswerable"] = _sample(load_questions(unanswerable_file), sample, seed)
+        questions["unanswerable"] = sample_examples(load_questions(unanswerable_file), sample, seed)
     return questions
 
 
