@@ -22,6 +22,9 @@ AUTO_MODEL = "auto"  # TinyLlama on a GPU with the Hub reachable, else the embed
 # The scorecard's probes (tuning/chat/probes): did it forget, does it know its limits, facts or sentences, and would
 # retrieval have done it.
 PROBE_NAMES = ("forgetting", "limits", "memorised", "retrieval")
+# What a run trains: supervised answers (sft), or preferred over rejected answers on top of a finished run (dpo).
+SFT, DPO = "sft", "dpo"
+TRAINING_METHODS = (SFT, DPO)
 
 
 class ConfigError(KanteleError, ValueError):
@@ -89,6 +92,18 @@ class TrainingConfig:
         "help": f"scorecard probes to add: any of {', '.join(PROBE_NAMES)} (with scorecard questions N, each "
                 "probe asks a sample of N too)"})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: all cores)"})
+    method: str = field(default=SFT, metadata={
+        "help": "sft: learn the answers in data.train; dpo: prefer each row's chosen over its rejected answer "
+                "(preference rows), continuing parent_run's adapter"})
+    parent_run: str = field(default="", metadata={
+        "help": "a finished run folder whose adapter this run continues (its base model and LoRA shape too); "
+                "empty: a fresh adapter"})
+    dpo_beta: float = field(default=0.1, metadata={
+        "help": "DPO: how far from the parent the model may move; higher keeps it closer (reward = beta x "
+                "log-ratio to the parent)"})
+    replay: int = field(default=0, metadata={
+        "help": "SFT on a parent: rows of the parent's training data (a seeded sample) mixed into data.train, "
+                "so the top-up doesn't forget"})
 
 
 @dataclass
@@ -154,7 +169,17 @@ def recipe_from_dict(raw: dict | None, source: str = "recipe") -> RecipeConfig:
         )
     recipe = RecipeConfig(**sections)
     check_probe_names(recipe.training.probes, f"{source}: 'training.probes'")
+    check_method(recipe.training, source)
     return recipe
+
+
+def check_method(training: TrainingConfig, source: str) -> None:
+    """ConfigError naming the choices when training.method isn't one of them, or replay is negative."""
+    if training.method not in TRAINING_METHODS:
+        raise ConfigError(f"{source}: 'training.method' is {training.method!r} -- use one of "
+                          f"{', '.join(TRAINING_METHODS)}")
+    if training.replay < 0:
+        raise ConfigError(f"{source}: 'training.replay' is {training.replay} -- use 0 (none) or a number of rows")
 
 
 def check_probe_names(names, where: str) -> None:

@@ -34,6 +34,9 @@ SHAPE_KEYS = {
     "alpaca": ("instruction", "output"),
     "prompt/completion": ("prompt", "completion"),
 }
+# A preference row's fields (tuning.data.preferences): an object holding one is a row too, so a lone
+# {"chosen": [...], "rejected": [...]} is read as one conversation pair, not as two lists of rows.
+PREFERENCE_KEYS = ("chosen", "rejected")
 
 
 @dataclass
@@ -307,7 +310,7 @@ def _find_rows(data, name: str) -> list:
         raise DataError(f"{name}: expected an array of rows, got {describe_kind(data)} — write [{ROW_EXAMPLE}, ...]")
     if not data:
         return []
-    shape_keys = {k for keys in SHAPE_KEYS.values() for k in keys}
+    shape_keys = {k for keys in SHAPE_KEYS.values() for k in keys} | set(PREFERENCE_KEYS)
     if any(str(k).strip().lower() in shape_keys for k in data):
         return [data]
     lists = {k: v for k, v in data.items() if isinstance(v, list) and all(isinstance(x, dict) for x in v)}

@@ -60,6 +60,9 @@ class Caps:
     request_rows: int | None = None
     request_mb: float | None = None
     workspace_mb: float | None = None
+    # Chat feedback (votes and corrections under the side-by-side answers), kept in the visitor's workspace.
+    feedback_items: int | None = None  # items one workspace may hold
+    feedback_chars: int | None = None  # one question, answer or correction
     # Hub downloads a visitor names (a base model, a Hub adapter): the Space's disk holds them, the owner's pick aside.
     model_gb: float | None = None  # a base model's files (GB, 1e9 bytes), asked of the Hub before downloading
     adapter_mb: float | None = None  # a Hub adapter's files (MB, 1e6 bytes), likewise
@@ -93,6 +96,10 @@ SHARED_CAPS = Caps(
     request_rows=100_000,
     request_mb=100.0,
     workspace_mb=200.0,
+    feedback_items=500,  # a vote every minute of an 8-hour day is 480
+    # 16,000: a 2,048-token question or answer is ~8,000 characters (~4 a token); twice that for slack.
+    # 500 items x 4 texts x 16,000 = 32 MB at most, well inside workspace_mb
+    feedback_chars=16_000,
     model_gb=5.0,  # TinyLlama 1.1B in safetensors is ~2.2 GB; 5 GB takes up to ~2B parameters in bf16
     model_params=2_000_000_000,  # TinyLlama has 1.1B; 2B: ~1.5 GB in 4 bits on a T4, 8 GB fp32 on a 16 GB CPU Space
     adapter_mb=1_000.0,  # rank 256 on all of TinyLlama's linear layers: 22 x 35,840 x 256 = 202M fp32 params = 0.8 GB

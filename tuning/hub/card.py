@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuning.config import EMBEDDED_MODEL
+from tuning.config import DPO, EMBEDDED_MODEL, SFT
 from tuning.hardware.device import SHORT_DTYPE
 from tuning.runs.files import ADAPTER_DIR
 from tuning.runs.run import Run, Scorecard
@@ -15,9 +15,9 @@ SAMPLE_ANSWERS = 3
 
 
 def _front_matter(base_model: str | None, license_name: str, dataset_repo: str | None = None,
-                  merged: bool = False) -> str:
+                  merged: bool = False, method: str = SFT) -> str:
     lines = ["---", f"library_name: {'transformers' if merged else 'peft'}", "pipeline_tag: text-generation",
-             f"license: {license_name}", "tags:", "- lora", "- qlora", "- sft", "- kantele"]
+             f"license: {license_name}", "tags:", "- lora", "- qlora", f"- {method}", "- kantele"]
     if merged:
         lines += ["- merge"]
     if base_model:
@@ -115,6 +115,23 @@ def _hardware_row(environment: dict) -> list[str]:
     return [f"| hardware | {device} |"] if isinstance(device, str) and device else []
 
 
+def _lineage(run: Run, data: dict, beta: float) -> list[str]:
+    """'DPO on top of RUN' or 'SFT top-up of RUN', with the data's fingerprint ([] for a fresh adapter)."""
+    lineage = run.lineage()
+    parent = lineage.get("parent") if isinstance(lineage.get("parent"), dict) else {}
+    if not parent:
+        return []
+    name, adapter = parent.get("id", "?"), str(parent.get("adapter_sha256", ""))[:12]
+    if lineage.get("method") == DPO:
+        return [f"DPO on top of `{name}` (its adapter `{adapter}`, which was also the frozen reference): "
+                f"{data.get('train_examples', '?')} preference pairs (fingerprint "
+                f"`{str(data.get('preferences_fingerprint', ''))[:12]}`), beta {beta}.", ""]
+    replayed = (f", with {data['replay_examples']} of its training rows replayed (fingerprint "
+                f"`{str(data.get('replay_fingerprint', ''))[:12]}`)" if data.get("replay_examples") else "")
+    return [f"SFT top-up of `{name}` (its adapter `{adapter}`): {data.get('new_examples', '?')} new conversations "
+            f"(fingerprint `{str(data.get('new_fingerprint', ''))[:12]}`){replayed}.", ""]
+
+
 def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTER", license_name: str = "apache-2.0",
                       dataset_repo: str | None = None, merged: bool = False) -> str:
     """The adapter's model card as Markdown with YAML metadata; uses only what the run folder holds.
@@ -132,10 +149,12 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
     what = (f"[{base}](https://huggingface.co/{base}) with a {method} adapter trained by Kantele merged into "
             "its weights: a full model, no PEFT needed." if merged else
             f"A LoRA adapter for [{base}](https://huggingface.co/{base}), fine-tuned with {method} by Kantele.")
-    lines = [_front_matter(base, license_name, dataset_repo, merged), f"# {repo_id.split('/')[-1]}", "", what, "",
+    trained = "preference pairs" if t.method == DPO else "training"  # "8 training and 2 held-out conversations"
+    lines = [_front_matter(base, license_name, dataset_repo, merged, t.method), f"# {repo_id.split('/')[-1]}", "",
+             what, "", *_lineage(run, data, t.dpo_beta),
              "## How to use", "", _merged_usage(repo_id, inputs) if merged else _usage(base, repo_id, inputs), "",
              "## Training data", "",
-             f"{data.get('train_examples', '?')} training and {data.get('validation_examples', '?')} held-out "
+             f"{data.get('train_examples', '?')} {trained} and {data.get('validation_examples', '?')} held-out "
              f"conversations from {', '.join(Path(f).name for f in recipe.data.train)} "
              f"(fingerprint `{str(data.get('train_fingerprint', ''))[:12]}`)"
              + (f"; published as [{dataset_repo}](https://huggingface.co/datasets/{dataset_repo})." if dataset_repo

@@ -32,6 +32,9 @@ CHECKPOINT_STATE_FILE = "trainer_state.json"
 RUN_DATA_DIR = "data"  # copies of the exact train/validation rows, so the run can be redone anywhere
 RUN_TRAIN_FILE = "train.jsonl"
 RUN_VALIDATION_FILE = "validation.jsonl"
+RUN_PREFERENCES_FILE = "preferences.jsonl"  # a DPO run's exact preference rows (prompt, chosen, rejected)
+# A run that continued another run's adapter (training.parent_run): the method and the parent it continued.
+LINEAGE_FILE = "lineage.json"
 # Copies of the documents the QA pairs were made from (the recipe's data.sources): the scorecard's retrieval column
 # and Chat's "with retrieval" search them.
 RUN_SOURCES_DIR = "sources"

@@ -18,7 +18,9 @@ from tuning.runs.files import (
     DATA_FILE,
     ENVIRONMENT_FILE,
     EVAL_FILE,
+    LINEAGE_FILE,
     RUN_DATA_DIR,
+    RUN_PREFERENCES_FILE,
     RUN_TRAIN_FILE,
     RUN_VALIDATION_FILE,
     has_adapter,
@@ -65,6 +67,7 @@ class Scorecard:
     data_file: str = ""
     base_model: str = ""
     probes: dict = field(default_factory=dict)  # the probes' reports, as eval.json holds them (tuning/chat/probes)
+    parent: dict = field(default_factory=dict)  # a child run: its parent's key facts and each question's change
 
     @classmethod
     def from_report(cls, report: dict) -> Scorecard:
@@ -80,7 +83,7 @@ class Scorecard:
         return cls(questions_scored=int(summary["questions"]), held_out=int(summary.get("held_out", summary["questions"])),
                    metrics=metrics, verdicts={str(k): int(v) for k, v in summary["verdicts"].items()}, questions=rows,
                    data_file=str(report.get("data_file", "")), base_model=str(report.get("base_model", "")),
-                   probes=_mapping(report.get("probes")))
+                   probes=_mapping(report.get("probes")), parent=_mapping(report.get("parent")))
 
     def probe_lines(self) -> list[str]:
         """A line per probe, as a person reads it ([] when none ran, or an imported report's probes are damaged)."""
@@ -152,6 +155,10 @@ class Run:
     def validation_file(self) -> Path:
         return self.path / RUN_DATA_DIR / RUN_VALIDATION_FILE
 
+    @property
+    def preferences_file(self) -> Path:
+        return self.path / RUN_DATA_DIR / RUN_PREFERENCES_FILE
+
     def has_adapter(self) -> bool:
         """True once the run saved its final adapter."""
         return has_adapter(self.path)
@@ -202,6 +209,15 @@ class Run:
         same = used == name
         revision = model.revision or (recorded.get("revision") if same and recorded.get("hub_id") else None)
         return BaseModel(name, hub_id=recorded.get("hub_id") if same else None, revision=revision)
+
+    def lineage(self) -> dict:
+        """lineage.json: the method and the parent run whose adapter this one continued ({} for a fresh adapter)."""
+        return _mapping(read_json(self.path / LINEAGE_FILE))
+
+    def parent(self) -> Run | None:
+        """The run whose adapter this one continued (DPO, or an SFT top-up); None for a fresh adapter."""
+        path = _mapping(self.lineage().get("parent")).get("path")
+        return Run(path) if isinstance(path, str) and path else None
 
     def metrics(self) -> list[dict]:
         """Every logged metrics record (loss, eval_loss, learning rate, tokens/s ... by step)."""

@@ -17,6 +17,10 @@ from tuning.training.early_stop import stop_requested_early
 log = logging.getLogger("tuning.training.train")
 # The per-step lines: train.log, the console and the Train tab's log box show them as format_metrics writes them.
 metrics_log = logging.getLogger("tuning.training.metrics")
+# What a DPO run logs besides its loss (TRL's DPOTrainer): the implicit rewards (beta x log-ratio to the reference) of
+# the chosen and rejected answers, their margin, the share of pairs where chosen won, and the policy's log-probs.
+PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                   "logps/rejected")
 
 
 def peak_gpu_memory_gb() -> float | None:
@@ -50,6 +54,10 @@ def format_metrics(record: dict) -> str:
     else:
         if record.get("loss") is not None:
             parts.append(f"loss {record['loss']:.3f}")
+        if record.get("rewards/margins") is not None:
+            parts.append(f"reward margin {record['rewards/margins']:.3f}")
+        if record.get("rewards/accuracies") is not None:
+            parts.append(f"chosen wins {record['rewards/accuracies']:.0%}")
         if record.get("learning_rate") is not None:
             parts.append(f"lr {_rate(record['learning_rate'])}")
         if record.get("tokens_per_s") is not None:
@@ -110,6 +118,7 @@ class MetricsCallback(TrainerCallback):
                 grad_norm=round(float(logs["grad_norm"]), 4) if logs.get("grad_norm") is not None else None,
                 tokens_per_s=round((state.num_input_tokens_seen - self.last_tokens) / window, 1) if window > 0 else None,
             )
+            record.update({key: round(float(logs[key]), 5) for key in PREFERENCE_KEYS if logs.get(key) is not None})
             peak = peak_gpu_memory_gb()
             if peak is not None:  # what the run needs of a GPU: bench/gpu_check.py reports it
                 record["max_memory_gb"] = peak

@@ -1,4 +1,4 @@
-"""Training curves as PNG files in the run folder (loss and validation loss, learning rate)."""
+"""Training curves as PNG files in the run folder (loss and validation loss, learning rate; a DPO run's rewards)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from tuning.runs.files import read_metrics
 
 LOSS_PNG = "loss.png"
 LEARNING_RATE_PNG = "learning_rate.png"
+REWARDS_PNG = "rewards.png"  # DPO: the chosen and rejected answers' rewards, their margin, chosen's win share
 
 
 def _plot(path: Path, series: dict[str, list[tuple[int, float]]], title: str, ylabel: str) -> None:
@@ -34,7 +35,8 @@ def _plot(path: Path, series: dict[str, list[tuple[int, float]]], title: str, yl
 
 
 def save_training_curves(run_dir: str | Path) -> list[Path]:
-    """Write loss.png and learning_rate.png from metrics.jsonl; returns the files written."""
+    """Write loss.png and learning_rate.png (and a DPO run's rewards.png) from metrics.jsonl; returns the files
+    written."""
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
     if not metrics:
@@ -46,4 +48,9 @@ def save_training_curves(run_dir: str | Path) -> list[Path]:
     written = [run_dir / LOSS_PNG, run_dir / LEARNING_RATE_PNG]
     _plot(written[0], {"training loss": points("loss"), "validation loss": points("eval_loss")}, "Loss", "loss")
     _plot(written[1], {"learning rate": points("learning_rate")}, "Learning rate", "learning rate")
+    if points("rewards/margins"):
+        written.append(run_dir / REWARDS_PNG)
+        _plot(written[2], {"chosen": points("rewards/chosen"), "rejected": points("rewards/rejected"),
+                           "margin": points("rewards/margins"), "chosen wins (share)": points("rewards/accuracies")},
+              "DPO rewards (beta x log-ratio to the parent)", "reward")
     return written

@@ -3,7 +3,8 @@
 The loop is the transformers Trainer (checkpoints, resume, eval, schedules); what we add is
 assistant-only labels from the chat template, a loss that runs the lm_head only on those labels
 (tuning/training/loss.py), length-grouped dynamic padding (no tokens wasted on padding to
-max_length), metrics.jsonl for the UI, and a graceful stop.
+max_length), metrics.jsonl for the UI, and a graceful stop. A run with `training.parent_run` continues that
+run's adapter (tuning/training/parent.py): an SFT top-up, or DPO on preference pairs (tuning/training/dpo.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from tuning.atomic import disk_full_error, is_disk_full, staged_dir
 from tuning.chat.probes.inputs import check_probe_inputs
-from tuning.config import RecipeConfig, TrainingConfig, save_recipe
+from tuning.config import DPO, RecipeConfig, TrainingConfig, save_recipe
 from tuning.data.chat_template import IGNORE_INDEX, encode_for_training, with_system_prompt
 from tuning.data.examples import (
     find_overlap,
@@ -60,19 +61,31 @@ from tuning.runs.files import (
     write_json,
     write_status,
 )
+from tuning.runs.run import Run
 from tuning.training.curves import save_training_curves
 from tuning.training.distributed import Placement, effective_batch, gpus_per_process, read_placement
+from tuning.training.parent import (
+    ParentRun,
+    check_parent,
+    check_resolved_base,
+    inherit_from_parent,
+    parent_validation_rows,
+    replay_rows,
+    write_lineage,
+)
 
 log = logging.getLogger("tuning.training.train")
 
 SCORECARD_NICENESS = 10  # lower CPU priority for the scorecard, which runs beside the chat
 
 
-def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = True) -> tuple[list[dict], list[dict]]:
+def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = True,
+                 parent: ParentRun | None = None) -> tuple[list[dict], list[dict]]:
     """Load, validate, split and tokenize the recipe's data; record what was used in the run folder.
 
     Every training process prepares the same rows (the split is seeded); only the one with
-    record=True writes them, so a distributed run leaves one copy."""
+    record=True writes them, so a distributed run leaves one copy. A top-up of a parent run mixes in
+    training.replay of its rows and, without data.validation, is scored on the parent's held-out rows."""
     system = recipe.data.system_prompt
     max_length = recipe.data.max_length
 
@@ -85,10 +98,17 @@ def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = 
         validation = load_examples(recipe.data.validation, max_tokens=max_length, count_tokens=count_tokens)
         log.info("validation data: %s", validation.report.summary())
         train_rows, validation_rows = train.examples, validation.examples
+    elif parent is not None:  # a few corrections split in two would score the top-up on a handful of its own rows
+        train_rows, validation_rows = train.examples, parent_validation_rows(parent)
     else:
         train_rows, validation_rows = split_examples(
             train.examples, recipe.data.validation_fraction, recipe.training.seed
         )
+    new_rows = train_rows
+    replay = replay_rows(parent, recipe.training.replay, recipe.training.seed, user_prompts(new_rows)) if parent else []
+    if replay:
+        log.info("replaying %d of %s's training rows beside %d new ones", len(replay), parent.run.id, len(new_rows))
+        train_rows = new_rows + replay
     check_probe_inputs(recipe, user_prompts(train_rows))  # before training, not when the scorecard comes to them
     leaked = find_overlap(train_rows, validation_rows)
     if leaked:
@@ -108,6 +128,9 @@ def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = 
                 "train_fingerprint": fingerprint_examples(train_rows),
                 "validation_fingerprint": fingerprint_examples(validation_rows),
                 "train_report": train.report.summary(),
+                **({"new_examples": len(new_rows), "new_fingerprint": fingerprint_examples(new_rows),
+                    "replay_from": parent.run.id, "replay_examples": len(replay),
+                    "replay_fingerprint": fingerprint_examples(replay)} if parent else {}),
             },
         )
     return encode_rows(train_rows, tokenizer, recipe), encode_rows(validation_rows, tokenizer, recipe)
@@ -212,6 +235,7 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
 def write_scorecard(run_dir: Path, training: TrainingConfig) -> None:
     """Base vs tuned on the run's validation questions (eval.json); a failure here never fails the run."""
     from tuning.chat.scorecard import format_summary, score_run
+    from tuning.training.parent_scorecard import compare_with_parent
 
     write_status(run_dir, RUNNING, phase=SCORECARD_PHASE)
     # The adapter is already open in Chat: on a shared CPU the person chatting goes first, the scorecard after.
@@ -222,6 +246,7 @@ def write_scorecard(run_dir: Path, training: TrainingConfig) -> None:
         report = score_run(run_dir, max_questions=training.scorecard_questions, seed=training.seed,
                            probes=tuple(training.probes), probe_sample=training.scorecard_questions)
         log.info("scorecard:\n%s", format_summary(report))
+        compare_with_parent(run_dir, report)  # a child run: did it keep, gain or lose what its parent knew
     except Exception as exc:  # the adapter is saved and good; say why the scorecard is missing
         log.exception("scorecard failed (the adapter is fine; rerun `python -m tuning eval --run %s`): %s",
                       run_dir, exc)
@@ -251,16 +276,22 @@ def train(recipe: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False
         raise
 
 
-def load_model_for_training(recipe: RecipeConfig, model_path: Path, placement: Placement | None = None):
-    """The base model (4-bit NF4 for QLoRA) with the recipe's fresh LoRA adapter attached."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
+def load_model_for_training(recipe: RecipeConfig, model_path: Path, placement: Placement | None = None,
+                            parent: ParentRun | None = None):
+    """The base model (4-bit NF4 for QLoRA) with the recipe's fresh LoRA adapter attached, or the parent run's
+    adapter loaded trainable, to train on from where it ended."""
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     model = load_base_model(model_path, recipe.model, placement)
     if recipe.model.load_in_4bit:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
         )
-    model = get_peft_model(model, lora_config(recipe.lora, model))
+    if parent:
+        log.info("continuing %s's adapter (sha256 %s)", parent.run.id, parent.adapter_sha256[:12])
+        model = PeftModel.from_pretrained(model, str(parent.run.adapter_dir), is_trainable=True)
+    else:
+        model = get_peft_model(model, lora_config(recipe.lora, model))
     trainable, total = model.get_nb_trainable_parameters()
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
@@ -325,7 +356,16 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
     elif checkpoint is not None:
         log.info("resuming from step %d (%s)", checkpoint_step(checkpoint), checkpoint.name)
 
+    parent = check_parent(recipe)  # before any model loads: DPO without a finished parent on this base is refused
+    if parent:
+        recipe = inherit_from_parent(recipe, parent)
+    dpo = recipe.training.method == DPO
+    if dpo and placement.fsdp:
+        raise UsageError("DPO doesn't run under FSDP here -- launch it in one process, or with accelerate's DDP "
+                         "config")
     model_ref = resolve_model(recipe.model.name, recipe.model.revision)
+    if parent:
+        check_resolved_base(parent, model_ref)
     t = recipe.training
     gpus = gpus_per_process(placement)
     batch = effective_batch(t.batch_size, t.grad_accum, placement.world_size, gpus)
@@ -346,10 +386,18 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
         write_json(run_dir / ENVIRONMENT_FILE, {**library_versions(), "device": device.record(dtype, measured),
             "base_model": {"name": model_ref.name, "hub_id": model_ref.hub_id, "revision": model_ref.revision},
             "processes": placement.world_size, "fsdp": placement.fsdp, "effective_batch": batch})
+        if parent:
+            write_lineage(run_dir, recipe, parent)
 
     tokenizer = load_tokenizer(model_ref.path)
-    train_set, validation_set = prepare_data(recipe, tokenizer, run_dir, record=placement.is_main)
-    model = load_model_for_training(recipe, model_ref.path, placement)
+    if dpo:
+        from tuning.training.dpo import build_dpo_trainer, drop_reference, prepare_preferences
+
+        train_set = prepare_preferences(recipe, tokenizer, run_dir, parent, record=placement.is_main)
+        validation_set = []  # pairs are all trained on; the scorecard judges the answers
+    else:
+        train_set, validation_set = prepare_data(recipe, tokenizer, run_dir, record=placement.is_main, parent=parent)
+    model = load_model_for_training(recipe, model_ref.path, placement, parent)
 
     elapsed_before = 0.0
     if checkpoint:
@@ -363,9 +411,14 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
 
     # Only the main process writes metrics.jsonl; every process honours a stop (at the same step).
     callbacks = [MetricsCallback(run_dir, elapsed_before)] if placement.is_main else []
-    trainer = build_trainer(recipe, run_dir, model, tokenizer, train_set, validation_set,
-                            callbacks=[*callbacks, stopper])
+    if dpo:
+        trainer = build_dpo_trainer(recipe, run_dir, model, tokenizer, train_set, callbacks=[*callbacks, stopper])
+    else:
+        trainer = build_trainer(recipe, run_dir, model, tokenizer, train_set, validation_set,
+                                callbacks=[*callbacks, stopper])
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if dpo:
+        drop_reference(model)  # the run's adapter is the trained one alone
 
     step_reached, total_steps = trainer.state.global_step, trainer.state.max_steps
     adapter_dir = run_dir / ADAPTER_DIR
@@ -376,7 +429,9 @@ def _train(recipe: RecipeConfig, run_dir: Path, resume: bool, placement: Placeme
     if not placement.is_main:  # the curves, scorecard and status are the main process's to write
         return adapter_dir
     save_training_curves(run_dir)
-    if recipe.training.scorecard and validation_set and not stopper.requested:
+    # DPO trains on pairs; the held-out questions it is scored on are its parent's (or data.validation's) rows.
+    held_out = bool(validation_set) or (dpo and Run(run_dir).validation_file.is_file())
+    if recipe.training.scorecard and held_out and not stopper.requested:
         # The scorecard loads the base once more, with the adapter switchable: the training model goes first.
         # `del` alone leaves it to the collector's next pass if anything puts it in a reference cycle (a hook
         # that refers back to it, a logged exception's frames): collect now, and give the GPU cache back.
