@@ -15,9 +15,7 @@ from pathlib import Path
 from tuning.config import RecipeConfig
 from tuning.data.chat_template import TemplateError, encode_for_training, encode_prompt, with_system_prompt
 from tuning.errors import UsageError
-from tuning.hardware.device import read_device, trainer_precision
 from tuning.runs.files import (
-    CHECKPOINTS_DIR,
     DATA_FILE,
     RUN_DATA_DIR,
     RUN_PREFERENCES_FILE,
@@ -108,43 +106,16 @@ def dpo_config(recipe: RecipeConfig, run_dir: Path):
     SFT: the same precision, logging, checkpoints, seed and sampler."""
     from trl import DPOConfig
 
-    t = recipe.training
-    device = read_device()
+    from tuning.training.train import loop_arguments  # train.py imports this module lazily
+
     return DPOConfig(
-        output_dir=str(run_dir / CHECKPOINTS_DIR),
-        beta=t.dpo_beta,
+        **loop_arguments(recipe, run_dir),
+        beta=recipe.training.dpo_beta,
         max_length=recipe.data.max_length,
         # The reference (the parent's adapter) never changes: its log-probs are taken once, before the first step,
         # instead of a forward pass per step in every epoch (bench/dpo_throughput.py).
         precompute_ref_log_probs=True,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a share of the total steps
-        weight_decay=t.weight_decay,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        max_grad_norm=t.max_grad_norm,
-        activation_checkpointing=t.gradient_checkpointing,  # TRL turns it on by default: ~20% slower, not needed here
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
         eval_strategy="no",  # the scorecard judges the answers; preference pairs are all trained on
-        seed=t.seed,
-        data_seed=t.seed,
-        **trainer_precision(recipe.model, device),  # TRL would autocast to bf16 everywhere, a CPU included
-        use_cpu=not device.is_gpu,
-        ddp_find_unused_parameters=False,
-        train_sampling_strategy="group_by_length",
-        remove_unused_columns=False,
-        dataloader_pin_memory=device.is_gpu,
-        include_num_input_tokens_seen="non_padding",  # tokens/s in metrics.jsonl, as for SFT
-        report_to="none",
-        disable_tqdm=True,
     )
 
 

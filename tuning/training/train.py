@@ -196,10 +196,19 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
     the accelerate config): batch_size stays per process, so the effective batch grows with the processes."""
     from transformers import TrainingArguments
 
+    return TrainingArguments(
+        **loop_arguments(recipe, run_dir),
+        eval_strategy="epoch" if (recipe.training.eval_each_epoch and has_validation) else "no",
+    )
+
+
+def loop_arguments(recipe: RecipeConfig, run_dir: Path) -> dict:
+    """The recipe's loop settings as the keyword arguments transformers' TrainingArguments and TRL's configs
+    share (SFT and DPO translate them here, in one place)."""
     t = recipe.training
     device = read_device()
     on_gpu = device.is_gpu
-    return TrainingArguments(
+    return dict(
         output_dir=str(run_dir / CHECKPOINTS_DIR),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
@@ -211,16 +220,16 @@ def training_arguments(recipe: RecipeConfig, run_dir: Path, has_validation: bool
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
         max_grad_norm=t.max_grad_norm,
-        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # TRL turns it on by default: ~20% slower, not needed
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
-        eval_strategy="epoch" if (t.eval_each_epoch and has_validation) else "no",
         seed=t.seed,
         data_seed=t.seed,
-        **trainer_precision(recipe.model, device),  # bf16 only where the GPU has it natively, fp16 on a T4
+        # bf16 only where the GPU has it natively, fp16 on a T4 (TRL would autocast to bf16 everywhere, a CPU too)
+        **trainer_precision(recipe.model, device),
         use_cpu=not on_gpu,
         ddp_find_unused_parameters=False,  # the frozen base has no gradients by design: nothing to search for
         train_sampling_strategy="group_by_length",
