@@ -35,10 +35,11 @@ def build_app() -> gr.Blocks:
         # The visitor's run id lives in the browser, so a reload re-attaches to the running job.
         run_state = gr.BrowserState(None, storage_key="kantele-run", secret=BROWSER_SECRET)
         visitor_state, owner_state = build_identity()
+        feedback_changed = gr.State(None)  # set when Chat keeps feedback: the Data tab's list and Train follow
         with gr.Tabs() as tabs:
-            chat = build_chat_tab(dataset_state, owner_state)
-            build_data_tab(dataset_state)
-            train = build_train_tab(dataset_state, run_state, owner_state)
+            chat = build_chat_tab(dataset_state, owner_state, feedback_changed)
+            build_data_tab(dataset_state, owner_state, feedback_changed)
+            train = build_train_tab(dataset_state, run_state, owner_state, feedback_changed)
             build_publish_tab(owner_state)
         train["compare"].click(lambda run_id, owner: (gr.Tabs(selected="chat"), adapter_choices(owner, run_id)),
                                [run_state, owner_state], [tabs, chat["adapter"]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from tuning.chat.retrieval import DEFAULT_TOP_K, RetrievalIndex, index_for_run, with_passages
-from tuning.chat.side_by_side import GenerationSettings
+from tuning.chat.side_by_side import GenerationSettings, describe_settings
 from tuning.errors import KanteleError
 from tuning.guards.admission import PerVisitorLimit
 from tuning.guards.caps import caps
@@ -14,7 +14,9 @@ from tuning.qa.sources import Chunk
 from tuning.runs.example import EXAMPLE_NAME, example_progress
 from tuning.runs.owner import Owner
 from tuning.runs.visitor_runs import example_ready
+from ui.feedback_panel import build_chat_feedback, wire_chat_feedback
 from ui.messages import for_visitor
+from ui.panes import is_note, message_text
 from ui.plots import curves_frame
 from ui.state import CHAT, RUNS
 from ui.untrusted import inert_markdown, original_text
@@ -141,25 +143,10 @@ def import_trained_adapter(upload, owner: Owner | None):
             adapter_choices(owner, imported.run_id))
 
 
-def message_text(content) -> str:
-    """A Chatbot message's text: this gradio sends content as a list of typed parts ({"type": "text", ...})."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return content.get("text") or "" if content.get("type", "text") == "text" else ""
-    if isinstance(content, (list, tuple)):
-        return "".join(message_text(part) for part in content)
-    return ""
-
-
-def _is_note(message: dict) -> bool:
-    return bool((message.get("metadata") or {}).get("title"))
-
-
 def _history_messages(history: list[dict]) -> list[dict]:
     """A pane's conversation as the model's messages: every turn's text as written, the app's notes left out."""
     return [{"role": m["role"], "content": original_text(message_text(m.get("content")))} for m in history
-            if m.get("role") in ("user", "assistant") and not _is_note(m)]
+            if m.get("role") in ("user", "assistant") and not is_note(m)]
 
 
 def _shown(role: str, text: str) -> dict:
@@ -288,7 +275,7 @@ def example_samples(dataset: dict) -> gr.Dataset:
     return gr.Dataset(samples=[[q] for q in questions[:8]])
 
 
-def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
+def build_chat_tab(dataset_state: gr.State, owner_state: gr.State, feedback_changed: gr.State) -> dict:
     """The Chat tab; returns the components other tabs hook into."""
     with gr.Tab("Chat", id="chat"):
         with gr.Row():
@@ -312,6 +299,7 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
         with gr.Row():
             base_pane = gr.Chatbot(label="Base model", elem_id="base-pane", height=360)
             tuned_pane = gr.Chatbot(label="Tuned (base + adapter)", elem_id="tuned-pane", height=360)
+        feedback = build_chat_feedback()
         with gr.Row():
             question = gr.Textbox(placeholder="Ask both models… e.g. Who compiled the Kalevala?", show_label=False,
                                   scale=5, elem_id="chat-input")
@@ -342,6 +330,10 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State) -> dict:
         retry.click(retry_last, [base_pane, tuned_pane, owner_state, adapter, hub_adapter, *controls, with_retrieval],
                     outputs, **chat_events)
         clear.click(lambda: ([], [], ""), None, outputs)
+        wire_chat_feedback(feedback, [base_pane, tuned_pane], owner_state, adapter, hub_adapter, controls,
+                           lambda *values: describe_settings(_settings(*values)), BASE_ONLY, feedback_changed)
+        for asked in (send.click, question.submit, retry.click, clear.click):  # a new exchange: the old note goes
+            asked(lambda: ("", gr.update(visible=False)), None, [feedback["status"], feedback["box"]])
         examples.click(lambda sample: sample[0], examples, question)
         refresh.click(adapter_choices, [owner_state, adapter], adapter)
         upload.upload(import_trained_adapter, [upload, owner_state], [imported, adapter])

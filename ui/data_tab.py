@@ -16,6 +16,7 @@ from tuning.data.workspace import (
     prepare_dataset,
 )
 from tuning.errors import KanteleError
+from ui.feedback_panel import build_feedback_list
 from ui.generate_panel import build_generate_panel
 from ui.plots import token_histogram
 from ui.state import WORKSPACES_DIR, count_tokens_with
@@ -140,7 +141,7 @@ def show_page(page, state: dict):
     return _page(state.get("rows") or [], page)
 
 
-def build_data_tab(dataset_state: gr.State) -> None:
+def build_data_tab(dataset_state: gr.State, owner_state: gr.State, feedback_changed: gr.State) -> None:
     """The Data tab."""
     with gr.Tab("Data", id="data"):
         gr.Markdown("Upload question–answer files in any common shape (prompt/response, question/answer, "
@@ -165,3 +166,4 @@ def build_data_tab(dataset_state: gr.State) -> None:
         upload.click(load_uploads, [files, fraction, dataset_state], outputs)
         page.change(show_page, [page, dataset_state], preview)
         build_generate_panel(dataset_state, outputs, prepare_and_show)
+        build_feedback_list(owner_state, feedback_changed)

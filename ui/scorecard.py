@@ -35,10 +35,24 @@ def summary_markdown(card: Scorecard) -> str:
                      f"{values['delta']:+.2f} |")
     counts = ", ".join(f"**{inert_markdown(str(v))}** {inert_markdown(str(k))}" for k, v in card.verdicts.items())
     lines += ["", f"Verdicts: {counts}. Click a question to ask it again in Chat."]
+    lines += parent_lines(card.parent)
     probes = card.probe_lines()
     if probes:  # the next questions: forgotten skills, limits, memorised vs generalised, retrieval
         lines += ["", "**Beyond the held-out questions**", "", *(f"- {inert_markdown(line)}" for line in probes)]
     return "\n".join(lines)
+
+
+def parent_lines(parent: dict) -> list[str]:
+    """A child run's comparison with the run it continued (eval.json's "parent" block; [] for a fresh adapter or a
+    damaged block): its key facts then and now, and how many questions it learned or lost on the way."""
+    try:
+        rates, changes = parent["key_fact"], parent["changes"]
+        then, now = (f"{rates[k]:.0%}" if isinstance(rates[k], (int, float)) else "–" for k in ("parent", "tuned"))
+        counts = ", ".join(f"{int(v)} {inert_markdown(str(k))}" for k, v in changes.items())
+        return ["", f"**Against the run it continued** (`{inert_markdown(str(parent['run']))}`): key facts {then} → "
+                    f"{now}; {counts}."]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return []
 
 
 def table_rows(card: Scorecard | None, verdict: str) -> list[list]:

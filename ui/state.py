@@ -35,3 +35,9 @@ def count_tokens_with(model_name: str = "auto"):
 
     tokenizer = tokenizer_for(model_name)
     return lambda messages: count_tokens(tokenizer, messages)
+
+
+def feedback_workspace(owner) -> Path:
+    """The folder an owner's chat feedback is kept in (tuning/feedback/store.py): theirs alone, found again after a
+    reload (it is named by the owner's digest, like their runs), and swept with the other workspaces once idle."""
+    return WORKSPACES_DIR / f"feedback-{owner.digest()}"

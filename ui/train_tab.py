@@ -20,6 +20,7 @@ from tuning.runs.owner import Owner
 from ui.cluster_export import build_export_panel
 from ui.messages import for_visitor, hide_paths
 from ui.plots import curves_frame
+from ui.retrain_panel import build_retrain_panel
 from ui.scorecard import build_scorecard, refresh_scorecard
 from ui.state import CHAT, CONFIGS_DIR, RUNS
 from ui.storage_note import storage_note
@@ -31,6 +32,7 @@ PROBES_INFO = ("after the held-out questions: forgetting (general skills kept), 
                "questions), memorised (facts or sentences), retrieval (would BM25 over the source documents have "
                "done it)")
 POLL_SECONDS = 2.0
+PREFERENCE_CURVES = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 SHORT_RUN_STEPS = 50
 # What a knob a visitor typed can raise (int(inf) is an OverflowError): each is shown, none is a crash.
 KNOB_ERRORS = (ConfigError, ModelLoadError, ValueError, OverflowError)
@@ -220,22 +222,25 @@ def _busy_note(run_id: str | None, owner: Owner | None) -> str:
 
 def poll_run(run_id: str | None, owner: Owner | None):
     """Refresh progress, curves, log and buttons of this visitor's run (and say who else is training). Its outputs,
-    in this order (the /poll_run API's): progress, loss plot, learning-rate plot, log, Compare, Resume, Stop -- a
-    new one goes at the end. Stop can be pressed only while the visitor's own run is queued or running."""
+    in this order (the /poll_run API's): progress, loss plot, learning-rate plot, log, Compare, Resume, Stop, the
+    preference plot (a DPO run's rewards) -- a new one goes at the end. Stop can be pressed only while the visitor's
+    own run is queued or running."""
     hidden, no_stop = gr.update(visible=False), gr.update(interactive=False)
     if owner is None and run_id:  # the page's load event, which identifies the visitor, hasn't run yet
-        return (gr.skip(),) * 7
+        return (gr.skip(),) * 8
     others = _busy_note(run_id, owner)
     if not run_id:
-        return (others or "No training started in this browser yet.", None, None, "", hidden, hidden, no_stop)
+        return (others or "No training started in this browser yet.", None, None, "", hidden, hidden, no_stop, hidden)
     try:
         view = RUNS.view(run_id, owner)
     except ValueError as error:
-        return (f"**Can't show that run:** {for_visitor(error)}", None, None, "", hidden, hidden, no_stop)
+        return (f"**Can't show that run:** {for_visitor(error)}", None, None, "", hidden, hidden, no_stop, hidden)
     text = _progress_text(view) + (f"\n\n{others}" if others else "")
+    preference = curves_frame(view.metrics, PREFERENCE_CURVES)
     return (text, curves_frame(view.metrics, ("loss", "eval_loss")), curves_frame(view.metrics, ("learning_rate",)),
             hide_paths(view.log_tail), gr.update(visible=view.adapter_ready),
-            gr.update(visible=view.resumable), gr.update(interactive=view.state in (QUEUED, RUNNING)))
+            gr.update(visible=view.resumable), gr.update(interactive=view.state in (QUEUED, RUNNING)),
+            gr.update(value=preference, visible=not preference.empty))
 
 
 def place(knobs: dict[str, Component], *keys: str) -> None:
@@ -244,7 +249,7 @@ def place(knobs: dict[str, Component], *keys: str) -> None:
         knobs[key].render()
 
 
-def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -> dict:
+def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State, feedback_changed: gr.State) -> dict:
     """The Train tab; returns what the rest of the page hooks into: the preset picker, the knobs by recipe key,
     and the handler that fills the knobs from a preset (its outputs: the knobs' components)."""
     with gr.Tab("Train", id="train"):
@@ -278,8 +283,12 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
         with gr.Row():
             loss_plot = gr.LinePlot(x="step", y="value", color="series", title="Loss", elem_id="loss-plot")
             lr_plot = gr.LinePlot(x="step", y="value", color="series", title="Learning rate")
+        # A DPO run's own curves: how much more the model prefers the chosen answers than its parent did.
+        preference_plot = gr.LinePlot(x="step", y="value", color="series", visible=False, elem_id="preference-plot",
+                                      title="Preference (DPO): rewards, margin, share of pairs won")
         log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, autoscroll=True)
         compare = gr.Button("Compare in chat", visible=False, variant="primary", elem_id="compare-in-chat")
+        build_retrain_panel(owner_state, run_state, progress, feedback_changed)
         scorecard = build_scorecard(run_state, owner_state)
         build_export_panel(run_state, owner_state)
         timer = gr.Timer(POLL_SECONDS)
@@ -290,7 +299,8 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State) -
             show_estimate, [dataset_state, *knob_inputs], estimate)
         stop.click(stop_training, [run_state, owner_state], progress)
         resume.click(resume_training, [run_state, owner_state], progress)
-        timer.tick(poll_run, [run_state, owner_state], [progress, loss_plot, lr_plot, log, compare, resume, stop])
+        timer.tick(poll_run, [run_state, owner_state], [progress, loss_plot, lr_plot, log, compare, resume, stop,
+                                                      preference_plot])
         timer.tick(refresh_scorecard, [run_state, owner_state, scorecard["shown"], scorecard["verdict"]],
                    scorecard["outputs"])
     return {"preset": preset, "knobs": knobs, "fill_knobs": fill_knobs, "compare": compare,

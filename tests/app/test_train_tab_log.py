@@ -19,7 +19,7 @@ STEP_LOGS = {"loss": 1.2341, "grad_norm": 0.8731, "learning_rate": 0.0018, "epoc
              "num_input_tokens_seen": 40960}
 EVAL_LOGS = {"eval_loss": 1.40213, "eval_runtime": 3.2, "eval_samples_per_second": 31.1,
              "eval_steps_per_second": 4.0, "epoch": 1.0}
-STOP = 6  # poll_run's outputs: progress, loss, learning rate, log, compare, resume, stop
+STOP, PREFERENCE = 6, 7  # poll_run's outputs: progress, loss, learning rate, log, compare, resume, stop, preference
 
 
 def train_state(step: int, tokens: int) -> SimpleNamespace:
@@ -64,11 +64,12 @@ def test_format_metrics_reads_any_record():
 class FakeRuns:
     """RUNS, answering for one run in a given state."""
 
-    def __init__(self, state: str) -> None:
-        self.state = state
+    def __init__(self, state: str, metrics: list | None = None) -> None:
+        self.state, self.metrics = state, metrics or []
 
     def view(self, run_id, asker):
-        return RunView(run_id=run_id, state=self.state, step=3, total_steps=10, log_tail="step 3/10 · loss 1.000")
+        return RunView(run_id=run_id, state=self.state, step=3, total_steps=10, log_tail="step 3/10 · loss 1.000",
+                       metrics=self.metrics)
 
     def training_now(self, asker):
         return self.state == RUNNING, None
@@ -79,8 +80,19 @@ class FakeRuns:
 def test_stop_is_pressable_only_while_the_visitors_run_is_queued_or_running(monkeypatch, state, pressable):
     monkeypatch.setattr(train_tab, "RUNS", FakeRuns(state))
     outputs = train_tab.poll_run("run-1", Owner(new_visitor_id()))
-    assert len(outputs) == 7 and outputs[STOP]["interactive"] is pressable
+    assert len(outputs) == 8 and outputs[STOP]["interactive"] is pressable
     assert outputs[3] == "step 3/10 · loss 1.000"
+    assert outputs[PREFERENCE]["visible"] is False  # an SFT run has no rewards to draw
+
+
+def test_a_dpo_run_draws_its_rewards_margin_and_share_of_pairs_won(monkeypatch):
+    metrics = [{"step": step, "loss": 0.69 - step / 100, "rewards/chosen": step / 10, "rewards/rejected": -step / 10,
+                "rewards/margins": step / 5, "rewards/accuracies": 1.0} for step in (1, 2)]
+    monkeypatch.setattr(train_tab, "RUNS", FakeRuns(RUNNING, metrics))
+    plot = train_tab.poll_run("run-1", Owner(new_visitor_id()))[PREFERENCE]
+    assert plot["visible"] is True
+    assert set(plot["value"]["series"]) == {"rewards/chosen", "rewards/rejected", "rewards/margins",
+                                            "rewards/accuracies"} and len(plot["value"]) == 8
 
 
 def test_stop_is_not_pressable_without_a_run_of_ones_own(monkeypatch):
@@ -103,7 +115,7 @@ def test_the_train_tab_starts_with_stop_unpressable_and_says_when_runs_are_lost(
     monkeypatch.setenv("SPACE_ID", "alice/kantele")
     monkeypatch.setattr(storage_note, "APP_DATA", tmp_path)
     with gr.Blocks() as demo:
-        train_tab.build_train_tab(gr.State({}), gr.State(None), gr.State(None))
+        train_tab.build_train_tab(gr.State({}), gr.State(None), gr.State(None), gr.State(None))
     blocks = {getattr(block, "elem_id", None): block for block in demo.blocks.values()}
     assert blocks["stop-training"].interactive is False
     assert blocks["train-storage-note"].visible is True and "no persistent storage" in blocks["train-storage-note"].value

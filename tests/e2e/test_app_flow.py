@@ -116,6 +116,7 @@ def test_kalevala_flow_end_to_end(browser, app_server, session_hub):
     publish_to_the_fake_hub(page, session_hub, home)
     chat_with_a_private_hub_adapter(page)
     generate_with_a_remote_backend(page)
+    learn_from_the_chat(page)
     no_secret_anywhere(page, home)
     page.close()
 
@@ -188,6 +189,46 @@ def generate_with_a_remote_backend(page):
     assert len(endpoint.authorizations) >= 2, "the echoed error was retried"
     assert set(endpoint.authorizations) == {f"Bearer {CANARY}"}, "the key typed in is the one the endpoint got"
     screenshot(page, "generate-remote")
+
+
+def learn_from_the_chat(page):
+    """Vote for the tuned pane and correct its answer; both show in the Data tab's Feedback panel; "Train again with
+    my corrections" (an SFT top-up of the run just trained) finishes, is scored against its parent, and answers in
+    Chat."""
+    question, corrected = "Who compiled the Kalevala?", "Elias Lönnrot compiled the Kalevala from folk poems."
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_role("button", name="Clear").click()  # the picker still holds the run trained above
+    ask(page, question)
+    wait_until_answered(page, "base-pane")
+    tuned_answer = wait_until_answered(page, "tuned-pane")
+    page.locator("#vote-right").click()
+    expect(page.locator("#feedback-status")).to_contain_text("vote saved", timeout=30_000)
+    page.locator("#correct-answer").click()
+    box = page.locator("#correction-text textarea")
+    expect(box).to_have_value(tuned_answer.strip(), timeout=30_000)  # seeded with the tuned answer, to edit
+    box.fill(corrected)
+    page.locator("#save-correction").click()
+    expect(page.locator("#feedback-status")).to_contain_text("1 correction", timeout=30_000)
+
+    page.get_by_role("tab", name="Data").click()
+    listed = page.locator("#feedback-list")
+    for text in (question, corrected, "right"):
+        expect(listed).to_contain_text(text, timeout=30_000)
+    expect(page.locator("#feedback-download")).to_be_visible()
+    screenshot(page, "feedback")
+
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("Train again with my corrections").first.click()
+    expect(page.locator("#retrain-summary")).to_contain_text("1 correction", timeout=30_000)
+    page.locator("#retrain-start").click()
+    expect(page.locator("#train-progress")).to_contain_text("sft-on-", timeout=60_000)
+    expect(page.locator("#train-progress")).to_contain_text(re.compile("Finished.*sft-on-"), timeout=TRAIN_TIMEOUT_MS)
+    expect(page.locator("#scorecard-summary")).to_contain_text("Against the run it continued", timeout=120_000)
+    screenshot(page, "train-again")
+    page.locator("#compare-in-chat").click()
+    expect(page.locator("#adapter-picker input")).to_have_value(re.compile("sft-on-"), timeout=60_000)
+    ask(page, question)
+    assert wait_until_answered(page, "tuned-pane").strip()
 
 
 def no_secret_anywhere(page, home):

@@ -105,6 +105,16 @@ def test_dpo_widens_the_margin_against_its_parent_and_records_the_lineage(tmp_pa
     assert f"DPO on top of `{parent.id}`" in card and data["preferences_fingerprint"][:12] in card
     assert "- dpo" in card and "4 preference pairs and 2 held-out" in card
 
+    # Publishing its data pushes the pairs it trained on, not the parent's rows copied in for the scorecard.
+    from tuning.hub.push import plan_dataset_push, validate_card
+
+    plan = plan_dataset_push(run_dir, "alice/kalevala-pairs")
+    assert set(plan.files) == {"data/preferences.jsonl", "README.md"}
+    assert plan.files["data/preferences.jsonl"] == run.preferences_file
+    validate_card(plan.files["README.md"], "dataset")
+    assert f"continuing run `{parent.id}`" in plan.files["README.md"] and "path: data/preferences.jsonl" in \
+        plan.files["README.md"]
+
 
 def test_the_reference_is_a_frozen_copy_of_the_parents_saved_adapter(tmp_path, trained_run):
     import torch

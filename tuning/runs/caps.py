@@ -49,12 +49,17 @@ def check_recipe_caps(recipe: RecipeConfig, limits: Caps | None = None) -> None:
 
 
 def held_out_questions(recipe: RecipeConfig) -> int:
-    """How many questions 'all' means for the scorecard: the validation files' examples, or the share of the
-    training data split off for it (split as training splits it; rows too long for max length still count)."""
+    """How many questions 'all' means for the scorecard: the validation files' examples, else a child run's parent's
+    held-out rows (SFT or DPO: a child is scored on them), or the share of the training data split off for it (split
+    as training splits it; rows too long for max length still count). UsageError when the parent may not be used."""
     from tuning.data.examples import load_examples, split_examples
+    from tuning.training.parent import check_parent, parent_validation_rows
 
     if recipe.data.validation:
         return len(load_examples(recipe.data.validation).examples)
+    parent = check_parent(recipe)  # the run folder's files only, no model; DPO without a parent is refused here
+    if parent is not None:
+        return len(parent_validation_rows(parent))
     train = load_examples(recipe.data.train).examples
     return len(split_examples(train, recipe.data.validation_fraction, recipe.training.seed)[1])
 

@@ -7,12 +7,13 @@ yet the figure measured when the recipe was written -- and the scorecard after i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuning.config import RecipeConfig, load_recipe
+from tuning.config import DPO, RecipeConfig, load_recipe
 from tuning.hardware.cpu_precision import ModelShapes
 from tuning.hardware.device import DTYPE_BYTES, Device, compute_dtype, cpu_measurement
 from tuning.runs.files import CONFIG_FILE, ENVIRONMENT_FILE, read_json, read_metrics
@@ -174,9 +175,11 @@ def measured_tokens_per_s(runs_dir: Path, model_name: str, dtype: str | None = N
 
 def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[int], device: Device,
                  runs_dir: Path | None = None, scorecard_questions: int = 0, answer_tokens: int = 0,
-                 cached: bool = True) -> Estimate:
+                 cached: bool = True, sequences_per_row: int = 1) -> Estimate:
     """Estimate parameters, memory and time of a recipe over conversations of the given token lengths, on device.
 
+    A row is what one optimizer step counts batch_size of: a conversation, or (DPO) a preference pair, whose length
+    is then the tokens of all its sequences_per_row sequences (each already cut to max_length).
     scorecard_questions x answer_tokens: what the scorecard will generate (twice: base and tuned), plus its
     probes' questions (recipe.training.probes); cached=False adds the model's download."""
     total = total_params(model_config)
@@ -190,7 +193,7 @@ def estimate_run(recipe: RecipeConfig, model_config, conversation_tokens: list[i
         weights = linear * NF4_BYTES_PER_WEIGHT[recipe.model.double_quant] + (total - linear) * KBIT_UNQUANTIZED_BYTES
     else:
         weights = total * dtype_bytes
-    lengths = [min(n, recipe.data.max_length) for n in conversation_tokens] or [0]
+    lengths = [min(n, recipe.data.max_length * sequences_per_row) for n in conversation_tokens] or [0]
     longest_batch = sorted(lengths)[-recipe.training.batch_size:]
     activations = (sum(longest_batch) * model_config.num_hidden_layers * model_config.hidden_size
                    * ACTIVATION_BYTES_PER_TOKEN_PER_LAYER)
@@ -260,31 +263,62 @@ def is_cached(name: str, revision: str | None = None) -> bool:
 
 
 def estimate_recipe(recipe: RecipeConfig, runs_dir: Path | None = None, device: Device | None = None) -> Estimate:
-    """Estimate a recipe's cost on this device (or `device`) from its model's config and its data's token counts."""
+    """Estimate a recipe's cost on this device (or `device`) from its model's config and its data's token counts.
+
+    The rows are those training will take (train.py prepare_data, dpo.py prepare_preferences): a run continuing a
+    parent (UsageError naming the fix when it may not) trains the parent's LoRA shape, adds training.replay of its
+    rows (SFT) and, without data.validation, is scored on the parent's held-out rows; DPO counts preference pairs."""
     from transformers import AutoConfig
 
     from tuning.chat.scorecard import answer_budget
     from tuning.data.chat_template import encode_for_training, with_system_prompt
-    from tuning.data.examples import load_examples, reference_answers
+    from tuning.data.examples import load_examples, reference_answers, split_examples, user_prompts
     from tuning.hardware.device import read_device
     from tuning.models.loading import load_tokenizer, resolve_model
+    from tuning.training.parent import check_parent, parent_validation_rows, replay_rows
 
+    parent = check_parent(recipe)  # loads no model: the run folder's files only
+    if parent is not None:  # the child trains the parent's adapter, so its shape is the parent's (inherit_from_parent)
+        recipe = dataclasses.replace(recipe, lora=parent.run.recipe().lora)
     cached = is_cached(recipe.model.name, recipe.model.revision)  # before resolving: that fetches it
     model = resolve_model(recipe.model.name, recipe.model.revision)
     tokenizer = load_tokenizer(model.path)
-    examples = load_examples(recipe.data.train).examples
+    t, max_length = recipe.training, recipe.data.max_length
+    examples = None
     if recipe.data.validation:
         held_out = load_examples(recipe.data.validation).examples
+    elif parent is not None:  # as training scores a child: on its parent's held-out questions, not a split of its own
+        held_out = parent_validation_rows(parent)
     else:
-        cut = max(1, int(len(examples) * (1 - recipe.data.validation_fraction)))
-        examples, held_out = examples[:cut], examples[cut:]
-    lengths = [len(encode_for_training(tokenizer, with_system_prompt(e["messages"], recipe.data.system_prompt),
-                                       recipe.data.max_length).input_ids) for e in examples]
-    limit = recipe.training.scorecard_questions
+        examples, held_out = split_examples(load_examples(recipe.data.train).examples, recipe.data.validation_fraction,
+                                            t.seed)
+    sequences_per_row = 1
+    if t.method == DPO:
+        from tuning.data.preferences import load_preferences
+        from tuning.training.dpo import encode_preferences
+
+        # A DPO step runs each pair's chosen and rejected answers, each after the prompt, forward and back through
+        # the policy: two sequences, so a pair costs the tokens of both (each cut to max_length, as DPOConfig's
+        # max_length cuts them). Passed as one row of that length, the steps stay pairs / (batch x grad_accum) x
+        # epochs, the tokens and seconds count both sequences, and the memory's longest batch holds 2 x batch
+        # sequences, as a DPO batch does. The reference's log-probs (one forward pass before step 1) aren't counted.
+        pairs = encode_preferences(load_preferences(recipe.data.train).rows, tokenizer, recipe)  # as training drops
+        lengths = [sum(min(len(pair["prompt_ids"]) + len(pair[f"{side}_ids"]), max_length)
+                       for side in ("chosen", "rejected")) for pair in pairs]
+        sequences_per_row = 2
+    else:
+        if examples is None:  # data.validation given, or a child: every row of data.train trains
+            examples = load_examples(recipe.data.train).examples
+        if parent is not None:  # an SFT top-up mixes in training.replay of the parent's rows
+            examples = examples + replay_rows(parent, t.replay, t.seed, user_prompts(examples))
+        lengths = [len(encode_for_training(tokenizer, with_system_prompt(e["messages"], recipe.data.system_prompt),
+                                           max_length).input_ids) for e in examples]
+    limit = t.scorecard_questions
     questions = min(limit, len(held_out)) if limit > 0 else len(held_out)
     answer_tokens = answer_budget(tokenizer, reference_answers(held_out)) if questions else 0
     return estimate_run(recipe, AutoConfig.from_pretrained(model.path), lengths, device or read_device(), runs_dir,
-                        scorecard_questions=questions, answer_tokens=answer_tokens, cached=cached)
+                        scorecard_questions=questions, answer_tokens=answer_tokens, cached=cached,
+                        sequences_per_row=sequences_per_row)
 
 
 def estimate_seconds_for_run(run_dir: Path) -> float | None:
