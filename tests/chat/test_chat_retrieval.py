@@ -63,16 +63,16 @@ def test_both_panes_are_asked_with_the_passages_and_show_them(runs, asked):
     owner = runs()
     base, tuned, _ = final(chat_tab.ask_both(QUESTION, [], [], owner, RUN_ID, "", *GREEDY_8, True))
     passages = index_for_run(runs.runs_dir / RUN_ID).top([QUESTION])[0]
-    assert len(passages) == 2
+    assert len(passages) == 1  # the best passage alone (retrieval.DEFAULT_TOP_K, measured)
     base_messages, tuned_messages = asked[-1]
     assert base_messages[-1]["content"] == tuned_messages[-1]["content"] == with_passages(QUESTION, passages)
     assert passages[0].text.strip() in tuned_messages[-1]["content"]
     for pane in (base, tuned):
         assert [m["content"] for m in pane if m["role"] == "user"] == [QUESTION]  # shown as typed
         (note,) = notes(pane)
-        assert re.fullmatch(r"Passages used \(BM25, top 2 of \d+ from source\.md\)", note["metadata"]["title"])
+        assert re.fullmatch(r"Passages used \(BM25, top 1 of \d+ from source\.md\)", note["metadata"]["title"])
         assert note["metadata"]["status"] == "done"  # collapsed until opened
-        assert SPAN.search(note["content"]) and "**[2] source.md**" in note["content"]
+        assert SPAN.search(note["content"]) and "**[1] source.md**" in note["content"]
         assert passages[0].text.strip().splitlines()[0] in original_text(note["content"])
         assert pane[-1]["role"] == "assistant" and chat_tab.message_text(pane[-1]["content"]).strip()
     # The next turn sees the question as typed, not the passages, and no note; with the switch off, none is added.

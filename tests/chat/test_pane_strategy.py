@@ -18,7 +18,7 @@ from tuning.chat.pane_strategy import (
     PaneTimings,
     choose_strategy,
 )
-from tuning.chat.side_by_side import GenerationSettings, SideBySideChat
+from tuning.chat.side_by_side import GenerationSettings, Pass, SideBySideChat
 from tuning.chat.side_threads import run_sides_at_once
 
 QUESTION = "Who compiled the Kalevala?"
@@ -83,6 +83,22 @@ def test_the_scorecard_answers_both_sides_by_each_strategy(chat, strategy, name)
     assert base == chat.answer_many(questions, adapter_on=False, settings=SHORT, batch_size=2)
     assert tuned == chat.answer_many(questions, adapter_on=True, settings=SHORT, batch_size=2)
     assert base != tuned
+
+
+@pytest.mark.parametrize("name", SCORECARD_STRATEGIES)
+def test_the_probes_passes_each_get_their_own_sides_answers_by_each_strategy(chat, strategy, name):
+    """answer_passes: base passes on one side, tuned passes on the other, each in order (at once by THREADS), each
+    pass answered as answer_many would, with its own batch size and settings."""
+    first, second = [QUESTION, "What is the Sampo?", "Who rules Pohjola?"], ["Who is Louhi?"]
+    passes = [Pass(first, False, SHORT, 2), Pass(second, False, SHORT), Pass(first, True, SHORT, 3),
+              Pass(second, True, GenerationSettings(max_new_tokens=4))]
+    done = strategy(name).answer_passes(passes)
+    for one, result in zip(passes, done, strict=True):
+        assert result.answers == chat.answer_many(one.questions, adapter_on=one.adapter_on, settings=one.settings,
+                                                  batch_size=one.batch_size)
+        assert result.started <= result.ended
+    assert done[0].ended <= done[1].started and done[2].ended <= done[3].started  # a side keeps its order
+    assert done[0].answers != done[2].answers
 
 
 def test_one_base_model_serves_both_threads_and_the_base_pane_skips_the_adapter(chat, strategy):

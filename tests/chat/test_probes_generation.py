@@ -102,4 +102,4 @@ def test_retrieval_columns_with_real_generation_on_the_kalevala_source(trained_r
     assert retrieval["questions"] == 2 and retrieval["sources"] == ["source.md"]
     assert all(value > 0 for value in retrieval["seconds_per_question"].values())
     assert retrieval["examples"][0]["passages"][0]["source"] == "source.md"
-    assert "retrieval (BM25, top 2" in format_summary(report)
+    assert "retrieval (BM25, top 1" in format_summary(report)

@@ -88,7 +88,7 @@ def test_kalevala_flow_end_to_end(browser, app_server, session_hub):
     expect(page.locator("#scorecard-summary")).to_contain_text("key fact")
     # The preset's probes, each a sample of 8 (the quick mode): the next three questions answered under it.
     for line in ("Beyond the held-out questions", "general skills kept", "off-topic questions kept within limits",
-                 "retrieval (BM25, top 2", "key facts asked as trained"):
+                 "retrieval (BM25, top 1", "key facts asked as trained"):
         expect(page.locator("#scorecard-summary")).to_contain_text(line)
     expect(page.locator("#scorecard-table")).to_contain_text("Lönnrot")
     screenshot(page, "train")

@@ -87,7 +87,7 @@ def test_with_retrieval_on_both_panes_show_the_passages_they_were_given(app_serv
     page.locator("#chat-input textarea").fill("Who compiled the Kalevala?")
     page.locator("#ask-both").click()
     for pane in ("#base-pane", "#tuned-pane"):
-        expect(page.locator(pane)).to_contain_text("Passages used (BM25, top 2 of", timeout=180_000)
+        expect(page.locator(pane)).to_contain_text("Passages used (BM25, top 1 of", timeout=180_000)
         expect(page.locator(pane)).to_contain_text("from source.md")
     tuned = page.locator("#tuned-pane")
     tuned.get_by_text("Passages used").click()  # open the collapsed note

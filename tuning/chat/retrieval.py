@@ -16,10 +16,11 @@ from tuning.qa.sources import Chunk, read_documents
 from tuning.runs.files import RUN_DATA_DIR, RUN_SOURCES_DIR, RUN_TRAIN_FILE
 
 PASSAGE_CHARS = 600  # ~150 tokens: the passages and a question fit a 2k context with room to answer
-# Measured on the Kalevala run (58 held-out questions, 600-char passages, AMD EPYC): top 2 took 69 s and scored
-# base+retrieval 27.6%, tuned+retrieval 67.2%; top 3 took 109 s and scored 17.2% and 63.8% (the 135M model loses
-# the fact in a longer prompt).
-DEFAULT_TOP_K = 2
+# Measured on the Kalevala run (58 held-out questions, AMD EPYC, 2 cores, one process, 2026-12-03): the best passage
+# alone beats two -- base+retrieval 20/58 vs 16/58, tuned+retrieval 41/58 vs 39/58 -- in 62 s vs 86 s (the 135M model
+# loses the fact in a longer prompt; the pass is mostly prefill). 300-character passages, top 2: 16 and 42 in 75 s;
+# 400, top 1: 17 and 40 in 56 s; 600, top 3 (an earlier run): 17.2% and 63.8%, the slowest.
+DEFAULT_TOP_K = 1
 INDEXES_KEPT = 4  # runs whose index Chat keeps built (a few hundred KB each for a book-sized document)
 KALEVALA_SOURCE = Path(__file__).resolve().parents[2] / "datasets" / "kalevala" / "source.md"
 NO_SOURCES = ("retrieval needs the source documents the data was made from -- give them with --sources FILE "

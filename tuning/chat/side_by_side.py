@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +68,25 @@ class GenerationSettings:
             # Explicit so a model's generation_config that samples by default doesn't override greedy.
             kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
         return kwargs
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Questions for one side (base, or tuned with adapter_on), answered in batches of batch_size."""
+
+    questions: list
+    adapter_on: bool
+    settings: GenerationSettings
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class PassAnswers:
+    """A pass's answers and when (time.perf_counter) it started and ended."""
+
+    answers: list[str]
+    started: float
+    ended: float
 
 
 def _as_messages(question: str | list[dict]) -> list[dict]:
@@ -217,14 +237,63 @@ class SideBySideChat:
                 base = self._answer_batches(prompts, settings, batch_size)
             return base, self._answer_batches(prompts, settings, batch_size)
 
-    def _answer_batches(self, prompts: list[list[int]], settings: GenerationSettings, batch_size: int) -> list[str]:
-        """Greedy/sampled answers to tokenized prompts in left-padded batches (the caller holds the lock)."""
+    def answer_passes(self, passes: list[Pass]) -> list[PassAnswers]:
+        """Each pass's answers (in order), with when it started and ended. Where both sides at once measured faster
+        (pane_strategy, for the scorecard's batches), the base passes run in order on one core and the tuned
+        passes on the other: a side that finishes a pass early goes on to its next one instead of waiting for
+        the other side's; else every pass runs in turn on all cores."""
+        if self.adapter_dir is None and any(p.adapter_on for p in passes):
+            raise UsageError("no adapter loaded: pick a finished run or a Hub adapter first")
+        import torch
+
+        prompts = [[self.fit(q, p.settings).ids for q in p.questions] for p in passes]
+        done: list[PassAnswers | None] = [None] * len(passes)
+        cores = torch.get_num_threads()
+        finished = {False: threading.Event(), True: threading.Event()}
+
+        def take_free_cores(adapter_on: bool) -> Callable[[], None]:
+            # Two sides rarely have the same work (the base model rambles to the limit, the tuned one answers in a
+            # line): once the other side is done, this one takes every core for its remaining batches.
+            def check() -> None:
+                if finished[not adapter_on].is_set() and torch.get_num_threads() != cores:
+                    torch.set_num_threads(cores)
+            return check
+
+        def side(adapter_on: bool) -> Callable[[], None]:
+            def run() -> None:
+                for index, one in enumerate(passes):
+                    if one.adapter_on == adapter_on:
+                        started = time.perf_counter()
+                        answers = self._answer_batches(prompts[index], one.settings, one.batch_size,
+                                                       take_free_cores(adapter_on))
+                        done[index] = PassAnswers(answers, started, time.perf_counter())
+                finished[adapter_on].set()
+            return run
+
+        with self._lock:
+            both = {p.adapter_on for p in passes} == {False, True}
+            if both and self._strategy(8, SCORECARD_STRATEGIES) == THREADS:
+                self._warm_up()
+                run_sides_at_once(self.model, TUNED_ADAPTER, [side(False), side(True)], [False, True])
+            else:
+                for adapter_on in (False, True):
+                    with self._adapter_context(adapter_on) if any(p.adapter_on == adapter_on for p in passes) \
+                            else contextlib.nullcontext():
+                        side(adapter_on)()
+        return done
+
+    def _answer_batches(self, prompts: list[list[int]], settings: GenerationSettings, batch_size: int,
+                        before_batch: Callable[[], None] | None = None) -> list[str]:
+        """Greedy/sampled answers to tokenized prompts in left-padded batches (the caller holds the lock);
+        before_batch runs before each."""
         import torch
 
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
         answers: list[str] = [""] * len(prompts)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
+                if before_batch is not None:
+                    before_batch()
                 batch = order[start : start + batch_size]
                 out, width = self._generate([prompts[i] for i in batch], settings)
                 for row, index in enumerate(batch):

@@ -9,9 +9,10 @@ ask the scorecard's own held-out questions, so they cost what its sample costs a
 from __future__ import annotations
 
 import dataclasses
-import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from tuning.chat.probes.forgetting import forgetting_report, judge, load_probe_set
+from tuning.chat.probes.forgetting import forgetting_report, load_probe_set
 from tuning.chat.probes.limits import (
     KALEVALA_UNANSWERABLE_FILE,
     OFF_TOPIC_FILE,
@@ -22,6 +23,7 @@ from tuning.chat.probes.limits import (
 )
 from tuning.chat.retrieval import DEFAULT_TOP_K, NO_SOURCES, RetrievalIndex, sources_for, with_passages
 from tuning.chat.scorecard import fold, has_key_facts, sample_examples
+from tuning.chat.side_by_side import Pass
 from tuning.config import PROBE_NAMES, check_probe_names
 from tuning.data.examples import load_examples, reference_answers, user_prompts
 from tuning.errors import UsageError
@@ -30,6 +32,12 @@ PROBES = PROBE_NAMES
 SHORT_REPLY_TOKENS = 32  # general and off-topic questions want a line, and a redirect is one sentence
 # Measured (AMD EPYC, 2 cores, 48 general questions, 32 tokens): batches of 48 took 6.3 s, of 16 7.8 s, of 8 10.9 s.
 SHORT_BATCH = 32
+# The memorised probe's trained wordings (tuned only, short prompts, scorecard-length answers): 58 of them took 19.5 s
+# in batches of 8, 14.3 s of 16, 9.0 s of 32, the same 44 answers holding their facts (AMD EPYC, 2 cores).
+MEMORISED_BATCH = 32
+# The retrieval pass (58 questions, a ~170-token passage prompt each, base and tuned): 65-78 s in batches of 8,
+# 48-56 s of 16 with base and tuned on a core each, the same answers (AMD EPYC, 2 cores, two rounds). 32 was no faster.
+RETRIEVAL_BATCH = 16
 
 
 def parse_probes(text: str | None) -> tuple[str, ...]:
@@ -69,46 +77,88 @@ def memorised_pairs(held_out: list[dict], training: list[dict]) -> list[dict]:
     return pairs
 
 
-def run_probes(chat, probes: tuple[str, ...], train_file, held_out: list[dict], settings, sample: int = 0,
-               seed: int = 42, unanswerable_file=None, sources=None, top_k: int = DEFAULT_TOP_K,
-               answered: dict[str, tuple[str, str]] | None = None, seconds_per_answer: float = 0.0) -> dict:
-    """Each asked probe's report (eval.json's "probes"), generating with the scorecard's batched answers.
-    held_out: the scorecard's questions (examples); `answered`: its (base, tuned) answers by question, reused
-    rather than asked again, and the seconds each of those pairs took."""
-    answered = answered or {}
+@dataclass
+class ProbePlan:
+    """The asked probes' questions, and the generate passes that answer them (by name), before anything runs."""
+
+    probes: tuple[str, ...]
+    train_file: Path
+    retrieval: dict | None
+    general: list
+    limits: dict[str, list[str]]
+    pairs: list[dict]
+    short_questions: list[str]
+    passes: dict[str, Pass] = field(default_factory=dict)
+
+
+def plan_probes(probes: tuple[str, ...], train_file, held_out: list[dict], settings, sample: int = 0, seed: int = 42,
+                unanswerable_file=None, sources=None, top_k: int = DEFAULT_TOP_K,
+                answered: set[str] | frozenset = frozenset()) -> ProbePlan:
+    """What the probes will ask (UsageError naming the fix for a probe that can't run: nothing is generated yet).
+    `answered`: questions whose base and tuned answers the scorecard has, which no pass asks again."""
     short = dataclasses.replace(settings, max_new_tokens=min(settings.max_new_tokens, SHORT_REPLY_TOKENS))
-    report = {}
-    if "retrieval" in probes:  # first: a run without source documents fails before any other probe spends time
-        report["retrieval"] = _retrieval(chat, train_file, held_out, settings, sources, top_k, answered,
-                                         seconds_per_answer)
+    retrieval = _retrieval_questions(train_file, held_out, sources, top_k) if "retrieval" in probes else None
     general = sample_examples(load_probe_set(), sample, seed) if "forgetting" in probes else []
     limits = _limit_questions(train_file, sample, seed, unanswerable_file) if "limits" in probes else {}
-    # The short questions in one base pass, in big batches (a batch runs to its longest reply, so fewer batches
-    # of these one-line replies cost less); the tuned side skips the general questions the base got wrong: a
-    # skill it never had can't be forgotten.
-    def answers(questions: list[str], adapter_on: bool) -> dict[str, str]:
-        replies = chat.answer_many(questions, adapter_on=adapter_on, settings=short, batch_size=SHORT_BATCH) \
-            if questions else []
-        return dict(zip(questions, replies))
+    pairs = memorised_pairs(held_out, load_examples(train_file).examples) if "memorised" in probes else []
+    plan = ProbePlan(probes, Path(train_file), retrieval, general, limits, pairs,
+                     [q.question for q in general] + [q for part in limits.values() for q in part])
+    if retrieval is not None:
+        plain = retrieval["questions"]
+        if not all(q in answered for q in plain):
+            plan.passes |= {"plain base": Pass(plain, False, settings), "plain tuned": Pass(plain, True, settings)}
+        plan.passes |= {side: Pass(retrieval["prompts"], on, settings, RETRIEVAL_BATCH)
+                        for side, on in (("retrieval base", False), ("retrieval tuned", True))}
+    # The short questions (general and off-topic ones want a line) in big batches: a batch runs to its longest
+    # reply, so fewer batches of one-line replies cost less. Both sides ask all of them, so neither waits on the
+    # other; the forgetting report counts only the skills the base had.
+    if plan.short_questions:
+        plan.passes |= {f"short {side}": Pass(plan.short_questions, on, short, SHORT_BATCH)
+                        for side, on in (("base", False), ("tuned", True))}
+    if pairs:  # the tuned model only: the trained wordings, and the paraphrases unless the scorecard asked them
+        paraphrases = [p["paraphrase"] for p in pairs]
+        asked = [p["trained"] for p in pairs] + ([] if all(q in answered for q in paraphrases) else paraphrases)
+        plan.passes["memorised"] = Pass(asked, True, settings, MEMORISED_BATCH)
+    return plan
 
-    base = answers([q.question for q in general] + [q for part in limits.values() for q in part], False)
-    known = [q.question for q in general if judge(base[q.question], q).correct]
-    tuned = answers(known + [q for part in limits.values() for q in part], True)
-    if "forgetting" in probes:
-        report["forgetting"] = forgetting_report(general, [base[q.question] for q in general],
-                                                 [tuned.get(q.question, "") for q in general]).to_json()
-    if "limits" in probes:
-        report["limits"] = _limits_report(train_file, limits, base, tuned)
-    if "memorised" in probes:
-        report["memorised"] = _memorised(chat, train_file, held_out, settings, answered)
+
+def probe_reports(plan: ProbePlan, done: dict, answered: dict[str, tuple[str, str]],
+                  seconds_per_answer: float = 0.0) -> dict:
+    """Each asked probe's report (eval.json's "probes") from its passes' answers (`done`, by pass name) and the
+    scorecard's (base, tuned) answers by question, which took seconds_per_answer each."""
+    report = {}
+    if plan.retrieval is not None:
+        report["retrieval"] = _retrieval_report(plan.retrieval, done, answered, seconds_per_answer)
+    base = dict(zip(plan.short_questions, done["short base"].answers)) if plan.short_questions else {}
+    tuned = dict(zip(plan.short_questions, done["short tuned"].answers)) if plan.short_questions else {}
+    if "forgetting" in plan.probes:
+        report["forgetting"] = forgetting_report(plan.general, [base[q.question] for q in plan.general],
+                                                 [tuned[q.question] for q in plan.general]).to_json()
+    if "limits" in plan.probes:
+        report["limits"] = _limits_report(plan.train_file, plan.limits, base, tuned)
+    if "memorised" in plan.probes:
+        report["memorised"] = _memorised_report(plan.pairs, done.get("memorised"), answered)
     return report
 
 
-def _both(chat, questions: list[str], settings, answered: dict) -> tuple[list[str], list[str]]:
-    """(base, tuned) answers to the questions, taken from the scorecard's own where it asked them all."""
-    if questions and all(q in answered for q in questions):
-        return [answered[q][0] for q in questions], [answered[q][1] for q in questions]
-    return chat.answer_both_many(questions, settings=settings)
+def answer_in_lanes(chat, passes: dict[str, Pass]) -> dict:
+    """Every pass answered in one chat.answer_passes call, by name: on a CPU where both sides at once measured
+    faster, the base passes run on one core and the tuned ones on the other, each side in the order given, so the
+    tuned side's short answers don't leave its core idle while the base model rambles to the limit."""
+    ordered = sorted(passes.items(), key=lambda item: item[1].adapter_on)  # stable: each side keeps its order
+    return dict(zip((name for name, _ in ordered), chat.answer_passes([one for _, one in ordered]))) if ordered else {}
+
+
+def run_probes(chat, probes: tuple[str, ...], train_file, held_out: list[dict], settings, sample: int = 0,
+               seed: int = 42, unanswerable_file=None, sources=None, top_k: int = DEFAULT_TOP_K,
+               answered: dict[str, tuple[str, str]] | None = None, seconds_per_answer: float = 0.0) -> dict:
+    """Each asked probe's report, generating its passes now (score_run plans them beside the scorecard's own).
+    held_out: the scorecard's questions (examples); `answered`: its (base, tuned) answers by question, reused
+    rather than asked again, and the seconds each of those pairs took."""
+    answered = answered or {}
+    plan = plan_probes(probes, train_file, held_out, settings, sample, seed, unanswerable_file, sources, top_k,
+                       set(answered))
+    return probe_reports(plan, answer_in_lanes(chat, plan.passes), answered, seconds_per_answer)
 
 
 def _limit_questions(train_file, sample, seed, unanswerable_file) -> dict[str, list[str]]:
@@ -151,17 +201,13 @@ def _counts_json(counts) -> dict:
             "redirected": counts.redirected, "failures": counts.examples}
 
 
-def _memorised(chat, train_file, held_out, settings, answered) -> dict:
-    pairs = memorised_pairs(held_out, load_examples(train_file).examples)
+def _memorised_report(pairs: list[dict], done, answered: dict) -> dict:
     if not pairs:
         return {"skipped": "no held-out question has key facts that a training answer holds"}
-    # The tuned model only: the trained wordings, and the paraphrases unless the scorecard already asked them.
-    paraphrases = [p["paraphrase"] for p in pairs]
-    known = all(q in answered for q in paraphrases)
-    asked = [p["trained"] for p in pairs] + ([] if known else paraphrases)
-    answers = chat.answer_many(asked, adapter_on=True, settings=settings)
+    answers = done.answers
     as_trained = answers[:len(pairs)]
-    paraphrased = [answered[q][1] for q in paraphrases] if known else answers[len(pairs):]
+    paraphrases = [p["paraphrase"] for p in pairs]
+    paraphrased = answers[len(pairs):] or [answered[q][1] for q in paraphrases]
     trained_hits = sum(bool(has_key_facts(a, p["key_facts"])) for a, p in zip(as_trained, pairs))
     paraphrase_hits = sum(bool(has_key_facts(a, p["key_facts"])) for a, p in zip(paraphrased, pairs))
     return {"questions": len(pairs), "as_trained": round(trained_hits / len(pairs), 4),
@@ -170,9 +216,9 @@ def _memorised(chat, train_file, held_out, settings, answered) -> dict:
                        f"{paraphrase_hits}/{len(pairs)}"}
 
 
-
-def _retrieval(chat, train_file, held_out, settings, sources, top_k, answered, seconds_per_answer) -> dict:
-    """Key facts and seconds per question for base, tuned, base + retrieval and tuned + retrieval."""
+def _retrieval_questions(train_file, held_out, sources, top_k) -> dict:
+    """The retrieval probe's questions and their prompts with passages; UsageError naming the fix when the run has
+    no source documents or no question has key facts."""
     paths = sources_for(user_prompts(load_examples(train_file).examples), sources)
     if not paths:
         raise UsageError(NO_SOURCES)
@@ -183,22 +229,35 @@ def _retrieval(chat, train_file, held_out, settings, sources, top_k, answered, s
                          "\"key_facts\" (the words a right answer must contain)")
     questions = user_prompts(held_out)
     found = index.top(questions, top_k)
-    started = time.perf_counter()
-    base, tuned = _both(chat, questions, settings, answered)
-    plain_s = time.perf_counter() - started
-    if all(q in answered for q in questions):  # the scorecard's own pass, as it timed it
+    return {"paths": paths, "index": index, "top_k": top_k, "questions": questions, "found": found,
+            "facts": [e["key_facts"] for e in held_out],
+            "prompts": [with_passages(q, p) for q, p in zip(questions, found)]}
+
+
+def both_sides_seconds(base, tuned) -> float:
+    """Wall seconds for both sides of a pass pair: from the first start to the last end (at once, or in turn)."""
+    return max(base.ended, tuned.ended) - min(base.started, tuned.started)
+
+
+def _retrieval_report(retrieval: dict, done: dict, answered: dict, seconds_per_answer: float) -> dict:
+    """Key facts and seconds per question for base, tuned, base + retrieval and tuned + retrieval."""
+    questions, facts = retrieval["questions"], retrieval["facts"]
+    if "plain base" in done:
+        base, tuned = done["plain base"].answers, done["plain tuned"].answers
+        plain_s = both_sides_seconds(done["plain base"], done["plain tuned"])
+    else:  # the scorecard's own pass, as it timed it
+        base, tuned = [answered[q][0] for q in questions], [answered[q][1] for q in questions]
         plain_s = seconds_per_answer * len(questions)
-    started = time.perf_counter()
-    base_r, tuned_r = chat.answer_both_many([with_passages(q, p) for q, p in zip(questions, found)], settings=settings)
-    retrieval_s = time.perf_counter() - started
-    facts = [e["key_facts"] for e in held_out]
+    base_r, tuned_r = done["retrieval base"].answers, done["retrieval tuned"].answers
+    retrieval_s = both_sides_seconds(done["retrieval base"], done["retrieval tuned"])
 
     def rate(answers: list[str]) -> float:
         return round(sum(bool(has_key_facts(a, f)) for a, f in zip(answers, facts)) / len(facts), 4)
 
     per_question = len(questions)
     return {
-        "questions": per_question, "top_k": top_k, "sources": [p.name for p in paths], "passages": len(index.passages),
+        "questions": per_question, "top_k": retrieval["top_k"], "sources": [p.name for p in retrieval["paths"]],
+        "passages": len(retrieval["index"].passages),
         "key_fact": {"base": rate(base), "tuned": rate(tuned), "base+retrieval": rate(base_r),
                      "tuned+retrieval": rate(tuned_r)},
         # Base and tuned answer together (the scorecard's strategy), so seconds are per question for both sides.
@@ -206,5 +265,5 @@ def _retrieval(chat, train_file, held_out, settings, sources, top_k, answered, s
                                  "with retrieval": round(retrieval_s / per_question, 3)},
         "examples": [{"question": q, "passages": [{**p.provenance(), "text": p.text} for p in ps],
                       "base+retrieval": b, "tuned+retrieval": t}
-                     for q, ps, b, t in list(zip(questions, found, base_r, tuned_r))[:5]],
+                     for q, ps, b, t in list(zip(questions, retrieval["found"], base_r, tuned_r))[:5]],
     }
