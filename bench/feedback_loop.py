@@ -4,7 +4,7 @@ vote), then "Train again with my corrections" both ways -- an SFT top-up and DPO
 (tuning.feedback: store, convert, retrain_recipe) and the trainer's CLI. Prints, per method, how many of the N are
 now right and the held-out key-fact rate before and after (all questions, and the ones not corrected).
 
-    python bench/feedback_loop.py RUN_DIR [--questions 5] [--methods sft,dpo] [--keep DIR]
+    python bench/feedback_loop.py RUN_DIR [--questions 5] [--methods sft,dpo] [--keep DIR] [--set KEY=VALUE ...]
 """
 
 import argparse
@@ -15,7 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tuning.config import save_recipe
+import yaml
+
+from tuning.config import apply_settings, save_recipe
 from tuning.feedback.retrain import retrain_recipe
 from tuning.feedback.store import FeedbackItem, add_feedback
 from tuning.runs.files import EVAL_FILE
@@ -37,8 +39,9 @@ def key_facts(rows: list[dict], side: str, questions: set[str] | None = None) ->
     return sum(bool(row[f"{side}_scores"]["key_fact"]) for row in judged), len(judged)
 
 
-def train_child(parent: Path, workspace: Path, method: str, out: Path) -> tuple[dict, float]:
-    recipe = retrain_recipe(parent, workspace, method)
+def train_child(parent: Path, workspace: Path, method: str, out: Path, settings: list[str]) -> tuple[dict, float]:
+    chosen = {key: yaml.safe_load(value) for key, value in (setting.split("=", 1) for setting in settings)}
+    recipe = apply_settings(retrain_recipe(parent, workspace, method), chosen)
     recipe.training.probes = ["forgetting"]  # did the corrections cost general skills; the scorecard is the point
     config = out.parent / f"{method}.yaml"
     save_recipe(recipe, config)
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=5)
     parser.add_argument("--methods", default="sft,dpo")
     parser.add_argument("--keep", type=Path, help="train the children here (default: a temporary folder)")
+    parser.add_argument("--set", action="append", default=[], help="a recipe setting for the children, to try one")
     args = parser.parse_args()
     parent = args.run.resolve()
     report = json.loads((parent / EVAL_FILE).read_text(encoding="utf-8"))
@@ -76,7 +80,7 @@ def main() -> None:
           f"{'minutes':>8}")
     print(f"{'parent':<6} {'0/' + str(len(corrected)):>20} {_rate(before_all):>26} {_rate(before_rest):>26}")
     for method in args.methods.split(","):
-        child, seconds = train_child(parent, workspace, method, work / f"child-{method}")
+        child, seconds = train_child(parent, workspace, method, work / f"child-{method}", args.set)
         rows = child["questions"]
         fixed = key_facts(rows, "tuned", asked)
         forgetting = child.get("probes", {}).get("forgetting", {}).get("summary", "")

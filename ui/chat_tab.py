@@ -306,7 +306,7 @@ def build_chat_tab(dataset_state: gr.State, owner_state: gr.State, feedback_chan
             send = gr.Button("Ask both", variant="primary", scale=1, elem_id="ask-both")
         with gr.Row():
             retry = gr.Button("Retry")
-            clear = gr.Button("Clear")
+            clear = gr.Button("Clear", elem_id="clear-chat")
             with_retrieval = gr.Checkbox(value=False, label=RETRIEVAL_LABEL, elem_id="with-retrieval")
         examples = gr.Dataset(components=[question], samples=[[q] for q in DEFAULT_EXAMPLES],
                               label="Example questions")

@@ -52,7 +52,7 @@ def start_retrain(parent: str | None, method: str, owner: Owner | None):
 
 def build_retrain_panel(owner_state: gr.State, run_state, progress, feedback_changed: gr.State) -> None:
     """The panel; a started run becomes the tab's run (run_state), its line shows in `progress`."""
-    with gr.Accordion("Train again with my corrections", open=False) as panel:
+    with gr.Accordion("Train again with my corrections", open=False, elem_id="retrain-panel") as panel:
         summary = gr.Markdown(elem_id="retrain-summary")
         with gr.Row():
             parent = gr.Dropdown([], label="Continue this finished run", elem_id="retrain-parent", scale=2)

@@ -197,7 +197,7 @@ def learn_from_the_chat(page):
     Chat."""
     question, corrected = "Who compiled the Kalevala?", "Elias Lönnrot compiled the Kalevala from folk poems."
     page.get_by_role("tab", name="Chat").click()
-    page.get_by_role("button", name="Clear").click()  # the picker still holds the run trained above
+    page.locator("#clear-chat").click()  # the picker still holds the run trained above
     ask(page, question)
     wait_until_answered(page, "base-pane")
     tuned_answer = wait_until_answered(page, "tuned-pane")
@@ -218,7 +218,7 @@ def learn_from_the_chat(page):
     screenshot(page, "feedback")
 
     page.get_by_role("tab", name="Train").click()
-    page.get_by_text("Train again with my corrections").first.click()
+    page.locator("#retrain-panel").get_by_text("Train again with my corrections").first.click()
     expect(page.locator("#retrain-summary")).to_contain_text("1 correction", timeout=30_000)
     page.locator("#retrain-start").click()
     expect(page.locator("#train-progress")).to_contain_text("sft-on-", timeout=60_000)

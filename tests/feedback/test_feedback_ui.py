@@ -11,7 +11,7 @@ from tuning.config import DPO, SFT, load_recipe, save_recipe
 from tuning.data.examples import load_examples
 from tuning.data.preferences import load_preferences
 from tuning.errors import UsageError
-from tuning.feedback.retrain import REPLAY_MIN, retrain_recipe
+from tuning.feedback.retrain import REPLAY_MIN, TOPUP_LEARNING_RATE, retrain_recipe
 from tuning.feedback.store import list_feedback
 from tuning.guards.caps import CAP_ENV_PREFIX, SHARED_ENV
 from tuning.runs.owner import Owner, new_visitor_id
@@ -128,6 +128,7 @@ def test_train_again_builds_an_sft_top_up_and_a_dpo_child(tmp_path):
     t = top_up.training
     assert (t.method, Path(t.parent_run), t.replay, t.max_steps) == (SFT, parent.resolve(), REPLAY_MIN, -1)
     assert top_up.data.validation == [] and top_up.model.name == "embedded"
+    assert t.learning_rate == TOPUP_LEARNING_RATE < load_recipe(parent / "config.yaml").training.learning_rate
     rows = load_examples(top_up.data.train).examples
     assert [m["content"] for m in rows[0]["messages"]] == [QUESTION, RIGHT]
 
