@@ -198,6 +198,8 @@ def learn_from_the_chat(page):
     question, corrected = "Who compiled the Kalevala?", "Elias Lönnrot compiled the Kalevala from folk poems."
     page.get_by_role("tab", name="Chat").click()
     page.locator("#clear-chat").click()  # the picker still holds the run trained above
+    # Clear also empties the question box: ask only once it has landed, or it may empty the question typed after it.
+    expect(assistant_messages(page, "base-pane")).to_have_count(0, timeout=30_000)
     ask(page, question)
     wait_until_answered(page, "base-pane")
     tuned_answer = wait_until_answered(page, "tuned-pane")
