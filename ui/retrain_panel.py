@@ -4,6 +4,8 @@ make). The new run is followed by the tab's progress, curves and scorecard like 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from tuning.config import DPO, SFT
@@ -40,12 +42,15 @@ def start_retrain(parent: str | None, method: str, owner: Owner | None):
         return gr.skip(), "**Not started:** this browser is not identified yet -- reload the page"
     if not parent:
         return gr.skip(), "**Not started:** pick a finished run to continue (train one first)"
+    recipe = None
     try:
+        RUNS.check_room(owner)  # before the feedback is copied for a run: a refused click leaves no file behind
         recipe = retrain_recipe(RUNS.run(parent, owner).path, feedback_workspace(owner), method)
-        RUNS.check_room(owner)
         RUNS.preflight(recipe)
         run_id = RUNS.submit(recipe, label=f"{method}-on-{parent[16:]}" if len(parent) > 16 else method, asker=owner)
     except KNOB_ERRORS as error:
+        for snapshot in recipe.data.train if recipe is not None else []:  # over a cap: its copy goes too
+            Path(snapshot).unlink(missing_ok=True)
         return gr.skip(), f"**Not started:** {for_visitor(error)}"
     return run_id, f"Submitted run `{run_id}`: {'an SFT top-up' if method == SFT else 'DPO'} of `{parent}` on your feedback."
 
