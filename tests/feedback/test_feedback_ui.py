@@ -4,6 +4,7 @@ recipe each method needs -- or says what feedback is missing."""
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -141,3 +142,34 @@ def test_train_again_builds_an_sft_top_up_and_a_dpo_child(tmp_path):
     assert load_examples(top_up.data.train).examples  # a queued run keeps the rows it was asked with
     with pytest.raises(UsageError, match="no preference pairs yet"):
         retrain_recipe(parent, workspace, DPO)
+
+
+def test_a_refused_train_again_leaves_no_copy_of_the_feedback(monkeypatch, tmp_path):
+    from tuning.feedback.retrain import SNAPSHOTS_DIR
+    from tuning.guards.caps import CapError
+    from ui import retrain_panel
+
+    owner = Owner(new_visitor_id())
+    vote(owner, "both_wrong", correction=RIGHT)
+    parent = finished_parent(tmp_path / "runs" / "parent")
+
+    class Runs:
+        def __init__(self, refuse_at: str) -> None:
+            self.refuse_at = refuse_at
+
+        def check_room(self, asker):
+            if self.refuse_at == "room":
+                raise CapError("one queued or running run per visitor")
+
+        def run(self, run_id, asker):
+            return SimpleNamespace(path=parent)
+
+        def preflight(self, recipe):
+            raise CapError("the estimated training time is over the cap")
+
+    snapshots = state.feedback_workspace(owner) / "feedback" / SNAPSHOTS_DIR
+    for refuse_at in ("room", "preflight"):
+        monkeypatch.setattr(retrain_panel, "RUNS", Runs(refuse_at))
+        _, line = retrain_panel.start_retrain("parent", SFT, owner)
+        assert line.startswith("**Not started:**")
+        assert not snapshots.exists() or list(snapshots.iterdir()) == []

@@ -70,7 +70,7 @@ def retrain_recipe(parent_dir: Path, workspace: Path, method: str) -> RecipeConf
     the parent itself is checked when the run starts (tuning.training.parent.check_parent)."""
     if method not in METHODS:
         raise UsageError(f"method {str(method)[:20]!r} is not one of {', '.join(METHODS)}")
-    corrections, preferences = (_snapshot(path) for path in write_training_files(workspace))
+    corrections, preferences = write_training_files(workspace)
     parent = Run(Path(parent_dir))
     recipe = copy.deepcopy(parent.recipe())
     t = recipe.training
@@ -80,24 +80,22 @@ def retrain_recipe(parent_dir: Path, workspace: Path, method: str) -> RecipeConf
         if corrections is None:
             raise UsageError(NO_CORRECTIONS)
         rows = feedback_counts(workspace).corrections
-        recipe.data.train = [str(corrections)]
+        recipe.data.train = [str(_snapshot(corrections))]
         t.replay, t.epochs = max(REPLAY_MIN, REPLAY_PER_CORRECTION * rows), TOPUP_EPOCHS
         t.learning_rate = min(t.learning_rate, TOPUP_LEARNING_RATE)
     else:
         if preferences is None:
             raise UsageError(NO_PAIRS)
-        recipe.data.train = [str(preferences)]
+        recipe.data.train = [str(_snapshot(preferences))]
         t.replay, t.epochs, t.learning_rate, t.batch_size, t.grad_accum = 0, DPO_EPOCHS, DPO_LEARNING_RATE, DPO_BATCH, 1
         t.lr_scheduler = "constant"
     t.logging_steps = 1  # a short run: every step is a point on its curves
     return recipe
 
 
-def _snapshot(path: Path | None) -> Path | None:
+def _snapshot(path: Path) -> Path:
     """A copy of a training file for one run to read when it starts: the queue may start it after the visitor has
     deleted feedback (which removes the files made from it) or given more."""
-    if path is None:
-        return None
     kept = path.parent / SNAPSHOTS_DIR / f"{uuid.uuid4().hex[:12]}-{path.name}"
     kept.parent.mkdir(exist_ok=True)
     shutil.copyfile(path, kept)
