@@ -57,13 +57,19 @@ def start_transformers_serve(model_dir: str, port: int, log, startup_s: float = 
     flight run together), offline; returns the process once /health answers, raises if it never does."""
     import os
     import subprocess
-    import time
-    import urllib.request
 
     serve = Path(sys.executable).parent / "transformers"
     server = subprocess.Popen([str(serve), "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
                                "--device", "cpu", "--continuous-batching"],
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT)
+    return wait_until_healthy(server, port, startup_s, "transformers serve")
+
+
+def wait_until_healthy(server, port: int, startup_s: float, what: str):
+    """The server process once http://127.0.0.1:port/health answers; kills it and raises if it exits or never does."""
+    import time
+    import urllib.request
+
     deadline = time.monotonic() + startup_s
     while True:
         try:
@@ -72,7 +78,7 @@ def start_transformers_serve(model_dir: str, port: int, log, startup_s: float = 
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                raise RuntimeError(f"transformers serve did not start on port {port}") from None
+                raise RuntimeError(f"{what} did not start on port {port}") from None
             time.sleep(0.5)
 
 

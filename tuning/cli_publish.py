@@ -1,5 +1,6 @@
-"""`python -m tuning {push,deploy,export,bundle,import-adapter}`: the commands that take a run elsewhere (the Hub,
-a Space, Ollama, a cluster) or bring one in. `tuning/cli.py` registers them and catches their errors."""
+"""`python -m tuning {push,deploy,export,serve,bundle,import-adapter}`: the commands that take a run elsewhere (the
+Hub, a Space, Ollama, an OpenAI-compatible server, a cluster) or bring one in. `tuning/cli.py` registers them and
+catches their errors."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from tuning.runs.run import Run
 
 
 def add_publish_parsers(commands) -> None:
-    """push, export, deploy, bundle and import-adapter, in `python -m tuning --help`'s order."""
+    """push, export, serve, deploy, bundle and import-adapter, in `python -m tuning --help`'s order."""
     _add_push_parser(commands)
     _add_export_parser(commands)
+    _add_serve_parser(commands)
     _add_deploy_parser(commands)
     _add_bundle_parser(commands)
     _add_import_parser(commands)
@@ -138,6 +140,29 @@ def _add_export_parser(commands) -> None:
     export.add_argument("--verify", type=int, default=0, metavar="N",
                         help="read the GGUF back and compare greedy answers to N held-out questions with the merged model")
     export.set_defaults(func=command_export)
+
+
+def command_serve(args) -> int:
+    """Serve the run's merged model over an OpenAI-compatible API until stopped (Ctrl-C)."""
+    from tuning.portable.serve import serve_run
+
+    return serve_run(args.run, host=args.host, port=args.port, merged_dir=args.merged_dir, device=args.device,
+                     announce=lambda line: print(line, flush=True))
+
+
+def _add_serve_parser(commands) -> None:
+    serve = commands.add_parser("serve", help="serve a run over an OpenAI-compatible API (transformers serve)",
+                                description="Merges the run's adapter into its base and serves it with `transformers "
+                                            "serve`: POST /v1/chat/completions with model=<the run's name>. A chat "
+                                            "without a system turn gets the system prompt the run trained with.")
+    serve.add_argument("--run", required=True, help="run folder with an adapter")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda:0...")
+    serve.add_argument("--merged-dir", metavar="DIR",
+                       help="keep the merged model in DIR/<run name> and reuse it next time (default: a temporary "
+                            "folder, removed when the server stops)")
+    serve.set_defaults(func=command_serve)
 
 
 def command_bundle(args) -> int:
