@@ -26,7 +26,7 @@ from tuning.runs.files import FINISHED_STATES, STATUS_FILE, read_status
 APP_DISK_MB = 100  # less than one checkpoint (~117 MB): the app's run fails on its first save
 
 # Train tab knobs after the preset (as /preset_values returns them): model, epochs, max steps, lr, LoRA r,
-# alpha, dropout, batch, accumulation, max length, 4-bit, scorecard questions, probes.
+# alpha, dropout, batch, accumulation, max length, 4-bit, scorecard questions, probes, report_to.
 MODEL_KNOB, MAX_STEPS_KNOB, BATCH_KNOB, MAX_LENGTH_KNOB, PROBES_KNOB = 0, 2, 7, 9, 12
 
 

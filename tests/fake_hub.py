@@ -10,7 +10,9 @@ What it implements, as huggingface_hub 2.x calls it:
   GET  /api/{models,datasets,spaces}/NS/NAME[/revision/REV]   repo info (404 + X-Error-Code: RepoNotFound); with
                                                         ?blobs=true (files_metadata) each sibling has its size,
                                                         blobId and, for an LFS file, "lfs"
-  GET  /api/{type}s/NS/NAME/tree/REV[/PATH]             the file listing snapshot_download reads (one page)
+  GET  /api/{type}s/NS/NAME/tree/REV[/PATH]             the file listing snapshot_download reads (one page); with
+                                                        recursive=false one level, folders as "directory" entries
+                                                        (HfFileSystem, as datasets searches a repo for data files)
   HEAD|GET /[datasets/|spaces/]NS/NAME/resolve/REV/FILE   a file's metadata headers / its bytes, as hf_hub_download
                                                         reads them (404 + X-Error-Code: EntryNotFound)
   POST /api/{type}s/NS/NAME/preupload/REV               upload modes -- ALWAYS "regular", so the client
@@ -27,6 +29,7 @@ request (`/info/lfs/objects/batch`) is refused with 501 because "regular" mode s
 GET /api/agent-harnesses (huggingface_hub's best-effort user-agent registry, fetched while it builds the
 headers of the first authenticated call) gets a plain 404, which the client ignores.
 
+`hub.add_dataset(id, files)` holds a dataset repo as one commit (a real sha, which `datasets` pins).
 A repo's files are held whole in memory; `repo.claimed_sizes` makes the Hub report a size it doesn't hold (a 140 GB
 model), for tests that must be refused before any byte of it is fetched.
 
@@ -204,6 +207,14 @@ class FakeHub:
         repo = self.repos[(repo_type, repo_id)] = Repo(repo_type, repo_id, private)
         return repo
 
+    def add_dataset(self, repo_id: str, files: dict[str, bytes], private: bool = False) -> Repo:
+        """A dataset repo holding files, as one commit (so it has a real sha, as datasets pins it)."""
+        repo = self.add_repo(repo_id, "dataset", private)
+        oid = hashlib.sha1(f"{repo_id}{sorted(files)}".encode()).hexdigest()
+        repo.commits.append(Commit(oid, "Upload dataset", "", dict(files), []))
+        repo.files.update(files)
+        return repo
+
     def fail_next(self, path_part: str, status: int, message: str = "injected failure", method: str | None = None,
                   times: int = 1, code: str | None = None) -> None:
         """Answer the next `times` requests whose path contains path_part with this HTTP error.
@@ -344,7 +355,9 @@ class FakeHub:
         if method == "GET" and action in (None, "revision"):
             return 200, self._repo_info(repo, files_metadata="blobs=true" in query.lower()), {}
         if method == "GET" and action == "tree":
-            return 200, self._tree(repo, (revision or "").partition("/")[2]), {}
+            # HfFileSystem (datasets' data-file search) lists one level at a time: recursive=false
+            return 200, self._tree(repo, (revision or "").partition("/")[2],
+                                   recursive="recursive=false" not in query.lower()), {}
         allowed = SPACE_ACTIONS.get(action) if repo_type == "space" else None
         if method != (allowed or "POST") or action not in ("preupload", "commit", *([action] if allowed else [])):
             with self._lock:
@@ -414,11 +427,16 @@ class FakeHub:
         return {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": repo.sha, "private": repo.private,
                 "siblings": siblings}
 
-    def _tree(self, repo: Repo, folder: str) -> list[dict]:
-        """Every file under folder (recursive), as /tree lists them; one page, so no Link header."""
-        entries = []
+    def _tree(self, repo: Repo, folder: str, recursive: bool = True) -> list[dict]:
+        """Every file under folder (recursive), as /tree lists them; one page, so no Link header. Not recursive:
+        the files right in folder and its subfolders as "directory" entries, as the Hub answers recursive=false."""
+        entries, prefix = [], folder.strip("/") + "/" if folder.strip("/") else ""
+        if not recursive:
+            folders = sorted({prefix + name[len(prefix):].split("/")[0] for name in repo.files
+                              if name.startswith(prefix) and "/" in name[len(prefix):]})
+            entries += [{"type": "directory", "oid": _git_oid(path.encode()), "path": path} for path in folders]
         for name in sorted(repo.files):
-            if folder and not name.startswith(folder.rstrip("/") + "/"):
+            if not name.startswith(prefix) or (not recursive and "/" in name[len(prefix):]):
                 continue
             meta = repo.file_metadata(name)
             entry = {"type": "file", "oid": meta["blobId"], "size": meta["size"], "path": name}

@@ -133,6 +133,10 @@ def test_the_train_tab_and_set_make_the_same_recipe_of_good_values():
     assert by_cli.training.learning_rate == 2e-4 and by_cli.lora.r == 4 and not by_cli.model.load_in_4bit
     knobs = {**preset_settings("kalevala"), **GOOD_SETTINGS}
     assert list(knobs) == list(KNOBS)  # every knob is a recipe key the preset has
+    from visitors import KNOB_MAX_STEPS, KNOB_PROBES  # the HTTP API clients' positions
+
+    assert list(KNOBS).index("training.max_steps") == KNOB_MAX_STEPS
+    assert list(KNOBS).index("training.probes") == KNOB_PROBES
     dataset = {"train_file": "train.jsonl", "validation_file": "validation.jsonl"}
     by_tab = build_recipe("kalevala", knobs, dataset)
     # The tab's sources are the session's documents (none here), never the preset's.
@@ -163,3 +167,19 @@ def test_every_key_has_help():
     for section, keys in describe_fields().items():
         for key, text in keys.items():
             assert text, f"{section}.{key} has no help text"
+
+
+def test_report_to_takes_the_known_trackers_and_refuses_others_naming_them(tmp_path):
+    assert RecipeConfig().training.report_to == []  # default: metrics.jsonl only
+    recipe = apply_overrides(RecipeConfig(), ["training.report_to=[trackio, tensorboard]"])
+    assert recipe.training.report_to == ["trackio", "tensorboard"]
+    assert apply_overrides(RecipeConfig(), ["training.report_to=tensorboard"]).training.report_to == ["tensorboard"]
+    path = tmp_path / "tracked.yaml"
+    save_recipe(recipe, path)
+    assert load_recipe(path).training.report_to == ["trackio", "tensorboard"]
+    for bad in ("[wandb]", "[tensorboard, mlflow]", "none"):
+        with pytest.raises(ConfigError, match=r"'training.report_to': no tracker called .* -- use any of trackio, "
+                                              r"tensorboard, or \[\] for none"):
+            apply_overrides(RecipeConfig(), [f"training.report_to={bad}"])
+    with pytest.raises(ConfigError, match=r"'training.report_to' should be a list of trackers"):
+        recipe_from_dict({"training": {"report_to": {"trackio": True}}})

@@ -14,7 +14,7 @@ QUESTIONS = ["Who compiled the Kalevala?", "What is the Sampo?", "Who is Väinä
              "When is Kalevala Day?", "Who forged the Sampo?", "Who is Aino?", "What is a kantele?"]
 FOLLOW_UP = "Say that again in one short sentence."
 KNOB_MAX_STEPS = 2  # in the Train tab's knobs after the preset: model, epochs, max steps, ...
-KNOB_PROBES = -1  # the last knob: the scorecard probes
+KNOB_PROBES = 12  # the scorecard probes (ui/train_tab.py KNOBS' order, which is the tab's HTTP API)
 
 
 @dataclass

@@ -156,6 +156,20 @@ def command_generate(args) -> int:
     return 0 if summary.kept else 1
 
 
+def command_preview(args) -> int:
+    """Print a row's tokens as training masks them -- colours on a terminal, [[trained]] spans in a log -- with the
+    counts. Only the tokenizer loads."""
+    import os
+
+    from tuning.config import apply_overrides, load_recipe
+    from tuning.data.label_preview import format_preview, preview_row
+
+    recipe = apply_overrides(load_recipe(Path(args.config)), args.set or [])
+    preview = preview_row(recipe, args.row, file=args.file)
+    print(format_preview(preview, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m tuning` argument parser."""
     parser = argparse.ArgumentParser(prog="python -m tuning", description=__doc__)
@@ -194,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "the Kalevala pairs)")
     _add_generation_flags(evaluate)
     evaluate.set_defaults(func=command_eval)
+
+    preview = commands.add_parser("preview", help="a data row's tokens as training masks them: trained on or context")
+    preview.add_argument("--config", default="configs/kalevala.yaml", help="recipe YAML")
+    preview.add_argument("--row", type=int, required=True, metavar="N",
+                         help="the row's number in the data file, from 1 (as error messages number rows)")
+    preview.add_argument("--file", help="which of data.train, by name or path, when it names several (default: the first)")
+    preview.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a recipe value")
+    preview.set_defaults(func=command_preview)
 
     _add_generate_parser(commands)
     add_publish_parsers(commands)

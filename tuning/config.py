@@ -25,6 +25,9 @@ PROBE_NAMES = ("forgetting", "limits", "memorised", "retrieval")
 # What a run trains: supervised answers (sft), or preferred over rejected answers on top of a finished run (dpo).
 SFT, DPO = "sft", "dpo"
 TRAINING_METHODS = (SFT, DPO)
+# Experiment trackers a run may log to besides metrics.jsonl (training.report_to), into its own logs/ folder
+# (tuning/training/tracking.py).
+REPORT_TO_NAMES = ("trackio", "tensorboard")
 
 
 class ConfigError(KanteleError, ValueError):
@@ -44,14 +47,29 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: list[str] = field(default_factory=list, metadata={"help": "training files (jsonl/json/csv, any supported shape)"})
-    validation: list[str] = field(default_factory=list, metadata={"help": "validation files; empty: split from train"})
+    train: list[str] = field(default_factory=list, metadata={
+        "help": "training files (jsonl/json/csv, any supported shape) or Hub datasets: "
+                "hub:OWNER/NAME[@REVISION][:CONFIG]:SPLIT[?prompt=COLUMN&response=COLUMN&rows=N]"})
+    validation: list[str] = field(default_factory=list, metadata={
+        "help": "validation files or hub: datasets, as train; empty: split from train"})
     validation_fraction: float = field(default=0.1, metadata={"help": "share of train held out when no validation file"})
     max_length: int = field(default=512, metadata={"help": "tokens per conversation; longer ones are truncated"})
     system_prompt: str | None = field(default=None, metadata={"help": "system turn added to rows that have none"})
     sources: list[str] = field(default_factory=list, metadata={
         "help": "documents the QA pairs were made from (.txt/.md/.pdf): kept in the run folder, searched by the "
                 "scorecard's retrieval probe and Chat's 'with retrieval'"})
+
+    def __post_init__(self):
+        """A malformed hub: entry is refused with the recipe, not when training reaches it."""
+        for where, entries in (("data.train", self.train), ("data.validation", self.validation)):
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, str) and entry.startswith("hub:"):
+                    from tuning.data.hub_dataset import parse_hub_spec  # here: tuning.data builds on this module
+
+                    try:
+                        parse_hub_spec(entry)
+                    except KanteleError as error:
+                        raise ConfigError(f"'{where}': {error}") from None
 
 
 @dataclass
@@ -104,6 +122,9 @@ class TrainingConfig:
     replay: int = field(default=0, metadata={
         "help": "SFT on a parent: rows of the parent's training data (a seeded sample) mixed into data.train, "
                 "so the top-up doesn't forget"})
+    report_to: list[str] = field(default_factory=list, metadata={
+        "help": f"experiment trackers that also log the run, into its logs/ folder: any of "
+                f"{', '.join(REPORT_TO_NAMES)} (empty: none; metrics.jsonl is written either way)"})
 
 
 @dataclass
@@ -170,6 +191,7 @@ def recipe_from_dict(raw: dict | None, source: str = "recipe") -> RecipeConfig:
     recipe = RecipeConfig(**sections)
     check_probe_names(recipe.training.probes, f"{source}: 'training.probes'")
     check_method(recipe.training, source)
+    check_report_to(recipe.training.report_to, f"{source}: 'training.report_to'")
     return recipe
 
 
@@ -180,6 +202,16 @@ def check_method(training: TrainingConfig, source: str) -> None:
                           f"{', '.join(TRAINING_METHODS)}")
     if training.replay < 0:
         raise ConfigError(f"{source}: 'training.replay' is {training.replay} -- use 0 (none) or a number of rows")
+
+
+def check_report_to(names, where: str) -> None:
+    """ConfigError naming the trackers there are when training.report_to names another (or isn't a list)."""
+    if not isinstance(names, list):
+        raise ConfigError(f"{where} should be a list of trackers, e.g. [trackio, tensorboard] ([]: none)")
+    unknown = [str(name) for name in names if name not in REPORT_TO_NAMES]
+    if unknown:
+        raise ConfigError(f"{where}: no tracker called {', '.join(unknown)} -- use any of "
+                          f"{', '.join(REPORT_TO_NAMES)}, or [] for none")
 
 
 def check_probe_names(names, where: str) -> None:

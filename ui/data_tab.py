@@ -18,6 +18,8 @@ from tuning.data.workspace import (
 from tuning.errors import KanteleError
 from ui.feedback_panel import build_feedback_list
 from ui.generate_panel import build_generate_panel
+from ui.hub_dataset_panel import build_hub_dataset_panel
+from ui.label_preview_panel import build_label_preview_panel
 from ui.plots import token_histogram
 from ui.state import WORKSPACES_DIR, count_tokens_with
 
@@ -165,5 +167,7 @@ def build_data_tab(dataset_state: gr.State, owner_state: gr.State, feedback_chan
         kalevala.click(load_kalevala, dataset_state, outputs)
         upload.click(load_uploads, [files, fraction, dataset_state], outputs)
         page.change(show_page, [page, dataset_state], preview)
+        build_label_preview_panel(dataset_state)
+        build_hub_dataset_panel(dataset_state, outputs, prepare_and_show, fraction)
         build_generate_panel(dataset_state, outputs, prepare_and_show)
         build_feedback_list(owner_state, feedback_changed)

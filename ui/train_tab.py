@@ -8,15 +8,24 @@ from typing import Any
 import gradio as gr
 from gradio.components import Component
 
-from tuning.config import PROBE_NAMES, ConfigError, RecipeConfig, apply_settings, load_recipe, settings_of
+from tuning.config import (
+    PROBE_NAMES,
+    REPORT_TO_NAMES,
+    ConfigError,
+    RecipeConfig,
+    apply_settings,
+    load_recipe,
+    settings_of,
+)
 from tuning.guards.caps import CapError, is_shared
 from tuning.hardware.device import space_gpu_warning
 from tuning.models.loading import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
 from tuning.models.names import check_model_name
 from tuning.runs.caps import check_estimate_caps, check_recipe_caps, check_scorecard_caps
 from tuning.runs.example import EXAMPLE_NAME
-from tuning.runs.files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
+from tuning.runs.files import COMPLETED, FINISHED_STATES, QUEUED, RUNNING, SCORECARD_PHASE
 from tuning.runs.owner import Owner
+from tuning.training.tracking import run_logs, zip_run_logs
 from ui.cluster_export import build_export_panel
 from ui.messages import for_visitor, hide_paths
 from ui.plots import curves_frame
@@ -31,11 +40,16 @@ SHARED_MODEL_LABEL = "Base model (Hub id or 'embedded'; auto = by hardware)"  # 
 PROBES_INFO = ("after the held-out questions: forgetting (general skills kept), limits (off-topic and unanswerable "
                "questions), memorised (facts or sentences), retrieval (would BM25 over the source documents have "
                "done it)")
+REPORT_TO_INFO = ("besides the curves here: TensorBoard event files and a trackio store, in the run's logs/ folder "
+                  "(open them from 'Tracking logs' below)")
 POLL_SECONDS = 2.0
 PREFERENCE_CURVES = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 SHORT_RUN_STEPS = 50
 # What a knob a visitor typed can raise (int(inf) is an OverflowError): each is shown, none is a crash.
 KNOB_ERRORS = (ConfigError, ModelLoadError, ValueError, OverflowError)
+TRACKING_HELP = ("A run whose recipe sets `training.report_to: [trackio, tensorboard]` also logs to TensorBoard and "
+                 "trackio, into its own folder (`logs/`); nothing is sent anywhere. The curves above come from the "
+                 "run's metrics.jsonl either way.")
 
 
 def model_label() -> str:
@@ -69,6 +83,8 @@ KNOBS: dict[str, Callable[[], Component]] = {
                                             precision=0, minimum=0, elem_id="scorecard-questions"),
     "training.probes": lambda: gr.CheckboxGroup(list(PROBE_NAMES), label="Scorecard probes", info=PROBES_INFO,
                                                 render=False, elem_id="scorecard-probes"),
+    "training.report_to": lambda: gr.CheckboxGroup(list(REPORT_TO_NAMES), label="Also log to", info=REPORT_TO_INFO,
+                                                   render=False, elem_id="report-to"),
 }
 
 
@@ -243,6 +259,40 @@ def poll_run(run_id: str | None, owner: Owner | None):
             gr.update(value=preference, visible=not preference.empty))
 
 
+def show_tracking_logs(run_id: str | None, owner: Owner | None):
+    """Where this visitor's run keeps its TensorBoard and trackio logs and the commands that open them; once the run
+    has ended, the logs as a zip too."""
+    if not run_id:
+        return "Start a training run first: its logs are what this shows.", None
+    try:
+        run = RUNS.run(run_id, owner)
+        logs = run_logs(run.path)
+    except (ValueError, OSError) as error:
+        return f"**Can't show its logs:** {for_visitor(error)}", None
+    if not logs:
+        return (f"`{run_id}` has no tracking logs (yet): its recipe's `training.report_to` is empty, or training "
+                "hasn't started."), None
+    commands = "\n".join(hide_paths(item.command) for item in logs)
+    text = f"`{run_id}` keeps them in its run folder; open them from the app's folder with\n```sh\n{commands}\n```"
+    if run.state() not in FINISHED_STATES:
+        return text + "\n\nThey can be downloaded once the run has ended.", None
+    try:
+        archive = zip_run_logs(run.path)
+    except OSError as error:
+        return f"{text}\n\n**Not zipped:** {for_visitor(error)}", None
+    return text, str(archive)
+
+
+def build_tracking_panel(run_state, owner_state: gr.State) -> None:
+    """The run's TensorBoard and trackio logs: where they are, how to open them, and the zip."""
+    with gr.Accordion("Tracking logs (TensorBoard, trackio)", open=False):
+        gr.Markdown(TRACKING_HELP)
+        button = gr.Button("Show this run's logs", elem_id="tracking-logs")
+        status = gr.Markdown(elem_id="tracking-logs-status")
+        archive = gr.File(label="Logs (zip)", interactive=False, elem_id="tracking-logs-file")
+    button.click(show_tracking_logs, [run_state, owner_state], [status, archive])
+
+
 def place(knobs: dict[str, Component], *keys: str) -> None:
     """Show these knobs here (in the row being built), in this order."""
     for key in keys:
@@ -266,7 +316,7 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State, f
         with gr.Row():
             place(knobs, "lora.r", "lora.alpha", "lora.dropout", "data.max_length", "training.scorecard_questions")
         with gr.Row():
-            place(knobs, "training.probes")
+            place(knobs, "training.probes", "training.report_to")
         unplaced = [key for key, knob in knobs.items() if not knob.is_rendered]
         if unplaced:
             raise RuntimeError(f"knobs {unplaced} are in KNOBS but nowhere on the tab -- place() them in a row")
@@ -291,6 +341,7 @@ def build_train_tab(dataset_state: gr.State, run_state, owner_state: gr.State, f
         build_retrain_panel(owner_state, run_state, progress, feedback_changed)
         scorecard = build_scorecard(run_state, owner_state)
         build_export_panel(run_state, owner_state)
+        build_tracking_panel(run_state, owner_state)
         timer = gr.Timer(POLL_SECONDS)
 
         preset.change(fill_knobs, preset, list(knobs.values()))

@@ -9,6 +9,7 @@ import time
 import pytest
 from cluster_runs import lora_adapter, zip_folder
 from helpers import REPO
+from visitors import KNOB_PROBES
 
 from tuning.chat.switcher import ChatSwitcher
 from tuning.config import apply_overrides, load_recipe
@@ -250,7 +251,7 @@ def visitor_with_kalevala(url):
     visitor = Visitor(url, "hostile")
     visitor.client.predict(api_name="/load_kalevala")
     knobs = list(visitor.client.predict("kalevala", api_name="/preset_values"))
-    knobs[-1] = []  # no probes: the scorecard of a run cut short stays short
+    knobs[KNOB_PROBES] = []  # no probes: the scorecard of a run cut short stays short
     return visitor, knobs
 
 

@@ -26,6 +26,7 @@ from tuning.data.files import (
     read_rows,
     summarize_row_errors,
 )
+from tuning.data.hub_dataset import hub_examples_rows, is_hub_spec
 from tuning.data.shapes import (
     PASSTHROUGH_FIELDS,
     is_blank,
@@ -71,6 +72,7 @@ class DataReport:
     max_tokens: int | None = None  # set only when lengths were counted
     ignored_fields: dict[str, int] = field(default_factory=dict)  # field name -> rows where it held data
     notes: list[str] = field(default_factory=list)  # one line per skipped or flagged row, with its file when several
+    revisions: dict[str, str] = field(default_factory=dict)  # a hub: entry -> the commit its rows came from
 
     def summary(self) -> str:
         """One human line, e.g. 'read 340 rows: 338 kept, 1 empty, 1 duplicate removed'."""
@@ -86,6 +88,8 @@ class DataReport:
             line += "; ignored fields: " + ", ".join(
                 f"{k or '(unnamed)'} ({n})" for k, n in self.ignored_fields.items()
             )
+        if self.revisions:
+            line += "; " + ", ".join(f"{entry} at revision {sha}" for entry, sha in self.revisions.items())
         return line
 
 
@@ -98,11 +102,12 @@ class LoadedData:
 
 
 def load_examples(paths, max_tokens=None, count_tokens=None, limits: UploadLimits | None = None) -> LoadedData:
-    """Read one or several data files into validated, deduplicated chat examples and a report (limits: per file)."""
+    """Read one or several data files (or hub: datasets, tuning.data.hub_dataset) into validated, deduplicated chat
+    examples and a report (limits: per file)."""
     path_list = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not path_list:
         raise DataError("no data files given — pass at least one .jsonl, .json or .csv file")
-    names = [Path(p).name for p in path_list]
+    names = [p if is_hub_spec(p) else Path(p).name for p in path_list]
     # errors name the file only when there are several; the full path only when two share a name
     labels = [
         (str(p) if names.count(n) > 1 else n) if len(names) > 1 else "" for p, n in zip(path_list, names, strict=True)
@@ -110,8 +115,12 @@ def load_examples(paths, max_tokens=None, count_tokens=None, limits: UploadLimit
     counting = max_tokens is not None and count_tokens is not None
     report = DataReport(max_tokens=max_tokens if counting else None)
     examples, places, errors, seen = [], [], [], {}
-    for path, label in zip(map(Path, path_list), labels, strict=True):
-        rows, read_errors = read_file_rows(path, limits)
+    for path, label in zip(path_list, labels, strict=True):
+        if is_hub_spec(path):
+            rows, report.revisions[path] = hub_examples_rows(path, limits)
+            read_errors = []
+        else:
+            rows, read_errors = read_file_rows(Path(path), limits)
         errors += [dataclasses.replace(e, file=label) for e in read_errors]
         for number, row in rows:
             where = f"{label} row {number}" if label else f"row {number}"

@@ -14,6 +14,16 @@ from tuning.training.distributed import effective_batch
 SAMPLE_ANSWERS = 3
 
 
+def _data_source(entry: str) -> str:
+    """A training file's name, or a Hub dataset's link and split (a hub: entry)."""
+    from tuning.data.hub_dataset import is_hub_spec, parse_hub_spec
+
+    if not is_hub_spec(entry):
+        return Path(entry).name
+    spec = parse_hub_spec(entry)
+    return f"[{spec.repo_id}](https://huggingface.co/datasets/{spec.repo_id}) ({spec.split})"
+
+
 def _front_matter(base_model: str | None, license_name: str, dataset_repo: str | None = None,
                   merged: bool = False, method: str = SFT) -> str:
     lines = ["---", f"library_name: {'transformers' if merged else 'peft'}", "pipeline_tag: text-generation",
@@ -155,7 +165,7 @@ def render_model_card(run_dir: str | Path, repo_id: str = "YOUR-NAME/YOUR-ADAPTE
              "## How to use", "", _merged_usage(repo_id, inputs) if merged else _usage(base, repo_id, inputs), "",
              "## Training data", "",
              f"{data.get('train_examples', '?')} {trained} and {data.get('validation_examples', '?')} held-out "
-             f"conversations from {', '.join(Path(f).name for f in recipe.data.train)} "
+             f"conversations from {', '.join(_data_source(entry) for entry in recipe.data.train)} "
              f"(fingerprint `{str(data.get('train_fingerprint', ''))[:12]}`)"
              + (f"; published as [{dataset_repo}](https://huggingface.co/datasets/{dataset_repo})." if dataset_repo
                 else "."), "",

@@ -10,7 +10,8 @@ from pathlib import Path
 from tuning.quiet import quiet_library_noise
 from tuning.runs.files import LOG_FILE
 
-LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "huggingface_hub")
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "huggingface_hub",
+             "trackio", "tensorboard")  # the trackers: their logs' format is theirs (training.report_to)
 
 
 def setup_logging(run_dir: Path, to_file: bool = True) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from tuning.atomic import disk_full_error, is_disk_full, staged_dir
 from tuning.chat.probes.inputs import check_probe_inputs
 from tuning.config import DPO, RecipeConfig, TrainingConfig, save_recipe
-from tuning.data.chat_template import IGNORE_INDEX, encode_for_training, with_system_prompt
+from tuning.data.chat_template import IGNORE_INDEX, EncodedExample, encode_for_training, with_system_prompt
 from tuning.data.examples import (
     find_overlap,
     fingerprint_examples,
@@ -73,6 +73,7 @@ from tuning.training.parent import (
     replay_rows,
     write_lineage,
 )
+from tuning.training.tracking import report_arguments
 
 log = logging.getLogger("tuning.training.train")
 
@@ -115,6 +116,7 @@ def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = 
         log.warning("%d validation question(s) also appear in the training data (validation rows %s): their "
                     "scores measure memory, not learning -- remove them from one side", len(leaked), leaked[:20])
     if record:
+        hub_revisions = {**train.report.revisions, **(validation.report.revisions if recipe.data.validation else {})}
         write_jsonl(train_rows, run_dir / RUN_DATA_DIR / RUN_TRAIN_FILE)
         write_jsonl(validation_rows, run_dir / RUN_DATA_DIR / RUN_VALIDATION_FILE)
         keep_source_documents(recipe.data.sources, run_dir)
@@ -128,6 +130,8 @@ def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = 
                 "train_fingerprint": fingerprint_examples(train_rows),
                 "validation_fingerprint": fingerprint_examples(validation_rows),
                 "train_report": train.report.summary(),
+                # hub: entries -> the commit their rows came from (a rerun pins @sha to get the same rows)
+                **({"hub_revisions": hub_revisions} if hub_revisions else {}),
                 **({"new_examples": len(new_rows), "new_fingerprint": fingerprint_examples(new_rows),
                     "replay_from": parent.run.id, "replay_examples": len(replay),
                     "replay_fingerprint": fingerprint_examples(replay)} if parent else {}),
@@ -136,13 +140,19 @@ def prepare_data(recipe: RecipeConfig, tokenizer, run_dir: Path, record: bool = 
     return encode_rows(train_rows, tokenizer, recipe), encode_rows(validation_rows, tokenizer, recipe)
 
 
+def encode_row(row: dict, tokenizer, recipe: RecipeConfig) -> EncodedExample:
+    """One conversation as training tokenizes it: the recipe's system turn added where it has none, the chat
+    template, assistant-only labels, cut at data.max_length (the label-mask preview shows this same call)."""
+    return encode_for_training(
+        tokenizer, with_system_prompt(row["messages"], recipe.data.system_prompt), recipe.data.max_length
+    )
+
+
 def encode_rows(rows: list[dict], tokenizer, recipe: RecipeConfig) -> list[dict]:
     """Tokenize conversations; rows whose answer is cut off entirely by max_length are reported and left out."""
     encoded, unusable = [], []
     for number, row in enumerate(rows, start=1):
-        example = encode_for_training(
-            tokenizer, with_system_prompt(row["messages"], recipe.data.system_prompt), recipe.data.max_length
-        )
+        example = encode_row(row, tokenizer, recipe)
         if all(label == IGNORE_INDEX for label in example.labels):
             unusable.append(number)
             continue
@@ -236,7 +246,8 @@ def loop_arguments(recipe: RecipeConfig, run_dir: Path) -> dict:
         remove_unused_columns=False,
         dataloader_pin_memory=on_gpu,
         include_num_input_tokens_seen="non_padding",  # counted as batches are trained: tokens/s in metrics
-        report_to="none",
+        # training.report_to: TensorBoard and trackio, logging into the run folder's logs/ (never a Space)
+        **report_arguments(recipe, run_dir),
         disable_tqdm=True,
     )
 
