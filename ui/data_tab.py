@@ -167,7 +167,8 @@ def build_data_tab(dataset_state: gr.State, owner_state: gr.State, feedback_chan
         kalevala.click(load_kalevala, dataset_state, outputs)
         upload.click(load_uploads, [files, fraction, dataset_state], outputs)
         page.change(show_page, [page, dataset_state], preview)
-        build_label_preview_panel(dataset_state)
+        # Where else rows come from (the Hub, documents), then what training will make of a row.
         build_hub_dataset_panel(dataset_state, outputs, prepare_and_show, fraction)
         build_generate_panel(dataset_state, outputs, prepare_and_show)
+        build_label_preview_panel(dataset_state)
         build_feedback_list(owner_state, feedback_changed)

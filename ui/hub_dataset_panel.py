@@ -137,7 +137,7 @@ def build_hub_dataset_panel(dataset_state: gr.State, data_outputs: list, prepare
             repo = gr.Textbox(label="Dataset id", placeholder="OWNER/NAME", elem_id="hub-dataset-id")
             config = gr.Textbox(label="Config (optional)", elem_id="hub-dataset-config")
             split = gr.Textbox(label="Split", value="train", elem_id="hub-dataset-split")
-            rows = gr.Number(label="Rows (the first N; empty: all)", precision=0, minimum=1,
+            rows = gr.Number(None, label="Rows (the first N; empty: all)", precision=0, minimum=1,
                              elem_id="hub-dataset-rows")
         token = gr.Textbox(type="password", label="Your Hugging Face read token (optional)",
                            elem_id="hub-dataset-token")
