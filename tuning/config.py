@@ -64,7 +64,7 @@ class DataConfig:
         for where, entries in (("data.train", self.train), ("data.validation", self.validation)):
             for entry in entries if isinstance(entries, list) else []:
                 if isinstance(entry, str) and entry.startswith("hub:"):
-                    from tuning.data.hub_dataset import parse_hub_spec  # here: tuning.data builds on this module
+                    from tuning.data.hub_spec import parse_hub_spec  # here: tuning.data builds on this module
 
                     try:
                         parse_hub_spec(entry)

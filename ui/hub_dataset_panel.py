@@ -1,6 +1,6 @@
 """Data tab, "From the Hugging Face Hub": a dataset by id -> its columns' roles detected (and correctable) -> the
 workspace's dataset, as an upload. The Gradio wiring only: fetching, caps, tokens and mapping are
-tuning/data/hub_dataset.py's, as they are for a recipe's `hub:` entry."""
+tuning/data/hub_dataset.py's (and hub_workspace.py's), as they are for a recipe's `hub:` entry."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ from pathlib import Path
 import gradio as gr
 
 from tuning.data.files import upload_limits
-from tuning.data.hub_dataset import (
-    ROLES,
-    HubLoad,
-    dataset_token,
-    hub_spec,
-    load_hub_into_workspace,
-    remap_hub_load,
-)
+from tuning.data.hub_dataset import dataset_token
+from tuning.data.hub_spec import ROLES, hub_spec
+from tuning.data.hub_workspace import HubLoad, load_hub_into_workspace, remap_hub_load
 from tuning.data.workspace import new_workspace
 from tuning.errors import KanteleError
 from tuning.guards.caps import is_shared

@@ -1,6 +1,7 @@
-"""A Hub dataset by id (tuning/data/hub_dataset.py): the real `datasets` and `huggingface_hub` against the fake Hub on
-loopback -- shapes detected and corrected, config and split, the trainer's own load recording the commit, the
-visitor's token and never the owner's, clear offline and missing messages, hostile ids refused before any request."""
+"""A Hub dataset by id (tuning/data/hub_spec.py, hub_dataset.py, hub_workspace.py): the real `datasets` and
+`huggingface_hub` against the fake Hub on loopback -- shapes detected and corrected, config and split, the trainer's
+own load recording the commit, the visitor's token and never the owner's, clear offline and missing messages, hostile
+ids refused before any request."""
 
 import json
 from pathlib import Path
@@ -14,18 +15,9 @@ from datasets import config as datasets_config
 from tuning.config import ConfigError, recipe_from_dict
 from tuning.data.examples import load_examples
 from tuning.data.files import upload_limits
-from tuning.data.hub_dataset import (
-    HubDatasetError,
-    HubDatasetNotFoundError,
-    HubOfflineError,
-    dataset_token,
-    detect_columns,
-    fetch_hub_rows,
-    hub_spec,
-    load_hub_into_workspace,
-    parse_hub_spec,
-    remap_hub_load,
-)
+from tuning.data.hub_dataset import dataset_token, detect_columns, fetch_hub_rows
+from tuning.data.hub_spec import HubDatasetError, HubDatasetNotFoundError, HubOfflineError, hub_spec, parse_hub_spec
+from tuning.data.hub_workspace import load_hub_into_workspace, remap_hub_load
 from tuning.data.workspace import UPLOADS_DIR, new_workspace
 
 PUBLIC = "alice/kalevala-qa"

@@ -26,7 +26,8 @@ from tuning.data.files import (
     read_rows,
     summarize_row_errors,
 )
-from tuning.data.hub_dataset import hub_examples_rows, is_hub_spec
+from tuning.data.hub_dataset import hub_examples_rows
+from tuning.data.hub_spec import is_hub_spec
 from tuning.data.shapes import (
     PASSTHROUGH_FIELDS,
     is_blank,

@@ -15,15 +15,12 @@ formats are data-only ones).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, quote
 
 from tuning.data.files import (
     MAX_ROWS_ENV,
@@ -34,23 +31,18 @@ from tuning.data.files import (
     format_size,
     one_line,
 )
+from tuning.data.hub_spec import (
+    ROWS_OPTION,
+    HubDatasetError,
+    HubDatasetNotFoundError,
+    HubDatasetSpec,
+    HubOfflineError,
+    check_roles,
+    parse_hub_spec,
+)
 from tuning.data.shapes import ALPACA_INPUT_FIELD, PASSTHROUGH_FIELDS, SYSTEM_FIELD, is_blank
 from tuning.errors import first_line
 
-HUB_PREFIX = "hub:"
-DEFAULT_SPLIT = "train"
-SPEC_SYNTAX = "hub:OWNER/NAME[@REVISION][:CONFIG]:SPLIT[?prompt=COLUMN&response=COLUMN&rows=N]"
-# OWNER/NAME as the Hub spells ids: letters, digits, '-', '_', '.', each part at most 96 characters; the
-# '..' and '--' checks are huggingface_hub's validate_repo_id, run after this.
-_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"
-DATASET_ID = re.compile(rf"{_PART}/{_PART}")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a config or split name; a branch or tag below
-REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}")
-MAX_COLUMN_CHARS = 200
-# The roles a column may take: the question (and an Alpaca-style extra input), the answer, a system prompt, or a
-# whole conversation.
-ROLES = ("prompt", "input", "response", "system", "messages")
-ROWS_OPTION = "rows"
 # The packaged builders that only read data; anything else (images, audio, video, PDFs, webdataset) is refused.
 TEXT_FORMATS = ("json", "csv", "parquet", "arrow")
 DETECT_ROWS = 50  # rows the shape detection looks at
@@ -61,43 +53,6 @@ DATASETS_PAGE = "https://huggingface.co/datasets"
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 
 
-class HubDatasetError(DataError):
-    """A Hub dataset that can't be loaded as asked; one line naming the dataset and the fix."""
-
-
-class HubOfflineError(HubDatasetError):
-    """The Hub is switched off (HF_HUB_OFFLINE) or can't be reached."""
-
-
-class HubDatasetNotFoundError(HubDatasetError):
-    """The dataset (or its config, split or revision) isn't there, or the token may not see it."""
-
-
-@dataclass(frozen=True)
-class HubDatasetSpec:
-    """One Hub dataset split as a recipe names it; `columns` maps a role (ROLES) to a column, `rows` takes the
-    first rows only (None: all, within the limits)."""
-
-    repo_id: str
-    split: str = DEFAULT_SPLIT
-    config: str | None = None
-    revision: str | None = None
-    columns: dict[str, str] = field(default_factory=dict, hash=False)
-    rows: int | None = None
-
-    def __str__(self) -> str:
-        name = self.repo_id + (f"@{self.revision}" if self.revision else "")
-        text = HUB_PREFIX + name + (f":{self.config}" if self.config else "") + f":{self.split}"
-        options = [(role, self.columns[role]) for role in ROLES if role in self.columns]
-        options += [(ROWS_OPTION, str(self.rows))] if self.rows else []
-        return text + ("?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in options) if options else "")
-
-    @property
-    def label(self) -> str:
-        """The short name messages use: hub:OWNER/NAME[:CONFIG]:SPLIT."""
-        return f"{HUB_PREFIX}{self.repo_id}" + (f":{self.config}" if self.config else "") + f":{self.split}"
-
-
 @dataclass
 class HubRows:
     """The raw rows of one split, numbered from 1, the commit they came from and the columns they have."""
@@ -106,98 +61,6 @@ class HubRows:
     revision: str
     rows: list[tuple[int, dict]]
     columns: list[str]
-
-
-def is_hub_spec(entry) -> bool:
-    """True for a data entry that names a Hub dataset (hub:...) rather than a file."""
-    return isinstance(entry, str) and entry.startswith(HUB_PREFIX)
-
-
-def check_dataset_id(repo_id) -> str:
-    """repo_id itself when it is an OWNER/NAME Hub dataset id; HubDatasetError otherwise, before any request.
-    Never a path (datasets reads a local folder of that name), a URL, '..', or more than two parts."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    text = repo_id if isinstance(repo_id, str) else ""
-    ok = bool(DATASET_ID.fullmatch(text)) and ".." not in text and "--" not in text
-    if ok:
-        try:
-            validate_repo_id(text)
-        except HFValidationError:
-            ok = False
-    if not ok:
-        shown = one_line(str(repo_id))[:120]
-        raise HubDatasetError(f"'{shown}' is not a Hub dataset id — write it as OWNER/NAME, e.g. "
-                              "tatsu-lab/alpaca (letters, digits, '-', '_', '.'; no paths or addresses)")
-    return text
-
-
-def hub_spec(repo_id: str, split: str = "", config: str = "", revision: str = "",
-             columns: dict[str, str] | None = None, rows: int | None = None) -> HubDatasetSpec:
-    """A checked spec from its parts (the Data tab's boxes): blanks take the defaults."""
-    repo_id = check_dataset_id((repo_id or "").strip())
-    label = f"{HUB_PREFIX}{repo_id}"
-    split = _checked(NAME, (split or "").strip() or DEFAULT_SPLIT, "split", label)
-    config = _checked(NAME, (config or "").strip(), "config", label) if (config or "").strip() else None
-    revision = _checked(REVISION, (revision or "").strip(), "revision", label) if (revision or "").strip() else None
-    if revision and ".." in revision:
-        raise HubDatasetError(f"{label}: the revision '{one_line(revision)}' holds '..' — name a branch, tag or commit")
-    checked = {}
-    for role, column in (columns or {}).items():
-        if role not in ROLES:
-            raise HubDatasetError(f"{label}: '{one_line(str(role))[:40]}' is not a column role — use any of "
-                                  f"{', '.join(ROLES)} (or {ROWS_OPTION}=N)")
-        column = str(column or "").strip()
-        if column:
-            if len(column) > MAX_COLUMN_CHARS or not column.isprintable():
-                raise HubDatasetError(f"{label}: the column for {role} is not a column name — "
-                                      f"use one of the dataset's columns")
-            checked[role] = column
-    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
-        raise HubDatasetError(f"{label}: {ROWS_OPTION}={rows!r} — take a number of rows of 1 or more, or leave it out")
-    _check_roles(checked, label)
-    return HubDatasetSpec(repo_id, split, config, revision, checked, rows or None)
-
-
-def parse_hub_spec(text: str) -> HubDatasetSpec:
-    """The spec a recipe entry names (SPEC_SYNTAX); HubDatasetError naming the syntax when it is malformed."""
-    if not is_hub_spec(text):
-        raise HubDatasetError(f"'{one_line(str(text))[:120]}' is not a Hub dataset — write {SPEC_SYNTAX}")
-    body, _, query = text[len(HUB_PREFIX):].partition("?")
-    name, *parts = body.split(":")
-    repo_id, _, revision = name.partition("@")
-    if len(parts) > 2:
-        raise HubDatasetError(f"'{one_line(text)[:120]}' has too many ':' parts — write {SPEC_SYNTAX}")
-    config, split = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else "")
-    if config == "" or (parts and split == ""):
-        raise HubDatasetError(f"'{one_line(text)[:120]}' has an empty config or split — write {SPEC_SYNTAX}")
-    columns, rows = {}, None
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=len(ROLES) + 1)
-    except ValueError:
-        raise HubDatasetError(f"'{one_line(text)[:120]}': the options after '?' are not ROLE=COLUMN pairs "
-                              f"joined by '&' — write {SPEC_SYNTAX}") from None
-    for key, value in pairs:
-        if key == ROWS_OPTION:
-            rows = int(value) if value.isdigit() else value
-        else:
-            columns[key] = value
-    return hub_spec(repo_id, split or DEFAULT_SPLIT, config or "", revision, columns, rows)  # type: ignore[arg-type]
-
-
-def _checked(pattern: re.Pattern, value: str, what: str, label: str) -> str:
-    if not pattern.fullmatch(value):
-        raise HubDatasetError(f"{label}: '{one_line(value)[:60]}' is not a {what} name — use letters, digits, "
-                              "'-', '_' and '.'")
-    return value
-
-
-def _check_roles(columns: dict[str, str], label: str) -> None:
-    if "messages" in columns and ({"prompt", "input", "response"} & set(columns)):
-        raise HubDatasetError(f"{label}: name either a messages column or prompt and response columns, not both")
-    if "messages" not in columns and columns and not {"prompt", "response"} <= set(columns):
-        raise HubDatasetError(f"{label}: name both the prompt and the response column (or one messages column)")
 
 
 def dataset_token(visitor_token: str | None = None) -> str | bool | None:
@@ -452,7 +315,7 @@ def map_rows(rows: list[tuple[int, dict]], columns: dict[str, str], label: str) 
     """The rows in the shape the roles name (prompt/response, Alpaca when there is an input, or messages), with
     the fields every example keeps (key facts, source, id); other columns are left out (unused_columns says which).
     HubDatasetError when a named column isn't in the rows."""
-    _check_roles(columns, label)
+    check_roles(columns, label)
     known = {key for _, row in rows for key in row}
     missing = [column for column in columns.values() if column not in known]
     if missing:
@@ -511,92 +374,3 @@ def write_rows(rows: list[tuple[int, dict]], path: Path) -> Path:
         for _, row in rows:
             handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     return path
-
-
-# --- into a visitor's workspace (the Data tab) ------------------------------------------------------
-
-HUB_DIR = "hub"  # a workspace's raw Hub rows, kept so a corrected mapping needs no second download
-
-
-@dataclass
-class HubLoad:
-    """A Hub split in a workspace: where its raw rows are kept, its columns and commit, the mapping in force and
-    the mapped file that joined the uploads (None until a mapping is known), and the columns it leaves out."""
-
-    spec: HubDatasetSpec
-    revision: str
-    columns: list[str]
-    raw_file: Path
-    mapping: dict[str, str]
-    kept_file: Path | None
-    unused: list[str]
-    first_row: dict
-
-    @property
-    def recipe_entry(self) -> str:
-        """The same rows as a recipe's data.train entry: pinned to the commit, with the mapping."""
-        pinned = HubDatasetSpec(self.spec.repo_id, self.spec.split, self.spec.config, self.revision,
-                                dict(self.mapping), self.spec.rows)
-        return str(pinned)
-
-
-def hub_file_stem(spec: HubDatasetSpec, revision: str) -> str:
-    """A file name for the split's rows that says where they came from: hub-OWNER--NAME[-CONFIG]-SPLIT-COMMIT."""
-    parts = [spec.repo_id.replace("/", "--"), *([spec.config] if spec.config else []), spec.split, revision[:12]]
-    return "hub-" + "-".join(parts)
-
-
-def load_hub_into_workspace(workspace: Path, spec: HubDatasetSpec, token: str | bool | None,
-                            limits: UploadLimits | None = None) -> HubLoad:
-    """Fetch the split within the limits, keep its raw rows in the workspace and, when the columns' roles are
-    detected (or named in the spec), their mapped copy among the uploads."""
-    from tuning.data.files import upload_limits
-
-    limits = limits or upload_limits()
-    fetched = fetch_hub_rows(spec, token, limits)
-    raw_file = Path(workspace) / HUB_DIR / f"{hub_file_stem(spec, fetched.revision)}.jsonl"
-    _keep_file(Path(workspace), [(raw_file, fetched.rows)], limits)
-    load = HubLoad(spec, fetched.revision, fetched.columns, raw_file, {}, None, [], fetched.rows[0][1])
-    mapping = spec.columns or detect_columns(fetched.rows)
-    return remap_hub_load(Path(workspace), load, mapping, limits, fetched.rows) if mapping else load
-
-
-def remap_hub_load(workspace: Path, load: HubLoad, mapping: dict[str, str], limits: UploadLimits | None = None,
-                   rows: list[tuple[int, dict]] | None = None) -> HubLoad:
-    """The kept rows mapped as `mapping` says (roles -> columns), kept among the uploads like an upload."""
-    from tuning.data.files import upload_limits
-    from tuning.data.workspace import keep_uploads
-
-    limits = limits or upload_limits()
-    mapping = {role: column for role, column in mapping.items() if column}
-    rows = rows if rows is not None else read_kept_rows(load.raw_file)
-    mapped = map_rows(rows, mapping, load.spec.label)
-    with tempfile.TemporaryDirectory(prefix="kantele-hub-") as scratch:
-        staged = write_rows(mapped, Path(scratch) / f"{load.raw_file.stem}.jsonl")
-        kept = keep_uploads(Path(workspace), [staged], limits)[0]
-    return dataclasses.replace(load, mapping=mapping, kept_file=kept, unused=unused_columns(load.columns, mapping))
-
-
-def _keep_file(workspace: Path, files: list[tuple[Path, list[tuple[int, dict]]]], limits: UploadLimits) -> None:
-    """Write rows into the workspace, all or none, if the workspace stays within its byte limit."""
-    from tuning.atomic import staged_file
-    from tuning.data.workspace import check_workspace_size
-
-    with tempfile.TemporaryDirectory(prefix="kantele-hub-") as scratch:
-        staged = [write_rows(rows, Path(scratch) / f"{number}.jsonl") for number, (_, rows) in enumerate(files)]
-        targets = [target for target, _ in files]
-        check_workspace_size(workspace, staged, targets, limits)
-        for source, target in zip(staged, targets, strict=True):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with staged_file(target) as temp:
-                shutil.copyfile(source, temp)
-
-
-def read_kept_rows(raw_file: Path) -> list[tuple[int, dict]]:
-    """The raw rows a HubLoad kept, numbered as they came."""
-    rows = []
-    with open(raw_file, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                rows.append((number, json.loads(line)))
-    return rows

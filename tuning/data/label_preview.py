@@ -21,7 +21,8 @@ from tuning.config import DPO, RecipeConfig
 from tuning.data.chat_template import IGNORE_INDEX
 from tuning.data.examples import load_examples, split_examples
 from tuning.data.files import DataError, one_line, read_file_rows
-from tuning.data.hub_dataset import hub_examples_rows, is_hub_spec
+from tuning.data.hub_dataset import hub_examples_rows
+from tuning.data.hub_spec import is_hub_spec
 from tuning.data.shapes import is_blank, normalize_row_with_shape
 from tuning.errors import UsageError
 

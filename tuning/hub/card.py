@@ -16,7 +16,7 @@ SAMPLE_ANSWERS = 3
 
 def _data_source(entry: str) -> str:
     """A training file's name, or a Hub dataset's link and split (a hub: entry)."""
-    from tuning.data.hub_dataset import is_hub_spec, parse_hub_spec
+    from tuning.data.hub_spec import is_hub_spec, parse_hub_spec
 
     if not is_hub_spec(entry):
         return Path(entry).name
