@@ -8,6 +8,7 @@ from tuning.errors import KanteleError
 from tuning.portable.bundle import plan_bundle, write_bundle_zip
 from tuning.runs.owner import Owner
 from ui.messages import for_visitor
+from ui.run_download import run_download_panel
 from ui.state import RUNS
 
 CLUSTER_EXPORT_DIR = "cluster"  # inside the run folder: the bundle belongs to its run
@@ -33,9 +34,5 @@ def export_for_cluster(run_id: str | None, owner: Owner | None):
 
 def build_export_panel(run_state, owner_state: gr.State) -> None:
     """The 'Export for a cluster' button and the zip it makes."""
-    with gr.Accordion("Train on a cluster (export this run)", open=False):
-        gr.Markdown(EXPORT_HELP)
-        button = gr.Button("Export for a cluster", elem_id="export-cluster")
-        status = gr.Markdown(elem_id="export-cluster-status")
-        bundle = gr.File(label="Cluster bundle", interactive=False, elem_id="export-cluster-file")
-    button.click(export_for_cluster, [run_state, owner_state], [status, bundle])
+    run_download_panel("Train on a cluster (export this run)", EXPORT_HELP, "Export for a cluster", "Cluster bundle",
+                       "export-cluster", export_for_cluster, [run_state, owner_state])

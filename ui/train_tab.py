@@ -23,9 +23,8 @@ from tuning.models.loading import GPU_DEFAULT_MODEL, ModelLoadError, has_gpu
 from tuning.models.names import check_model_name
 from tuning.runs.caps import check_estimate_caps, check_recipe_caps, check_scorecard_caps
 from tuning.runs.example import EXAMPLE_NAME
-from tuning.runs.files import COMPLETED, FINISHED_STATES, QUEUED, RUNNING, SCORECARD_PHASE
+from tuning.runs.files import COMPLETED, QUEUED, RUNNING, SCORECARD_PHASE
 from tuning.runs.owner import Owner
-from tuning.training.tracking import run_logs, zip_run_logs
 from ui.cluster_export import build_export_panel
 from ui.messages import for_visitor, hide_paths
 from ui.plots import curves_frame
@@ -33,6 +32,7 @@ from ui.retrain_panel import build_retrain_panel
 from ui.scorecard import build_scorecard, refresh_scorecard
 from ui.state import CHAT, CONFIGS_DIR, RUNS
 from ui.storage_note import storage_note
+from ui.tracking_panel import build_tracking_panel
 
 MODEL_CHOICES = ["auto", "embedded", GPU_DEFAULT_MODEL]
 MODEL_LABEL = "Base model (Hub id, local folder, 'embedded'; auto = by hardware)"
@@ -47,9 +47,6 @@ PREFERENCE_CURVES = ("rewards/chosen", "rewards/rejected", "rewards/margins", "r
 SHORT_RUN_STEPS = 50
 # What a knob a visitor typed can raise (int(inf) is an OverflowError): each is shown, none is a crash.
 KNOB_ERRORS = (ConfigError, ModelLoadError, ValueError, OverflowError)
-TRACKING_HELP = ("A run whose recipe sets `training.report_to: [trackio, tensorboard]` also logs to TensorBoard and "
-                 "trackio, into its own folder (`logs/`); nothing is sent anywhere. The curves above come from the "
-                 "run's metrics.jsonl either way.")
 
 
 def model_label() -> str:
@@ -257,40 +254,6 @@ def poll_run(run_id: str | None, owner: Owner | None):
             hide_paths(view.log_tail), gr.update(visible=view.adapter_ready),
             gr.update(visible=view.resumable), gr.update(interactive=view.state in (QUEUED, RUNNING)),
             gr.update(value=preference, visible=not preference.empty))
-
-
-def show_tracking_logs(run_id: str | None, owner: Owner | None):
-    """Where this visitor's run keeps its TensorBoard and trackio logs and the commands that open them; once the run
-    has ended, the logs as a zip too."""
-    if not run_id:
-        return "Start a training run first: its logs are what this shows.", None
-    try:
-        run = RUNS.run(run_id, owner)
-        logs = run_logs(run.path)
-    except (ValueError, OSError) as error:
-        return f"**Can't show its logs:** {for_visitor(error)}", None
-    if not logs:
-        return (f"`{run_id}` has no tracking logs (yet): its recipe's `training.report_to` is empty, or training "
-                "hasn't started."), None
-    commands = "\n".join(hide_paths(item.command) for item in logs)
-    text = f"`{run_id}` keeps them in its run folder; open them from the app's folder with\n```sh\n{commands}\n```"
-    if run.state() not in FINISHED_STATES:
-        return text + "\n\nThey can be downloaded once the run has ended.", None
-    try:
-        archive = zip_run_logs(run.path)
-    except OSError as error:
-        return f"{text}\n\n**Not zipped:** {for_visitor(error)}", None
-    return text, str(archive)
-
-
-def build_tracking_panel(run_state, owner_state: gr.State) -> None:
-    """The run's TensorBoard and trackio logs: where they are, how to open them, and the zip."""
-    with gr.Accordion("Tracking logs (TensorBoard, trackio)", open=False):
-        gr.Markdown(TRACKING_HELP)
-        button = gr.Button("Show this run's logs", elem_id="tracking-logs")
-        status = gr.Markdown(elem_id="tracking-logs-status")
-        archive = gr.File(label="Logs (zip)", interactive=False, elem_id="tracking-logs-file")
-    button.click(show_tracking_logs, [run_state, owner_state], [status, archive])
 
 
 def place(knobs: dict[str, Component], *keys: str) -> None:

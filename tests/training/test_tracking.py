@@ -115,13 +115,13 @@ def test_the_train_tab_shows_a_visitor_their_own_runs_logs_and_no_one_elses(trac
     from tuning.runs.owner import Owner, new_visitor_id, record_owner
     from tuning.runs.queue import TrainingQueue
     from tuning.runs.visitor_runs import VisitorRuns
-    from ui import train_tab
+    from ui import tracking_panel
 
     monkeypatch.setattr("ui.messages.APP_DATA", tmp_path)  # the app's folder: paths are shown relative to it
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))  # where the zip is made
     (tmp_path / "temp").mkdir()
     queue = TrainingQueue(tmp_path / "runs")
-    monkeypatch.setattr(train_tab, "RUNS", VisitorRuns(queue))
+    monkeypatch.setattr(tracking_panel, "RUNS", VisitorRuns(queue))
     alice, bob = Owner(new_visitor_id()), Owner(new_visitor_id())
     tracked, plain = "20250101-000000-tracked-aaaaaa", "20250101-000000-plain-bbbbbb"
     shutil.copytree(tracked_run[0], tmp_path / "runs" / tracked, ignore=shutil.ignore_patterns("checkpoints"))
@@ -129,7 +129,7 @@ def test_the_train_tab_shows_a_visitor_their_own_runs_logs_and_no_one_elses(trac
     for run_id in (tracked, plain):
         record_owner(tmp_path / "runs" / run_id, alice)
 
-    text, archive = train_tab.show_tracking_logs(tracked, alice)
+    text, archive = tracking_panel.show_tracking_logs(tracked, alice)
     assert str(tmp_path) not in text  # no server paths: the commands run from the app's folder
     assert f"tensorboard --logdir runs/{tracked}/logs/tensorboard" in text
     assert f"TRACKIO_DIR=runs/{tracked}/logs/trackio trackio show --project {TRACKIO_PROJECT}" in text
@@ -138,7 +138,7 @@ def test_the_train_tab_shows_a_visitor_their_own_runs_logs_and_no_one_elses(trac
     assert f"logs/trackio/{TRACKIO_PROJECT}.db" in names
     assert any(name.startswith("logs/tensorboard/events.out.tfevents") for name in names)
 
-    text, archive = train_tab.show_tracking_logs(tracked, bob)
+    text, archive = tracking_panel.show_tracking_logs(tracked, bob)
     assert archive is None and "Can't show its logs" in text and "tensorboard" not in text
-    text, archive = train_tab.show_tracking_logs(plain, alice)
+    text, archive = tracking_panel.show_tracking_logs(plain, alice)
     assert archive is None and "no tracking logs" in text
