@@ -121,3 +121,34 @@ def start_app_server(home: Path, env_overrides: dict | None = None, startup_s: f
                 server.kill()
                 raise RuntimeError("app did not start:\n" + (home / "server.log").read_text()[-3000:]) from None
             time.sleep(0.5)
+
+
+# TinyLlama-1.1B-Chat's chat template (Zephyr's): it never writes <s>, though its tokenizer adds it to plain text.
+ZEPHYR = (
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
+    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
+    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
+
+
+def write_bos_tokenizer(folder: Path) -> Path:
+    """A SentencePiece Llama tokenizer (tokenizer.model trained here on the Kalevala source) that adds BOS as
+    TinyLlama's does, with Zephyr's template, saved in folder: TinyLlama's tokenizer without the Hub."""
+    import io
+
+    import sentencepiece
+    from transformers import LlamaTokenizer
+    from transformers.tokenization_utils_sentencepiece import SentencePieceExtractor
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter((KALEVALA / "source.md").read_text(encoding="utf-8").splitlines()),
+        model_writer=model, vocab_size=400, model_type="bpe", byte_fallback=True, character_coverage=1.0,
+        split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, minloglevel=2)
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    vocab, _, merges = SentencePieceExtractor(str(folder / "tokenizer.model")).extract()
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+    tokenizer.chat_template = ZEPHYR
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -2,19 +2,13 @@
 conversation -- training, chat, the scorecard and the GGUF export alike -- while a chat template that
 writes BOS itself, or a tokenizer without one (the embedded SmolLM2), keeps exactly its own ids."""
 
-import io
 
 import pytest
-from helpers import KALEVALA
+from helpers import ZEPHYR, write_bos_tokenizer
 
 from tuning.chat.context import fit_prompt
 from tuning.data.chat_template import IGNORE_INDEX, bos_to_add, count_tokens, encode_for_training, encode_prompt
 
-ZEPHYR = (  # TinyLlama-1.1B-Chat's chat template: it never writes <s>
-    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
-    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
-    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
-    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
 WITH_BOS = "{{ bos_token }}" + ZEPHYR  # as Llama 2's and Llama 3's templates do
 QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who forged the Sampo?"}]
 CONVERSATION = [*QUESTION, {"role": "assistant", "content": "Ilmarinen."},
@@ -24,23 +18,7 @@ CONVERSATION = [*QUESTION, {"role": "assistant", "content": "Ilmarinen."},
 @pytest.fixture(scope="module")
 def spm_folder(tmp_path_factory):
     """A SentencePiece Llama tokenizer (tokenizer.model trained here) that adds BOS as TinyLlama's does."""
-    import sentencepiece
-    from transformers import LlamaTokenizer
-    from transformers.tokenization_utils_sentencepiece import SentencePieceExtractor
-
-    folder = tmp_path_factory.mktemp("spm-bos")
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter((KALEVALA / "source.md").read_text(encoding="utf-8").splitlines()),
-        model_writer=model, vocab_size=400, model_type="bpe", byte_fallback=True, character_coverage=1.0,
-        split_digits=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, minloglevel=2)
-    (folder / "tokenizer.model").write_bytes(model.getvalue())
-    vocab, _, merges = SentencePieceExtractor(str(folder / "tokenizer.model")).extract()
-    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
-    tokenizer.chat_template = ZEPHYR
-    tokenizer.save_pretrained(folder)
-    return folder
+    return write_bos_tokenizer(tmp_path_factory.mktemp("spm-bos"))
 
 
 @pytest.fixture

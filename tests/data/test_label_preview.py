@@ -2,10 +2,9 @@
 tokens and labels are exactly those training builds, shown as trained on (the answers) or context."""
 
 import dataclasses
-import io
 
 import pytest
-from helpers import KALEVALA, REPO, TINY_TRAIN, write_jsonl
+from helpers import KALEVALA, REPO, TINY_TRAIN, write_bos_tokenizer, write_jsonl
 
 from tuning.cli import main
 from tuning.config import load_recipe
@@ -16,11 +15,6 @@ from tuning.training.train import prepare_data
 
 KALEVALA_RECIPE = REPO / "configs" / "kalevala.yaml"
 SYSTEM = "You are a helpful assistant."
-ZEPHYR = (  # TinyLlama-1.1B-Chat's chat template, as tests/data/test_bos.py has it: it never writes <s>
-    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
-    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
-    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
-    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
 MULTI_TURN = {"messages": [{"role": "user", "content": "Who forged the Sampo?"},
                            {"role": "assistant", "content": "Ilmarinen."},
                            {"role": "user", "content": "For whom?"},
@@ -120,21 +114,9 @@ def test_what_training_does_with_a_row_beyond_its_tokens(recipe, tokenizer, tmp_
 def test_a_tokenizer_that_adds_bos_gets_it_as_context(recipe, tmp_path):
     """TinyLlama's tokenizer starts text with BOS and its template doesn't write it: training adds it, so does
     the preview (a SentencePiece Llama tokenizer trained here, as tests/data/test_bos.py builds one)."""
-    import sentencepiece
-    from transformers import AutoTokenizer, LlamaTokenizer
-    from transformers.tokenization_utils_sentencepiece import SentencePieceExtractor
+    from transformers import AutoTokenizer
 
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter((KALEVALA / "source.md").read_text(encoding="utf-8").splitlines()),
-        model_writer=model, vocab_size=400, model_type="bpe", byte_fallback=True, character_coverage=1.0,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, minloglevel=2)
-    (tmp_path / "tokenizer.model").write_bytes(model.getvalue())
-    vocab, _, merges = SentencePieceExtractor(str(tmp_path / "tokenizer.model")).extract()
-    llama = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
-    llama.chat_template = ZEPHYR
-    llama.save_pretrained(tmp_path)
+    write_bos_tokenizer(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
 
     data = write_jsonl(tmp_path / "train.jsonl", TINY_TRAIN[:2])
