@@ -102,7 +102,10 @@ def command_export(args) -> int:
     result = export_run(args.run, args.out, dtype=args.dtype, skip_gguf=args.skip_gguf)
     print("written:")
     for path in result.files:
-        print(f"  {path}{'/' if path.is_dir() else ''}")
+        size = f" ({path.stat().st_size / 1e6:.1f} MB, {result.dtype})" if path == result.gguf else ""
+        print(f"  {path}{'/' if path.is_dir() else ''}{size}")
+    for fallback in result.gguf_fallbacks:
+        print(f"  F16 instead of {result.dtype}: {fallback}")
     timing = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.seconds.items())
     print(f"time: {timing}")
     if args.verify and result.gguf:
@@ -116,7 +119,7 @@ def command_export(args) -> int:
 def _print_gguf_check(run_dir: str, result, how_many: int) -> None:
     """Greedy answers of the merged model and of the GGUF (read back by transformers) to the run's held-out questions."""
     from tuning.data.examples import read_jsonl
-    from tuning.portable.gguf import verify_gguf
+    from tuning.portable.gguf_check import verify_gguf
 
     run = Run(run_dir)
     questions = [row["messages"][-2]["content"] for row in read_jsonl(run.validation_file)[:how_many]]
@@ -131,11 +134,15 @@ def _print_gguf_check(run_dir: str, result, how_many: int) -> None:
 
 
 def _add_export_parser(commands) -> None:
+    from tuning.portable.gguf import DEFAULT_GGUF_DTYPE, GGUF_DTYPES  # no heavy imports: only names
+
     export = commands.add_parser("export", help="merge a run's adapter into its base model; write GGUF + Ollama Modelfile",
                                  description="Writes OUT/merged/ (safetensors), OUT/NAME.gguf, OUT/Modelfile, OUT/README.md.")
     export.add_argument("--run", required=True, help="run folder with an adapter")
     export.add_argument("--out", required=True, help="output folder")
-    export.add_argument("--dtype", choices=["f16", "f32"], default="f16", help="GGUF weight type (default: f16)")
+    export.add_argument("--dtype", choices=list(GGUF_DTYPES), default=DEFAULT_GGUF_DTYPE,
+                        help="GGUF weight type: q8_0, q5_0, q4_0 quantize the matrices with the gguf package's own "
+                             "quantizers (q8_0: about half the f16 size); norms stay f32 (default: f16)")
     export.add_argument("--skip-gguf", action="store_true", help="only the merged safetensors folder")
     export.add_argument("--verify", type=int, default=0, metavar="N",
                         help="read the GGUF back and compare greedy answers to N held-out questions with the merged model")

@@ -10,6 +10,7 @@ from tuning.errors import KanteleError
 from tuning.guards.caps import is_shared
 from tuning.hub.auth import on_space, resolve_token
 from tuning.hub.push import HubError, plan_pushes, push_plans
+from tuning.portable.gguf import DEFAULT_GGUF_DTYPE
 from tuning.runs.owner import Owner
 from ui.messages import for_visitor
 from ui.state import RUNS
@@ -21,6 +22,12 @@ INCLUDE_MERGED = "Merged full model (adapter folded into the base)"
 INCLUDE_CHOICES = [INCLUDE_DATASET, INCLUDE_MERGED]
 REPO_PLACEHOLDER = "YOUR-NAME/kalevala-adapter"
 EXPORT_DIR = "export"  # inside the run folder: the export belongs to its run
+# The GGUF weight types (tuning.portable.gguf.GGUF_DTYPES), for people; f16 stays the default. Sizes and
+# faithfulness measured on the Kalevala run: bench/gguf_quality.py.
+EXPORT_DTYPES = [("f16: 16-bit floats", "f16"), ("q8_0: 8-bit, about half the f16 size", "q8_0"),
+                 ("q5_0: 5-bit, about 40% of f16; answers drift more", "q5_0"),
+                 ("q4_0: 4-bit, about a third of f16; answers drift most", "q4_0"),
+                 ("f32: 32-bit floats, twice f16", "f32")]
 TOKEN_HELP = ("Write token from huggingface.co/settings/tokens. Used for this push only: never stored, "
               "logged or shown again.")
 
@@ -95,19 +102,23 @@ def push(owner, run_id, repo_id, private, include, dataset_repo, pasted_token,
     return f"✅ Pushed{' (private)' if private else ''}:\n{links}"
 
 
-def export_for_ollama(owner: Owner | None, run_id: str | None, progress=gr.Progress()):
-    """Merge + GGUF + Modelfile into the run's export/ folder; offer the GGUF and Modelfile for download."""
+def export_for_ollama(owner: Owner | None, run_id: str | None, dtype: str = DEFAULT_GGUF_DTYPE,
+                      progress=gr.Progress()):
+    """Merge + GGUF (of the chosen weight type) + Modelfile into the run's export/ folder; offer the GGUF and
+    Modelfile for download."""
     from tuning.portable.export import export_run
 
     if not run_id:
         return "Finish a training run first.", None
-    progress(0, desc="merging the adapter into the base, then writing the GGUF")
+    progress(0, desc=f"merging the adapter into the base, then writing the {dtype} GGUF")
     try:
         run_dir = RUNS.run(run_id, owner).path
-        result = export_run(run_dir, run_dir / EXPORT_DIR)
+        result = export_run(run_dir, run_dir / EXPORT_DIR, dtype=dtype or DEFAULT_GGUF_DTYPE)
     except (KanteleError, OSError, ValueError) as error:
         return f"❌ Export failed: {for_visitor(error)}", None
-    return (f"✅ Exported in {sum(result.seconds.values()):.0f} s. Download both files into one folder, then:\n"
+    fallbacks = "".join(f"\n- F16 instead of {result.dtype}: {line}" for line in result.gguf_fallbacks)
+    return (f"✅ Exported in {sum(result.seconds.values()):.0f} s: {result.gguf.name}, "
+            f"{result.gguf.stat().st_size / 1e6:.0f} MB.{fallbacks}\nDownload both files into one folder, then:\n"
             f"```sh\nollama create {result.name} -f Modelfile\nollama run {result.name}\n```",
             [str(result.gguf), str(result.modelfile)])
 
@@ -143,6 +154,9 @@ def build_publish_tab(owner_state: gr.State) -> dict:
         result = gr.Markdown(elem_id="push-result")
         card = gr.Markdown(label="Model card", elem_id="model-card")
         with gr.Accordion("Export for Ollama / llama.cpp (merged model as GGUF)", open=False):
+            export_dtype = gr.Dropdown(EXPORT_DTYPES, value=DEFAULT_GGUF_DTYPE, label="GGUF weights",
+                                       info="quantized types shrink the file; norms stay 32-bit either way",
+                                       elem_id="export-dtype")
             export_button = gr.Button("Export GGUF + Modelfile", elem_id="export-button")
             export_status = gr.Markdown(elem_id="export-status")
             export_files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="export-files")
@@ -153,5 +167,5 @@ def build_publish_tab(owner_state: gr.State) -> dict:
         repo.blur(lambda r, d: d or dataset_repo_for(r), [repo, dataset_repo], dataset_repo).then(
             show_plan, plan_inputs, [files, card])
         push_button.click(push, [owner_state, run, repo, private, include, dataset_repo, token], result)
-        export_button.click(export_for_ollama, [owner_state, run], [export_status, export_files])
+        export_button.click(export_for_ollama, [owner_state, run, export_dtype], [export_status, export_files])
     return {"run": run}

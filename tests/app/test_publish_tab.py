@@ -137,3 +137,14 @@ def test_the_publish_tab_shows_the_storage_note_only_where_runs_are_lost(monkeyp
     on_a_space(monkeypatch)
     [note] = notes(build_tab(), "publish-storage-note")
     assert note.visible is True and "no persistent storage" in note.value
+
+
+def test_export_offers_every_gguf_dtype_with_f16_the_default():
+    from tuning.portable.gguf import DEFAULT_GGUF_DTYPE, GGUF_DTYPES
+
+    demo = build_tab()
+    dtype = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "export-dtype")
+    assert sorted(value for _, value in dtype.choices) == sorted(GGUF_DTYPES)
+    assert dtype.value == DEFAULT_GGUF_DTYPE == "f16"
+    export = next(fn for fn in demo.fns.values() if fn.fn is publish_tab.export_for_ollama)
+    assert dtype in export.inputs, "the export uses the chosen dtype"

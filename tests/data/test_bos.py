@@ -109,7 +109,8 @@ def test_the_gguf_starts_prompts_as_training_does(spm_folder, tmp_path, adds_bos
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from tuning.portable.gguf import verify_gguf, write_gguf
+    from tuning.portable.gguf import write_gguf
+    from tuning.portable.gguf_check import verify_gguf
 
     folder = tmp_path / "model"
     shutil.copytree(spm_folder, folder)

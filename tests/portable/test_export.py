@@ -7,19 +7,23 @@ import subprocess
 import time
 
 import pytest
-from helpers import KALEVALA, REPO, train_command
+from helpers import KALEVALA, REPO, ZEPHYR, train_command
 
-from tuning.portable.export import MERGED_DIR, MODELFILE, README, ExportError, export_run, ollama_template, verify_gguf
-from tuning.portable.gguf import GGUFExportError, write_gguf
+from tuning.portable.export import (
+    MERGED_DIR,
+    MODELFILE,
+    README,
+    ExportError,
+    export_run,
+    ollama_template,
+    sampling_parameters,
+)
+from tuning.portable.gguf import GGUF_DTYPES, GGUFExportError, convert_to_gguf, write_gguf
+from tuning.portable.gguf_check import read_back_answers, verify_gguf
 from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE
 
 QUESTIONS = ["Who compiled the Kalevala?", "Which smith forged the Sampo?", "Who rules Pohjola?"]
 SYSTEM_PROMPT = "You are a helpful assistant."  # configs/kalevala.yaml's
-ZEPHYR = (  # TinyLlama-1.1B-Chat's chat template
-    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
-    "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
-    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
-    "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +258,116 @@ def test_unsupported_architecture_names_it(tmp_path):
     assert not (tmp_path / "x.gguf").exists()
     with pytest.raises(ExportError, match="not a run folder"):
         export_run(tmp_path, tmp_path / "out")
+
+
+# ---- quantized GGUF ------------------------------------------------------------------------------------
+
+
+def test_modelfile_carries_the_chats_sampling_settings_and_the_runs_system_prompt(run, exported):
+    from tuning.chat.side_by_side import GenerationSettings
+    from tuning.config import load_recipe
+
+    modelfile = exported.modelfile.read_text(encoding="utf-8")
+    defaults = GenerationSettings()  # the chat's: greedy, 128 new tokens
+    for line in (f"PARAMETER temperature {defaults.temperature:g}", f"PARAMETER top_k {defaults.top_k}",
+                 f"PARAMETER top_p {defaults.top_p:g}", f"PARAMETER repeat_penalty {defaults.repetition_penalty:g}",
+                 f"PARAMETER num_predict {defaults.max_new_tokens}"):
+        assert f"\n{line}\n" in modelfile, line
+    assert "PARAMETER temperature 0\n" in modelfile and "repeat_last_n" not in modelfile
+    # The system prompt is the one in the run's saved config.yaml, the one it trained with.
+    assert load_recipe(run / CONFIG_FILE).data.system_prompt == SYSTEM_PROMPT
+    assert modelfile.count("SYSTEM ") == 1 and f'SYSTEM """{SYSTEM_PROMPT}"""' in modelfile
+    sampled = sampling_parameters(GenerationSettings(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.2,
+                                                     max_new_tokens=64))
+    assert sampled == ["PARAMETER temperature 0.7", "PARAMETER top_k 20", "PARAMETER top_p 0.9",
+                       "PARAMETER repeat_penalty 1.2", "PARAMETER repeat_last_n -1", "PARAMETER num_predict 64"]
+
+
+@pytest.fixture(scope="module")
+def quantized(run, exported, tmp_path_factory):
+    """The run exported as q8_0 (the whole path: merge, quantize, Modelfile); q4_0 and f16 of the same merge."""
+    out = tmp_path_factory.mktemp("export-q8") / "out"
+    out.mkdir()
+    (out / "kalevala-tiny.gguf").write_bytes(b"an f16 export from before")  # another dtype's: replaced
+    result = export_run(run, out, dtype="q8_0")
+    files = {dtype: convert_to_gguf(result.merged_dir, tmp_path_factory.mktemp(dtype) / f"m-{dtype}.gguf", dtype)
+             for dtype in ("q4_0", "f16")}
+    return result, files
+
+
+def test_quantized_ggufs_are_typed_as_llama_cpp_writes_them(exported, quantized):
+    import gguf
+
+    result, files = quantized
+    assert result.gguf.name == "kalevala-tiny-q8_0.gguf" and result.dtype == "q8_0" and not result.gguf_fallbacks
+    assert [p.name for p in result.out_dir.glob("*.gguf")] == [result.gguf.name], "the old f16 export is gone"
+    assert f"FROM ./{result.gguf.name}\n" in result.modelfile.read_text()
+    assert "quantized to 8 bits (Q8_0)" in (result.out_dir / README).read_text()
+    for dtype, path, file_type in (("q8_0", result.gguf, gguf.LlamaFileType.MOSTLY_Q8_0),
+                                   ("q4_0", files["q4_0"].path, gguf.LlamaFileType.MOSTLY_Q4_0)):
+        reader = gguf.GGUFReader(path)
+        assert reader.fields["general.file_type"].contents() == file_type, dtype
+        assert reader.fields["general.quantization_version"].contents() == gguf.GGML_QUANT_VERSION
+        types = {t.name: t.tensor_type.name for t in reader.tensors}
+        shapes = {t.name: len(t.shape) for t in reader.tensors}
+        assert all(types[name] == "F32" for name in types if shapes[name] == 1), "norms stay f32"
+        assert types["output_norm.weight"] == types["blk.0.attn_norm.weight"] == "F32"
+        matrices = {types[name] for name in types if shapes[name] == 2 and name != "token_embd.weight"}
+        assert matrices == {dtype.upper()}, (dtype, matrices)
+        # SmolLM2 ties its output to token_embd: llama-quantize keeps it at Q8_0 for the 4/5-bit types.
+        assert types["token_embd.weight"] == "Q8_0"
+    assert set(files["q4_0"].tensor_types.values()) == {"Q4_0", "Q8_0", "F32"} and not files["q4_0"].fallbacks
+    f16, f32 = files["f16"].size, exported.gguf.stat().st_size
+    assert 0.50 < result.gguf.stat().st_size / f16 < 0.56  # 8.5 bits a weight vs 16
+    assert 0.28 < files["q4_0"].size / f16 < 0.40  # 4.5 bits, the tied embeddings at 8.5
+    assert 1.9 < f32 / f16 < 2.05
+
+
+def test_quantized_ggufs_read_back_by_transformers_answer_like_the_merged_model(quantized):
+    result, files = quantized
+    merged = read_back_answers(result.merged_dir, QUESTIONS, SYSTEM_PROMPT, max_new_tokens=24)
+    q8 = read_back_answers(result.merged_dir, QUESTIONS, SYSTEM_PROMPT, gguf_path=result.gguf, max_new_tokens=24)
+    q4 = read_back_answers(result.merged_dir, QUESTIONS, SYSTEM_PROMPT, gguf_path=files["q4_0"].path,
+                           max_new_tokens=24)
+    print("\n".join(f"{q!r}: merged {m!r} | q8_0 {a!r} | q4_0 {b!r}" for q, m, a, b in zip(QUESTIONS, merged, q8, q4)))
+    assert all(merged) and all(q8) and all(q4), "every side answers"
+    assert sum(a == b for a, b in zip(merged, q8)) >= len(QUESTIONS) - 1, (merged, q8)  # q4_0: not asserted equal
+
+
+def test_matrices_whose_rows_dont_split_into_blocks_fall_back_to_f16(sentencepiece_llama, tmp_path):
+    """llama.cpp's rule: a row length that isn't a multiple of the block size (32 for Q8_0) can't be
+    quantized; the matrix is written F16 and the export says which."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / "narrow"
+    shutil.copytree(sentencepiece_llama, folder)
+    config = {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k != "head_dim"}
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**{**config, "hidden_size": 48, "intermediate_size": 64})).save_pretrained(folder)
+    written = convert_to_gguf(folder, tmp_path / "narrow.gguf", "q8_0")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(written.path).tensors}
+    # 48-wide rows: embeddings, Q/K/V, gate/up, the untied output; 64-wide ffn_down quantizes.
+    narrow = {"token_embd.weight", "output.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight",
+              "blk.0.attn_v.weight", "blk.0.attn_output.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight"}
+    assert {name for name, kind in types.items() if kind == "F16"} == {n.replace("0", str(i)) for n in narrow
+                                                                      for i in (0, 1)}
+    assert types["blk.0.ffn_down.weight"] == "Q8_0" and types["blk.1.attn_norm.weight"] == "F32"
+    assert len(written.fallbacks) == 14 and all("block of 32" in line for line in written.fallbacks)
+    assert any(line.startswith("blk.0.attn_q.weight: rows of 48 values") for line in written.fallbacks)
+    AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="narrow.gguf")  # a mixed file reads back
+
+
+def test_unknown_dtype_is_refused_with_the_choices(run, tmp_path, capsys):
+    choices = ", ".join(GGUF_DTYPES)
+    assert choices == "q8_0, q5_0, q4_0, f16, f32"
+    with pytest.raises(GGUFExportError, match=f"one of {choices}, not 'q3_k'"):
+        export_run(run, tmp_path / "out", dtype="q3_k")
+    assert not (tmp_path / "out").exists(), "refused before merging"
+    with pytest.raises(GGUFExportError, match="one of q8_0"):
+        write_gguf(run, tmp_path / "x.gguf", "int8")
+    with pytest.raises(SystemExit) as exit_:
+        main_export(run, tmp_path / "out", "--dtype", "q3_k")
+    assert exit_.value.code == 2
+    assert "invalid choice: 'q3_k' (choose from 'q8_0', 'q5_0', 'q4_0', 'f16', 'f32')" in capsys.readouterr().err

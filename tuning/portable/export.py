@@ -1,8 +1,10 @@
 """Take a run out of Kantele: its adapter merged into the base, as safetensors, GGUF and an Ollama Modelfile.
 
     export_run(run_dir, out_dir)  ->  out_dir/merged/      full model, safetensors + tokenizer + chat template
-                                      out_dir/NAME.gguf    the same weights for llama.cpp / Ollama (f16 or f32)
-                                      out_dir/Modelfile    `ollama create NAME -f Modelfile`
+                                      out_dir/NAME.gguf    the same weights for llama.cpp / Ollama (f16; NAME-q8_0.gguf
+                                                           etc. for the other dtypes: q8_0, q5_0, q4_0, f32)
+                                      out_dir/Modelfile    `ollama create NAME -f Modelfile`: template, system
+                                                           prompt, stop tokens, the chat's sampling settings
                                       out_dir/README.md
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 from tuning.atomic import staged_dir
 from tuning.config import load_recipe, write_text_atomic
 from tuning.errors import KanteleError
-from tuning.portable.gguf import GGUFExportError, verify_gguf, write_gguf  # noqa: F401 (verify_gguf: API)
+from tuning.portable.gguf import DEFAULT_GGUF_DTYPE, GGUF_DTYPES, GGUFExportError, check_dtype, convert_to_gguf
 from tuning.runs.files import ADAPTER_DIR, CONFIG_FILE, has_adapter
 from tuning.runs.run import Run
 
@@ -40,6 +42,8 @@ class ExportResult:
     out_dir: Path
     merged_dir: Path
     gguf: Path | None = None
+    dtype: str = DEFAULT_GGUF_DTYPE
+    gguf_fallbacks: list[str] = field(default_factory=list)  # matrices written F16 instead of the dtype, and why
     modelfile: Path | None = None
     readme: Path | None = None
     seconds: dict = field(default_factory=dict)  # merge / gguf time
@@ -186,9 +190,31 @@ def _quoted(text: str) -> str:
     return f'"""{text}"""'
 
 
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def sampling_parameters(settings=None) -> list[str]:
+    """Kantele chat's sampling settings (GenerationSettings, its defaults unless given) as Modelfile PARAMETER
+    lines. Ollama's own defaults differ (temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1), so each is
+    written; temperature 0 is greedy there as here, and top_k/top_p then only matter once it is raised."""
+    from tuning.chat.side_by_side import GenerationSettings
+
+    settings = settings or GenerationSettings()
+    lines = [f"PARAMETER temperature {_number(settings.temperature)}",
+             f"PARAMETER top_k {settings.top_k}",
+             f"PARAMETER top_p {_number(settings.top_p)}",
+             f"PARAMETER repeat_penalty {_number(settings.repetition_penalty)}"]
+    if settings.repetition_penalty != 1.0:  # transformers penalizes every earlier token; Ollama its last 64
+        lines.append("PARAMETER repeat_last_n -1")
+    lines.append(f"PARAMETER num_predict {settings.max_new_tokens}")
+    return lines
+
+
 def write_modelfile(gguf_path: str | os.PathLike, merged_dir: str | os.PathLike, out_path: str | os.PathLike,
-                    system_prompt: str | None = None) -> Path:
-    """An Ollama Modelfile next to the GGUF: FROM, the chat TEMPLATE, SYSTEM and the stop tokens."""
+                    system_prompt: str | None = None, settings=None) -> Path:
+    """An Ollama Modelfile next to the GGUF: FROM, the chat TEMPLATE, SYSTEM, the stop tokens and the chat's
+    sampling settings (settings: a GenerationSettings; the chat's defaults when None)."""
     from transformers import AutoTokenizer
 
     gguf_path, out_path = Path(gguf_path), Path(out_path)
@@ -203,7 +229,8 @@ def write_modelfile(gguf_path: str | os.PathLike, merged_dir: str | os.PathLike,
     elif system:
         lines.append("# the chat template has no system turn, so the run's system prompt is left out")
     lines += [f'PARAMETER stop "{stop}"' for stop in parts.stops]
-    lines.append("PARAMETER temperature 0")  # greedy, as Kantele's chat and scorecard answer
+    lines.append("# Kantele chat's sampling settings (temperature 0: greedy, as its chat and scorecard answer)")
+    lines += sampling_parameters(settings)
     write_text_atomic(out_path, "\n".join(lines) + "\n")
     return out_path
 
@@ -217,27 +244,52 @@ def ollama_name(run_dir: str | os.PathLike) -> str:
     return name or "kantele-model"
 
 
+def gguf_file_name(name: str, dtype: str) -> str:
+    """NAME.gguf for the default f16, NAME-q8_0.gguf etc. for the others."""
+    return f"{name}.gguf" if dtype == DEFAULT_GGUF_DTYPE else f"{name}-{dtype}.gguf"
+
+
+_DTYPE_WORDS = {"f32": "32-bit floats", "f16": "16-bit floats", "q8_0": "quantized to 8 bits (Q8_0)",
+                "q5_0": "quantized to 5 bits (Q5_0)", "q4_0": "quantized to 4 bits (Q4_0)"}
+
+
 def _readme(result: ExportResult, run_dir: Path, dtype: str, note: str | None) -> str:
     lines = [f"# {result.name}", "", f"Exported by Kantele from the run `{run_dir}`: its LoRA adapter merged into "
              "the base model.", "", f"- `{MERGED_DIR}/`: the merged model (safetensors, tokenizer, chat template) "
              "for transformers"]
     if result.gguf:
-        lines += [f"- `{result.gguf.name}`: the same model as GGUF ({dtype}) for llama.cpp, Ollama, LM Studio",
-                  f"- `{MODELFILE}`: its Ollama recipe (chat template, system prompt, stop tokens)", "",
-                  "## Run it with Ollama", "", "```sh", f"ollama create {result.name} -f {MODELFILE}",
-                  f"ollama run {result.name}", "```"]
+        lines.append(f"- `{result.gguf.name}`: the same model as GGUF ({_DTYPE_WORDS[dtype]}; norms in f32) for "
+                     "llama.cpp, Ollama, LM Studio")
+        if result.gguf_fallbacks:
+            lines += ["  - matrices whose rows don't split into the type's blocks, written as F16 instead:",
+                      *(f"    - {line}" for line in result.gguf_fallbacks)]
+        lines += [f"- `{MODELFILE}`: its Ollama recipe (chat template, system prompt, stop tokens, Kantele chat's "
+                  "sampling settings)", "", "## Run it with Ollama", "", "```sh",
+                  f"ollama create {result.name} -f {MODELFILE}", f"ollama run {result.name}", "```"]
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
-def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "f16",
+def _remove_other_ggufs(out_dir: Path, name: str, keep: Path) -> None:
+    """A previous export's GGUF of another dtype in this folder: gone, so the folder and its Modelfile describe
+    one model (only the names export writes are touched)."""
+    for dtype in GGUF_DTYPES:
+        path = out_dir / gguf_file_name(name, dtype)
+        if path != keep and path.is_file():
+            path.unlink()
+
+
+def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = DEFAULT_GGUF_DTYPE,
                skip_gguf: bool = False) -> ExportResult:
-    """merged/ + NAME.gguf + Modelfile + README.md in out_dir. An architecture the GGUF writer doesn't
-    support raises ExportError after merged/ and the README are written."""
+    """merged/ + NAME.gguf + Modelfile + README.md in out_dir; dtype: one of GGUF_DTYPES (q8_0, q5_0, q4_0 quantize
+    the matrices; norms stay f32). An architecture the GGUF writer doesn't support raises ExportError after merged/
+    and the README are written."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    recipe = _run_recipe(run_dir)
-    result = ExportResult(name=ollama_name(run_dir), out_dir=out_dir, merged_dir=out_dir / MERGED_DIR)
+    if not skip_gguf:
+        check_dtype(dtype)  # before the minutes of merging
+    recipe = _run_recipe(run_dir)  # the run's saved config.yaml: the system prompt it trained with
+    result = ExportResult(name=ollama_name(run_dir), out_dir=out_dir, merged_dir=out_dir / MERGED_DIR, dtype=dtype)
     started = time.monotonic()
     merge_run(run_dir, result.merged_dir)
     result.seconds["merge"] = round(time.monotonic() - started, 1)
@@ -245,7 +297,10 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, dtype: st
     if not skip_gguf:
         started = time.monotonic()
         try:
-            result.gguf = write_gguf(result.merged_dir, out_dir / f"{result.name}.gguf", dtype, name=result.name)
+            written = convert_to_gguf(result.merged_dir, out_dir / gguf_file_name(result.name, dtype), dtype,
+                                      name=result.name)
+            result.gguf, result.gguf_fallbacks = written.path, written.fallbacks
+            _remove_other_ggufs(out_dir, result.name, result.gguf)
             result.modelfile = write_modelfile(result.gguf, result.merged_dir, out_dir / MODELFILE,
                                                recipe.data.system_prompt)
         except GGUFExportError as exc:

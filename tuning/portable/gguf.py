@@ -1,5 +1,5 @@
-"""Write a merged Llama-architecture model folder as one GGUF file (llama.cpp, Ollama, LM Studio), and
-check one against its folder with transformers' own GGUF loader.
+"""Write a merged Llama-architecture model folder as one GGUF file (llama.cpp, Ollama, LM Studio) in f32, f16
+or quantized (q8_0, q5_0, q4_0), and check one against its folder with transformers' own GGUF loader.
 
 Built on the `gguf` package (llama.cpp's own, maintained writer, metadata names and tensor-name
 map) and follows llama.cpp's convert_hf_to_gguf.py for the Llama family step by step. That script
@@ -18,7 +18,23 @@ from pathlib import Path
 
 from tuning.errors import KanteleError
 
-GGUF_DTYPES = ("f16", "f32")
+# The weight types export offers: (GGML type of the matrices, the file type llama.cpp records), by the names
+# llama.cpp's tools use. Quantized through the gguf package's own quantizers (gguf.quants, llama.cpp's reference
+# Q8_0/Q5_0/Q4_0 in numpy), so a file is what llama.cpp's own would hold.
+GGUF_TYPES = {
+    "q8_0": ("Q8_0", "MOSTLY_Q8_0"),
+    "q5_0": ("Q5_0", "MOSTLY_Q5_0"),
+    "q4_0": ("Q4_0", "MOSTLY_Q4_0"),
+    "f16": ("F16", "MOSTLY_F16"),
+    "f32": ("F32", "ALL_F32"),
+}
+GGUF_DTYPES = tuple(GGUF_TYPES)
+DEFAULT_GGUF_DTYPE = "f16"
+# llama-quantize keeps the output matrix (token_embd when the model ties it to the embeddings) at Q6_K for the
+# 4- and 5-bit types, and at Q8_0 when its rows aren't a multiple of Q6_K's 256: the embedded model's own GGUF, a
+# llama.cpp Q4_1 of SmolLM2 (576-wide rows), has token_embd in Q8_0. The gguf package can't write Q6_K, so these
+# take the Q8_0 llama-quantize falls back to.
+_OUTPUT_TYPE = {"q5_0": "Q8_0", "q4_0": "Q8_0"}
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 
 # llama.cpp names the BPE pre-tokenizer of a vocabulary by hashing the ids of this text (copied from
@@ -77,13 +93,52 @@ def _permute(weights, n_head: int):
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def _add_tensors(writer, model_dir: Path, config: dict, n_blocks: int, n_head: int, n_kv: int, dtype: str) -> None:
+def check_dtype(dtype: str) -> str:
+    """dtype, or GGUFExportError listing the choices."""
+    if dtype not in GGUF_TYPES:
+        raise GGUFExportError(f"GGUF dtype must be one of {', '.join(GGUF_DTYPES)}, not '{dtype}'")
+    return dtype
+
+
+def tensor_type(gguf_name: str, n_dims: int, dtype: str, output_name: str):
+    """The GGML type a tensor is written in, by llama.cpp's rules (convert_hf_to_gguf.py's prepare_tensors, and
+    llama-quantize's for the output matrix): 1-D tensors, norms and biases stay F32; matrices take the dtype's."""
+    import gguf
+
+    if n_dims <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight"):
+        return gguf.GGMLQuantizationType.F32
+    if gguf_name == output_name and dtype in _OUTPUT_TYPE:
+        return gguf.GGMLQuantizationType[_OUTPUT_TYPE[dtype]]
+    return gguf.GGMLQuantizationType[GGUF_TYPES[dtype][0]]
+
+
+def _quantized(array, qtype, gguf_name: str, fallbacks: list[str]):
+    """(data, type) of one tensor quantized by the gguf package; a matrix whose rows don't split into the type's
+    blocks falls back to F16, as convert_hf_to_gguf.py does, and is noted in fallbacks."""
+    import gguf
+
+    try:
+        return gguf.quants.quantize(array, qtype), qtype
+    except gguf.QuantError:
+        block = gguf.GGML_QUANT_SIZES[qtype][0]
+        fallbacks.append(f"{gguf_name}: rows of {array.shape[-1]} values are not a multiple of {qtype.name}'s "
+                         f"block of {block}, written as F16")
+        return gguf.quants.quantize(array, gguf.GGMLQuantizationType.F16), gguf.GGMLQuantizationType.F16
+
+
+def _add_tensors(writer, model_dir: Path, config: dict, n_blocks: int, n_head: int, n_kv: int,
+                 dtype: str) -> tuple[dict[str, str], list[str]]:
+    """Every tensor of the folder, renamed, permuted and typed as llama.cpp's converter does; returns
+    (GGUF name -> GGML type name, the fallbacks)."""
     import gguf
     import numpy as np
     import torch
     from safetensors import safe_open
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_blocks)
+    output_name = "token_embd.weight" if config.get("tie_word_embeddings") else "output.weight"
+    types: dict[str, str] = {}
+    fallbacks: list[str] = []
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise GGUFExportError(f"{model_dir} has no .safetensors weights")
@@ -102,9 +157,12 @@ def _add_tensors(writer, model_dir: Path, config: dict, n_blocks: int, n_head: i
                     data = _permute(data, n_head)
                 elif name.endswith("k_proj.weight"):
                     data = _permute(data, n_kv)
-                # As llama.cpp: 1-D tensors (the norms) stay f32; matrices take the requested type.
-                array = data.numpy().astype(np.float16 if dtype == "f16" and data.dim() > 1 else np.float32)
-                writer.add_tensor(gguf_name, array)
+                array = data.numpy().astype(np.float32)
+                array, qtype = _quantized(array, tensor_type(gguf_name, array.ndim, dtype, output_name),
+                                          gguf_name, fallbacks)
+                writer.add_tensor(gguf_name, array, raw_dtype=qtype)
+                types[gguf_name] = qtype.name
+    return types, fallbacks
 
 
 def _pre_tokenizer(tokenizer) -> str:
@@ -211,13 +269,32 @@ def _umask() -> int:
     return mask
 
 
-def write_gguf(merged_dir: str | os.PathLike, gguf_path: str | os.PathLike, dtype: str = "f16",
+@dataclass
+class GGUFFile:
+    """A GGUF file written, and how: each tensor's GGML type, and the matrices that fell back to F16."""
+
+    path: Path
+    dtype: str
+    tensor_types: dict[str, str]  # GGUF tensor name -> GGML type name (F32, F16, Q8_0, ...)
+    fallbacks: list[str]  # one line each: which matrix, why, what it became
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def write_gguf(merged_dir: str | os.PathLike, gguf_path: str | os.PathLike, dtype: str = DEFAULT_GGUF_DTYPE,
                name: str | None = None) -> Path:
     """Convert a merged Llama folder (safetensors + tokenizer) to one GGUF file, written atomically."""
+    return convert_to_gguf(merged_dir, gguf_path, dtype, name).path
+
+
+def convert_to_gguf(merged_dir: str | os.PathLike, gguf_path: str | os.PathLike, dtype: str = DEFAULT_GGUF_DTYPE,
+                    name: str | None = None) -> GGUFFile:
+    """write_gguf, telling each tensor's type and any fallback to F16."""
     import gguf
 
-    if dtype not in GGUF_DTYPES:
-        raise GGUFExportError(f"GGUF dtype must be one of {', '.join(GGUF_DTYPES)}, not '{dtype}'")
+    check_dtype(dtype)
     merged_dir, gguf_path = Path(merged_dir), Path(gguf_path)
     config = check_gguf_support(merged_dir)
     gguf_path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,9 +304,10 @@ def write_gguf(merged_dir: str | os.PathLike, gguf_path: str | os.PathLike, dtyp
         writer = gguf.GGUFWriter(staging, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
         writer.add_name(name or gguf_path.stem)
         n_blocks, n_head, n_kv = _llama_metadata(writer, config)
-        writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
+        writer.add_file_type(gguf.LlamaFileType[GGUF_TYPES[dtype][1]])
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)  # as convert_hf_to_gguf.py, whatever the type
         _add_tokenizer(writer, merged_dir, config)
-        _add_tensors(writer, merged_dir, config, n_blocks, n_head, n_kv, dtype)
+        types, fallbacks = _add_tensors(writer, merged_dir, config, n_blocks, n_head, n_kv, dtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -239,58 +317,4 @@ def write_gguf(merged_dir: str | os.PathLike, gguf_path: str | os.PathLike, dtyp
     finally:
         if os.path.exists(staging):
             os.unlink(staging)
-    return gguf_path
-
-
-@dataclass
-class GGUFCheck:
-    answers: list[tuple[str, str, str, bool]]  # (question, merged answer, GGUF answer, equal)
-    token_mismatches: list[tuple[str, list[int], list[int]]]  # (text, merged ids, GGUF ids)
-    prompts_equal: bool  # the GGUF's own chat template renders the questions to the same ids
-
-    @property
-    def ok(self) -> bool:
-        return self.prompts_equal and not self.token_mismatches and all(a[3] for a in self.answers)
-
-
-TOKENIZER_PROBES = ["Who compiled the Kalevala?", "Elias Lönnrot", "Väinämöinen sang the Sampo ÄÖÅ äöå",
-                    "  two spaces, tabs\tand\nnewlines 1849 3.14", "<|im_start|>user\nhi<|im_end|>", "emoji 🦙 ok"]
-
-
-def verify_gguf(merged_dir: str | os.PathLike, gguf_path: str | os.PathLike, questions: list[str],
-                system_prompt: str | None = None, max_new_tokens: int = 32) -> GGUFCheck:
-    """Greedy answers of the merged folder and of the GGUF (both loaded by transformers) side by side,
-    and the two tokenizers' ids on TOKENIZER_PROBES."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tuning.data.chat_template import encode_prompt, with_system_prompt
-
-    gguf_path = Path(gguf_path)
-    sides = []
-    for path, kwargs in ((Path(merged_dir), {}), (gguf_path.parent, {"gguf_file": gguf_path.name})):
-        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs).eval()
-        sides.append((tokenizer, model))
-    (merged_tok, _), (gguf_tok, _) = sides
-    mismatches = []
-    for text in TOKENIZER_PROBES:
-        a, b = merged_tok(text)["input_ids"], gguf_tok(text)["input_ids"]
-        if list(a) != list(b):
-            mismatches.append((text, list(a), list(b)))
-    answers, prompts_equal = [], True
-    for question in questions:
-        messages = with_system_prompt([{"role": "user", "content": question}], system_prompt)
-        replies, prompts = [], []
-        for tokenizer, model in sides:
-            pad = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
-            ids = encode_prompt(tokenizer, messages)  # as chat and training encode it, BOS included
-            prompts.append(list(ids))
-            with torch.inference_mode():
-                out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                     max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                                     top_k=None, pad_token_id=pad)
-            replies.append(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip())
-        prompts_equal &= prompts[0] == prompts[1]
-        answers.append((question, replies[0], replies[1], replies[0] == replies[1]))
-    return GGUFCheck(answers, mismatches, prompts_equal)
+    return GGUFFile(gguf_path, dtype, types, fallbacks)
