@@ -1,5 +1,5 @@
-"""`python -m tuning {train,answer,eval,generate,push,export,deploy,bundle,import-adapter}`: everything the app does,
-from the shell."""
+"""`python -m tuning {train,preview,answer,eval,generate,push,export,serve,deploy,bundle,import-adapter}`: everything
+the app does, from the shell."""
 
 from __future__ import annotations
 
