@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import gradio as gr
 
 from tuning.chat.scorecard import LEARNED, PROBE_DETAIL_COLUMNS, REGRESSED, UNCHANGED_RIGHT, UNCHANGED_WRONG
@@ -64,12 +66,18 @@ def table_rows(card: Scorecard | None, verdict: str) -> list[list]:
 
 
 def refresh_scorecard(run_id: str | None, owner: Owner | None, shown: str | None, verdict: str):
-    """Show the scorecard once the run has one (and only re-render when it is new)."""
+    """Show the scorecard once the run has one, and again whenever it changes (only then: the timer asks every few
+    seconds). A child run's eval.json is written twice -- the scorecard, then its parent block -- so "already shown
+    for this run" would miss the second."""
     card = read_scorecard(run_id, owner)
-    if not card or run_id == shown:
+    if not card:
+        return (gr.skip(),) * 6
+    summary = summary_markdown(card)
+    key = f"{run_id}:{hashlib.sha256(summary.encode()).hexdigest()[:16]}"
+    if key == shown:
         return (gr.skip(),) * 6
     details = card.probe_details()  # a Dataframe shows its cells as text: nothing in them renders
-    return (run_id, gr.update(value=summary_markdown(card), visible=True),
+    return (key, gr.update(value=summary, visible=True),
             gr.update(value=metrics_bar_chart(card.metrics), visible=True),
             gr.update(value=table_rows(card, verdict), visible=True), gr.update(visible=True),
             gr.update(value=details, visible=bool(details)))
@@ -87,7 +95,7 @@ def picked_question(event: gr.SelectData) -> str:
 
 def build_scorecard(run_state, owner_state) -> dict:
     """Scorecard components (hidden until a scorecard exists)."""
-    shown = gr.State(None)
+    shown = gr.State(None)  # run id and a digest of the summary on show (refresh_scorecard)
     summary = gr.Markdown(visible=False, elem_id="scorecard-summary")
     chart = gr.Plot(visible=False, label="Base vs tuned")
     verdict = gr.Dropdown(VERDICT_CHOICES, value=ALL_VERDICTS, label="Show verdict", visible=False)
