@@ -75,11 +75,12 @@ def test_trackio_keeps_the_metrics_in_the_run_folder_and_sends_nothing_anywhere(
     assert [logs.tracker for logs in run_logs(run_dir)] == ["trackio", "tensorboard"]
 
 
-def test_without_report_to_a_run_has_no_logs_folder(tmp_path, tiny_data):
-    run_dir = tmp_path / "plain"
-    train(run_dir, tiny_data, "training.max_steps=1")
-    assert sorted(train_losses(run_dir)) == [1]
-    assert not (run_dir / LOGS_DIR).exists() and run_logs(run_dir) == []
+def test_without_report_to_a_run_has_no_logs_folder(trained_run):
+    from tuning.runs.run import Run
+
+    assert Run(trained_run).recipe().training.report_to == []  # the session's shared run: the default
+    assert train_losses(trained_run)  # metrics.jsonl as ever
+    assert not (trained_run / LOGS_DIR).exists() and run_logs(trained_run) == []
 
 
 def test_dpo_reports_to_the_same_trackers_in_its_own_run_folder(tmp_path, monkeypatch):
