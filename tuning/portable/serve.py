@@ -75,11 +75,13 @@ def served_chat_template(template: str, system_prompt: str | None, bos: str | No
     return "".join(lines) + template
 
 
-def _already_merged(folder: Path, digest: str) -> bool:
+def _served_marker(folder: Path) -> dict:
+    """What an earlier `serve` recorded about the merge in folder ({} when there is none, or it is damaged)."""
     try:
-        return json.loads((folder / SERVED_MARKER).read_text(encoding="utf-8")).get("adapter_sha256") == digest
+        marker = json.loads((folder / SERVED_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return {}
+    return marker if isinstance(marker, dict) else {}
 
 
 def prepare_served_model(run_dir: str | os.PathLike, merged_root: str | os.PathLike) -> ServedModel:
@@ -93,15 +95,16 @@ def prepare_served_model(run_dir: str | os.PathLike, merged_root: str | os.PathL
     name = ollama_name(run_dir)
     folder = merged_root / name
     digest = adapter_digest(run_dir)
-    if not _already_merged(folder, digest):
+    marker = _served_marker(folder)
+    reused = marker.get("adapter_sha256") == digest and "original_chat_template" in marker
+    if not reused:
         merge_run(run_dir, folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if not tokenizer.chat_template:
+    # A reused folder's saved template is already the served one: start again from the model's own.
+    original = marker["original_chat_template"] if reused else tokenizer.chat_template
+    if not original:
         raise ServeError(f"the base model of {run_dir} has no chat template, so a chat server can't render "
                          "conversations for it")
-    original = tokenizer.chat_template
-    if _already_merged(folder, digest):  # the saved template is already the served one: start from the original
-        original = json.loads((folder / SERVED_MARKER).read_text(encoding="utf-8"))["original_chat_template"]
     bos_id = bos_to_add(tokenizer)
     served = ServedModel(name=name, folder=folder, system_prompt=recipe.data.system_prompt,
                          bos=tokenizer.convert_ids_to_tokens(bos_id) if bos_id is not None else None)
